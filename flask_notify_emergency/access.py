@@ -1,0 +1,115 @@
+"""Who may do what: the current user's id, the admin check, and CSRF tokens."""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import secrets
+from typing import Any, Callable, TypeVar
+
+from flask import abort, current_app, jsonify, redirect, request, session, url_for
+
+F = TypeVar("F", bound=Callable[..., Any])
+CSRF_SESSION_KEY = "_notify_emergency_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf_token"
+
+
+def current_user_obj() -> Any:
+    try:
+        from flask_login import current_user
+    except ImportError:  # pragma: no cover - Flask-Login is a dependency
+        return None
+    return current_user
+
+
+def current_user_id() -> str | None:
+    """The logged-in user's id as a string, or None."""
+    user = current_user_obj()
+    if user is None or not getattr(user, "is_authenticated", False):
+        return None
+    uid = user.get_id()
+    return None if uid is None else str(uid)
+
+
+def default_is_admin(user: Any) -> bool:
+    """``user.is_admin`` if it exists, else an 'admin' role in ``user.roles``."""
+    if user is None or not getattr(user, "is_authenticated", False):
+        return False
+    flag = getattr(user, "is_admin", None)
+    if flag is not None:
+        return bool(flag() if callable(flag) else flag)
+    roles = getattr(user, "roles", None) or ()
+    return any(getattr(r, "name", r) == "admin" for r in roles)
+
+
+def is_admin() -> bool:
+    user = current_user_obj()
+    check = current_app.config["NOTIFY_EMERGENCY_IS_ADMIN"] or default_is_admin
+    return bool(user is not None and getattr(user, "is_authenticated", False) and check(user))
+
+
+def actor_name() -> str:
+    """A readable name for the audit log."""
+    user = current_user_obj()
+    if user is None or not getattr(user, "is_authenticated", False):
+        return "anonymous"
+    name = getattr(user, "username", None) or getattr(user, "email", None) or ""
+    return f"{name} (id {user.get_id()})" if name else f"user {user.get_id()}"
+
+
+def csrf_token() -> str:
+    token = session.get(CSRF_SESSION_KEY)
+    if not token:
+        token = secrets.token_urlsafe(32)
+        session[CSRF_SESSION_KEY] = token
+    return str(token)
+
+
+def check_csrf() -> None:
+    """Abort with 400 unless the request carries this session's CSRF token."""
+    expected = session.get(CSRF_SESSION_KEY)
+    sent = request.headers.get(CSRF_HEADER) or request.form.get(CSRF_FIELD)
+    if sent is None and request.is_json:
+        sent = (request.get_json(silent=True) or {}).get(CSRF_FIELD)
+    if not expected or not sent or not hmac.compare_digest(str(expected), str(sent)):
+        abort(400, description="Missing or invalid CSRF token: reload the page and try again.")
+
+
+def _wants_json() -> bool:
+    return request.path.startswith(current_app.config["NOTIFY_EMERGENCY_URL_PREFIX"] + "/api/") or \
+        request.accept_mimetypes.best == "application/json"
+
+
+def user_required(view: F) -> F:
+    """Logged-in users only (401 JSON otherwise); POSTs need the CSRF token."""
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if current_user_id() is None:
+            return jsonify(error="login required"), 401
+        if request.method == "POST":
+            check_csrf()
+        return view(*args, **kwargs)
+    return wrapper  # type: ignore[return-value]
+
+
+def admin_required(view: F) -> F:
+    """Admins only: anonymous -> login (401 for the API), others -> 403; POSTs need CSRF."""
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if current_user_id() is None:
+            if _wants_json():
+                return jsonify(error="login required"), 401
+            login_view = current_app.config["NOTIFY_EMERGENCY_LOGIN_VIEW"] or getattr(
+                getattr(current_app, "login_manager", None), "login_view", None)
+            if login_view:
+                return redirect(url_for(login_view, next=request.full_path.rstrip("?")))
+            abort(401)
+        if not is_admin():
+            if _wants_json():
+                return jsonify(error="admins only"), 403
+            abort(403)
+        if request.method == "POST":
+            check_csrf()
+        return view(*args, **kwargs)
+    return wrapper  # type: ignore[return-value]

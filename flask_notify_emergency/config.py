@@ -1,0 +1,258 @@
+"""Every ``NOTIFY_EMERGENCY_*`` setting: its default, its meaning and its validation.
+
+The table :data:`SETTINGS` is the single source; the README's configuration table is
+rendered from it (``python -m flask_notify_emergency.config``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+PREFIX = "NOTIFY_EMERGENCY_"
+PRIORITIES = ("low", "normal", "high", "critical")
+MODES = ("normal", "emergency", "legacy")
+BANNER_LEVELS = ("info", "warning", "danger", "critical")
+
+
+class ConfigError(ValueError):
+    """A ``NOTIFY_EMERGENCY_*`` setting has a value the extension cannot use."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration key: default, description and a checker returning an error or None."""
+
+    name: str
+    default: Any
+    doc: str
+    check: Callable[[Any], str | None] | None = None
+
+
+def _positive_number(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        return "must be a number greater than 0"
+    return None
+
+
+def _non_negative_int(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return "must be a whole number of 0 or more"
+    return None
+
+
+def _positive_int(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return "must be a whole number of 1 or more"
+    return None
+
+
+def _fraction(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        return "must be a fraction between 0 (exclusive) and 1"
+    return None
+
+
+def _bool(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "must be True or False"
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None or isinstance(value, str) else "must be a string or None"
+
+
+def _str(value: Any) -> str | None:
+    return None if isinstance(value, str) and value else "must be a non-empty string"
+
+
+def _optional_callable(value: Any) -> str | None:
+    return None if value is None or callable(value) else "must be a callable or None"
+
+
+def _url_prefix(value: Any) -> str | None:
+    if not isinstance(value, str) or not value.startswith("/") or value.endswith("/"):
+        return "must start with '/' and not end with '/', e.g. '/emergency'"
+    return None
+
+
+def _state_backend(value: Any) -> str | None:
+    return None if value in ("auto", "memory", "redis") else "must be 'auto', 'memory' or 'redis'"
+
+
+def _priority_map(value: Any) -> str | None:
+    if not isinstance(value, dict) or set(value) != set(PRIORITIES):
+        return f"must be a dict with exactly the keys {', '.join(PRIORITIES)}"
+    return None
+
+
+def _str_list(value: Any) -> str | None:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        return "must be a list of strings"
+    return None
+
+
+def _str_dict(value: Any) -> str | None:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, (list, tuple)) for k, v in value.items()
+    ):
+        return "must be a dict of name -> argv list"
+    return None
+
+
+S = Setting
+SETTINGS: tuple[Setting, ...] = (
+    # --- delivery -------------------------------------------------------------------------
+    S("TITLE_MAX_LENGTH", 200, "Longest notification title accepted by `send()`.", _positive_int),
+    S("MESSAGE_MAX_LENGTH", 5000, "Longest notification message accepted by `send()`.", _positive_int),
+    S("CATEGORY_MAX_LENGTH", 64, "Longest category name accepted by `send()`.", _positive_int),
+    S("ACK_TIMEOUT", 5.0, "Seconds to wait for the browser's acknowledgement before falling back.", _positive_number),
+    S("NOTIFIER_TIMEOUT", 2.0, "Seconds a host-supplied `notifier=` callable may take before it counts as failed.", _positive_number),
+    S("FLASH_BATCH_SIZE", 3, "Pending notifications flashed per page request (keeps the session cookie small).", _positive_int),
+    S("FLASH_MESSAGE_MAX_LENGTH", 300, "A flashed notification's text is cut to this many characters.", _positive_int),
+    S("FLASH_CATEGORIES", {"low": "info", "normal": "info", "high": "warning", "critical": "danger"},
+      "Flash category used for each priority.", _priority_map),
+    S("POLL_INTERVAL", 5.0, "Seconds between polls by the client script while its socket is down.", _positive_number),
+    S("POLL_BATCH_SIZE", 20, "Notifications returned by one poll.", _positive_int),
+    S("DEFAULT_EXPIRY", None, "Seconds after which an undelivered notification expires (None: never).", None),
+    S("SOCKETIO_NAMESPACE", "/notify-emergency", "Socket.IO namespace of user notifications (its own, so the host's handlers on '/' stay untouched).", _str),
+    S("ADMIN_NAMESPACE", "/notify-emergency-admin", "Socket.IO namespace of the dashboard's live updates (admins only).", _str),
+    S("USER_ROOM_PREFIX", "user:", "Prefix of the per-user Socket.IO room.", _str),
+    # --- circuit breaker ------------------------------------------------------------------
+    S("BREAKER_FAILURE_RATE", 0.5, "Failure rate of the real-time path that opens the breaker.", _fraction),
+    S("BREAKER_MIN_CALLS", 10, "Calls needed in the window before the failure rate can open the breaker.", _positive_int),
+    S("BREAKER_WINDOW", 60.0, "Seconds of calls the failure rate is computed over.", _positive_number),
+    S("BREAKER_OPEN_SECONDS", 30.0, "Seconds the breaker stays open before letting probes through.", _positive_number),
+    S("BREAKER_PROBES", 3, "Calls let through while half-open.", _positive_int),
+    S("BREAKER_CLOSE_AFTER", 3, "Successful probes that close the breaker again.", _positive_int),
+    # --- shared state ---------------------------------------------------------------------
+    S("STATE_BACKEND", "auto", "'memory', 'redis', or 'auto' (redis when `REDIS_URL` is set).", _state_backend),
+    S("REDIS_URL", None, "Redis for cluster-wide state and pub/sub, e.g. 'redis://127.0.0.1:6379/0'.", _optional_str),
+    S("REDIS_KEY_PREFIX", "notify_emergency", "Prefix of every Redis key and channel the extension uses.", _str),
+    S("STATE_REFRESH_SECONDS", 2.0, "How often a worker re-reads mode and pending users from the database "
+      "when pub/sub cannot tell it (memory backend, or Redis down).", _positive_number),
+    S("SWEEP_SECONDS", 5.0, "How often unacknowledged notifications are handed to the fallbacks.", _positive_number),
+    # --- identity and access --------------------------------------------------------------
+    S("IS_ADMIN", None, "Callable `(user) -> bool`; default: `user.is_admin` or an 'admin' role.", _optional_callable),
+    S("ADMIN_USER_IDS", None, "Callable `() -> list of ids` of admins (used for `--target admins`).", _optional_callable),
+    S("URL_PREFIX", "/emergency", "URL prefix of the admin dashboard and the client API.", _url_prefix),
+    S("BLUEPRINT_NAME", "notify_emergency", "Name of the extension's blueprint.", _str),
+    S("CLI_GROUP", "emergency", "Name of the `flask` command group (None: no CLI).", _optional_str),
+    S("BASE_TEMPLATE", "notify_emergency/base.html", "Template the dashboard pages extend.", _str),
+    S("LOGIN_VIEW", None, "Endpoint anonymous admins are sent to (default: Flask-Login's `login_view`).", _optional_str),
+    # --- health, classification, recovery -------------------------------------------------
+    S("HEALTH_CHECK_TIMEOUT", 2.0, "Seconds any single health check may take.", _positive_number),
+    S("CANARY_TIMEOUT", 2.0, "Seconds the end-to-end canary may take to arrive.", _positive_number),
+    S("DELIVERY_FAILURE_RATE", 0.10, "Delivery failure rate that counts as an emergency.", _fraction),
+    S("DELIVERY_MIN_SAMPLE", 20, "Deliveries needed before the failure rate is judged.", _positive_int),
+    S("DISCONNECT_RATIO", 0.5, "Share of recently active users without a socket that counts as an emergency.", _fraction),
+    S("MEMORY_LIMIT_MB", 2048, "Process memory (RSS) above which resources count as exhausted.", _positive_int),
+    S("DISK_MIN_FREE_MB", 200, "Free disk below which resources count as exhausted.", _positive_int),
+    S("BACKLOG_MAX_AGE", 300, "Seconds the oldest undelivered notification may wait before delivery counts as failing.", _positive_int),
+    S("MONITOR_ENABLED", True, "Run the background monitor (one per cluster) in the app.", _bool),
+    S("MONITOR_INTERVAL", 15.0, "Seconds between the monitor's health checks.", _positive_number),
+    S("RECOVERY_ATTEMPTS", 3, "Attempts of a recovery plan before it escalates.", _positive_int),
+    S("RECOVERY_BACKOFF", 1.0, "Seconds before the first retry of a recovery action (doubles each time).", _positive_number),
+    S("HEALTHY_CHECKS_TO_RECOVER", 3, "Healthy checks in a row needed to leave emergency mode.", _positive_int),
+    S("REPLAY_RATE", 50, "Backlog notifications redelivered per second after recovery.", _positive_int),
+    S("SERVICE_COMMANDS", {}, "Operator commands by name: {'restart-web': ['systemctl', 'restart', 'web']}.", _str_dict),
+    S("SERVICE_COMMAND_TIMEOUT", 30.0, "Seconds an operator command may run.", _positive_number),
+    # --- alerts ---------------------------------------------------------------------------
+    S("ALERT_EMAILS", [], "Addresses that receive emergency alerts by email.", _str_list),
+    S("ALERT_SMS_NUMBERS", [], "Phone numbers that receive emergency alerts by SMS.", _str_list),
+    S("ALERT_WEBHOOKS", [], "URLs that receive emergency alerts as JSON POSTs.", _str_list),
+    S("SMTP_HOST", "localhost", "Mail server for email alerts.", _str),
+    S("SMTP_PORT", 25, "Mail server port.", _positive_int),
+    S("SMTP_SENDER", "notify-emergency@localhost", "From address of email alerts.", _str),
+    S("SMS_GATEWAY_URL", None, "HTTP endpoint of the SMS gateway (JSON POST {to, message}).", _optional_str),
+    S("ALERT_COOLDOWN", 300.0, "Seconds during which a repeated alert for the same event is suppressed.", _positive_number),
+    # --- rollback and backups -------------------------------------------------------------
+    S("BACKUP_DIR", None, "Where backups are written (default: `<instance_path>/notify_emergency_backups`).", _optional_str),
+    S("ROLLBACK_BACKUP_MAX_AGE", 3600, "Seconds a verified backup stays fresh enough for `verify-rollback-ready`.", _positive_int),
+    S("PLANNED_ROLLBACK_APPROVALS", 1, "Second-admin approvals a planned rollback needs (0: none).", _non_negative_int),
+    S("AUTO_ROLLBACK", False, "Roll back automatically after the recovery plan failed, or a long critical emergency.", _bool),
+    S("AUTO_ROLLBACK_AFTER", 1800, "Seconds a critical emergency may last before an automatic rollback.", _positive_int),
+    S("TEST_PAGES", ["/"], "URLs fetched by `test-pages` and `verify-rollback`.", _str_list),
+    S("TEST_USER_ID", None, "User id that receives the test notification of `verify-rollback`.", _optional_str),
+)
+
+BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def apply_defaults(config: dict[str, Any], instance_path: str) -> None:
+    """``setdefault`` every key on the app's config."""
+    for setting in SETTINGS:
+        default = setting.default
+        if isinstance(default, (dict, list)):
+            default = type(default)(default)
+        config.setdefault(PREFIX + setting.name, default)
+    if config[PREFIX + "BACKUP_DIR"] is None:
+        config[PREFIX + "BACKUP_DIR"] = os.path.join(instance_path, "notify_emergency_backups")
+
+
+def validate(config: dict[str, Any]) -> None:
+    """Raise :class:`ConfigError` naming the first bad key and how to fix it."""
+    for setting in SETTINGS:
+        key = PREFIX + setting.name
+        value = config[key]
+        if setting.check is None:
+            continue
+        problem = setting.check(value)
+        if problem:
+            raise ConfigError(f"{key} {problem}; got {value!r}.")
+    expiry = config[PREFIX + "DEFAULT_EXPIRY"]
+    if expiry is not None and _positive_number(expiry):
+        raise ConfigError(f"{PREFIX}DEFAULT_EXPIRY must be None or a number of seconds; got {expiry!r}.")
+    if config[PREFIX + "STATE_BACKEND"] == "redis" and not config[PREFIX + "REDIS_URL"]:
+        raise ConfigError(
+            f"{PREFIX}STATE_BACKEND is 'redis' but {PREFIX}REDIS_URL is not set: "
+            "set it, e.g. 'redis://127.0.0.1:6379/0'."
+        )
+
+
+SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "KEY", "URI", "URL", "DSN")
+
+
+def redacted(config: dict[str, Any]) -> dict[str, Any]:
+    """The extension's settings with anything that may hold a credential redacted."""
+    out: dict[str, Any] = {}
+    for key, value in sorted(config.items()):
+        if not key.startswith(PREFIX):
+            continue
+        out[key] = redact_value(key, value)
+    return out
+
+
+def redact_value(key: str, value: Any) -> Any:
+    """Redact a value whose key names a secret; strip passwords from URLs."""
+    if callable(value):
+        return f"<callable {getattr(value, '__name__', type(value).__name__)}>"
+    if isinstance(value, str) and "://" in value:
+        return redact_url(value)
+    if any(word in key.upper() for word in SECRET_WORDS if word not in ("URL", "URI")) and value:
+        return "***"
+    return value
+
+
+def redact_url(url: str) -> str:
+    """``scheme://user:secret@host`` -> ``scheme://user:***@host``."""
+    scheme, sep, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{host}" if ":" in creds else url
+
+
+def markdown_table() -> str:
+    """The configuration table for the README."""
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for s in SETTINGS:
+        default = f"`{s.default!r}`".replace("|", "\\|")
+        doc = s.doc.replace("|", "\\|")
+        rows.append(f"| `{PREFIX}{s.name}` | {default} | {doc} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(markdown_table())

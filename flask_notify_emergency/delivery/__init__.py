@@ -1,0 +1,1 @@
+"""The ``send`` path: persist, route, record. See :mod:`.dispatcher`."""

@@ -1,0 +1,241 @@
+"""The path of one notification: validate, persist, route, record.
+
+1. :meth:`Dispatcher.send` validates (``ValueError`` naming what to fix) and stores the row.
+2. In ``normal`` mode, with real-time delivery not paused, the user connected and the
+   breaker allowing, the primary notifier delivers and an acknowledgement is awaited.
+3. Otherwise, or on error or when no acknowledgement comes in time, the
+   ``notification_fallback`` signal fires; the built-in receiver marks the user as having
+   pending rows, which the next page request or poll claims exactly once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from typing import Any, Callable
+
+from .. import signals
+from ..config import BANNER_LEVELS, PRIORITIES
+from ..models import utcnow
+from .breaker import CircuitBreaker
+from .store import NotificationStore
+
+log = logging.getLogger("flask_notify_emergency")
+
+
+class Dispatcher:
+    """Sends notifications for one app; owns the acknowledgement watcher."""
+
+    def __init__(self, app: Any, store: NotificationStore, state: Any, breaker: CircuitBreaker,
+                 notifier: Any, user_exists: Callable[[str], bool] | None) -> None:
+        self.app = app
+        self.store = store
+        self.state = state
+        self.breaker = breaker
+        self.notifier = notifier
+        self.user_exists = user_exists
+        cfg = app.config
+        self.title_max = cfg["NOTIFY_EMERGENCY_TITLE_MAX_LENGTH"]
+        self.message_max = cfg["NOTIFY_EMERGENCY_MESSAGE_MAX_LENGTH"]
+        self.category_max = cfg["NOTIFY_EMERGENCY_CATEGORY_MAX_LENGTH"]
+        self.ack_timeout = cfg["NOTIFY_EMERGENCY_ACK_TIMEOUT"]
+        self.default_expiry = cfg["NOTIFY_EMERGENCY_DEFAULT_EXPIRY"]
+        self.sweep_seconds = cfg["NOTIFY_EMERGENCY_SWEEP_SECONDS"]
+        self._known_users: OrderedDict[str, None] = OrderedDict()
+        self._watch: list[tuple[float, int, str]] = []
+        self._watch_cv = threading.Condition()
+        self._watcher: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    # -- validation --------------------------------------------------------------------
+    def _user(self, user_id: Any) -> str:
+        if isinstance(user_id, bool) or not isinstance(user_id, (int, str)):
+            raise ValueError(f"user_id must be an int or a str (Flask-Login's get_id()); got {type(user_id).__name__}.")
+        uid = str(user_id).strip()
+        if not uid or len(uid) > 64:
+            raise ValueError("user_id must be 1 to 64 characters long.")
+        if self.user_exists is not None and uid not in self._known_users:
+            if not self.user_exists(uid):
+                raise ValueError(f"no such user {uid!r}: send() needs the id of an existing user.")
+            self._known_users[uid] = None
+            if len(self._known_users) > 10_000:
+                self._known_users.popitem(last=False)
+        return uid
+
+    def validate(self, user_id: Any, title: Any, message: Any, priority: Any, category: Any,
+                 data: Any, action_url: Any) -> str:
+        if not isinstance(title, str) or not title.strip():
+            raise ValueError("title must be a non-empty string.")
+        if len(title) > self.title_max:
+            raise ValueError(f"title is {len(title)} characters; the limit is {self.title_max} "
+                             "(NOTIFY_EMERGENCY_TITLE_MAX_LENGTH).")
+        if not isinstance(message, str) or not message.strip():
+            raise ValueError("message must be a non-empty string.")
+        if len(message) > self.message_max:
+            raise ValueError(f"message is {len(message)} characters; the limit is {self.message_max} "
+                             "(NOTIFY_EMERGENCY_MESSAGE_MAX_LENGTH).")
+        if priority not in PRIORITIES:
+            raise ValueError(f"priority must be one of {', '.join(PRIORITIES)}; got {priority!r}.")
+        if not isinstance(category, str) or not category or len(category) > self.category_max:
+            raise ValueError(f"category must be a non-empty string of at most {self.category_max} characters.")
+        if data is not None:
+            try:
+                json.dumps(data)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"data must be JSON-serialisable: {exc}.") from None
+        if action_url is not None and (not isinstance(action_url, str) or len(action_url) > 500
+                                       or not action_url.startswith(("/", "http://", "https://"))):
+            raise ValueError("action_url must be a path starting with '/' or an http(s) URL of at most 500 characters.")
+        return self._user(user_id)
+
+    # -- sending -----------------------------------------------------------------------
+    def route(self, user_id: str) -> str | None:
+        """None if the primary path should be tried, else the reason it is skipped."""
+        if self.notifier is None:
+            return "no-primary"
+        mode = self.state.get("mode", "normal")
+        if mode != "normal":
+            return f"mode-{mode}"
+        if (self.state.get("paused") or {}).get("realtime"):
+            return "paused"
+        if self.notifier.needs_connection and not self.state.is_connected(user_id):
+            return "offline"
+        if not self.breaker.allow():
+            return "breaker-open"
+        return None
+
+    def send(self, user_id: Any, title: str, message: str, priority: str = "normal",
+             category: str = "system", data: Any = None, action_url: str | None = None,
+             expires_in: float | None = None, audience: str = "user") -> int:
+        uid = self.validate(user_id, title, message, priority, category, data, action_url)
+        now = utcnow()
+        skip = self.route(uid)
+        expiry = expires_in if expires_in is not None else self.default_expiry
+        values = {
+            "user_id": uid, "audience": audience, "title": title, "message": message,
+            "priority": priority, "category": category, "data": data, "action_url": action_url,
+            "created_at": now, "delivered": False, "attempts": 0 if skip else 1,
+            "expires_at": now + dt.timedelta(seconds=expiry) if expiry else None,
+            "realtime_deadline": None if skip else now + dt.timedelta(seconds=self.ack_timeout),
+        }
+        nid = self.store.create(values)
+        payload = {"id": nid, "user_id": uid, "title": title, "message": message, "priority": priority,
+                   "category": category, "data": data, "action_url": action_url,
+                   "created_at": now.isoformat() + "Z"}
+        if signals.notification_sent.receivers:
+            signals.notification_sent.send(self.app, notification=payload)
+        if skip:
+            self.fallback(payload, skip)
+            return nid
+        try:
+            result = self.notifier.deliver(uid, payload)
+            if result is False:
+                raise RuntimeError("the notifier reported failure")
+        except Exception as exc:  # any failure of the primary goes to the fallbacks
+            self.breaker.record_failure()
+            self.store.release_realtime([nid])
+            signals.notification_failed.send(self.app, notification=payload, error=str(exc), exception=exc)
+            self.fallback(payload, "failed")
+            return nid
+        if result is True:
+            self.acknowledge(nid, uid)
+        else:
+            self._track(nid, uid)
+        return nid
+
+    def fallback(self, payload: dict[str, Any], reason: str) -> None:
+        signals.notification_fallback.send(self.app, notification=payload, reason=reason)
+
+    def acknowledge(self, notification_id: int, user_id: str, channel: str = "realtime") -> bool:
+        """The client confirmed it has the notification: mark it delivered, once."""
+        if not self.store.acknowledge(notification_id, user_id, channel):
+            return False
+        self.breaker.record_success()
+        signals.notification_delivered.send(self.app, notification_ids=[notification_id],
+                                            user_id=user_id, channel=channel)
+        return True
+
+    # -- banners -------------------------------------------------------------------------
+    def broadcast(self, message: Any, level: str = "warning", title: str | None = None,
+                  starts_at: dt.datetime | None = None, ends_at: dt.datetime | None = None,
+                  created_by: str | None = None, kind: str = "broadcast") -> int:
+        if not isinstance(message, str) or not message.strip():
+            raise ValueError("message must be a non-empty string.")
+        if len(message) > self.message_max:
+            raise ValueError(f"message is {len(message)} characters; the limit is {self.message_max}.")
+        if level not in BANNER_LEVELS:
+            raise ValueError(f"level must be one of {', '.join(BANNER_LEVELS)}; got {level!r}.")
+        if title is not None and (not isinstance(title, str) or len(title) > self.title_max):
+            raise ValueError(f"title must be a string of at most {self.title_max} characters, or None.")
+        if starts_at and ends_at and ends_at <= starts_at:
+            raise ValueError("ends_at must be after starts_at.")
+        banner = {"title": title, "message": message, "level": level, "kind": kind,
+                  "created_at": utcnow(), "created_by": created_by, "starts_at": starts_at, "ends_at": ends_at}
+        bid = self.store.create_banner(banner)
+        return bid
+
+    # -- acknowledgement watcher -------------------------------------------------------
+    def _track(self, nid: int, uid: str) -> None:
+        with self._watch_cv:
+            heapq.heappush(self._watch, (time.monotonic() + self.ack_timeout, nid, uid))
+            if self._watcher is None or not self._watcher.is_alive():
+                self._watcher = threading.Thread(target=self._watch_loop, name="notify-emergency-acks",
+                                                 daemon=True)
+                self._watcher.start()
+            self._watch_cv.notify()
+
+    def start_sweeper(self) -> None:
+        """Start the watcher (which also sweeps rows whose acks never came, e.g. after a crash)."""
+        with self._watch_cv:
+            if self._watcher is None or not self._watcher.is_alive():
+                self._watcher = threading.Thread(target=self._watch_loop, name="notify-emergency-acks",
+                                                 daemon=True)
+                self._watcher.start()
+
+    def _watch_loop(self) -> None:
+        next_sweep = time.monotonic() + self.sweep_seconds
+        while not self._stop.is_set():
+            with self._watch_cv:
+                now = time.monotonic()
+                wait = next_sweep - now
+                if self._watch:
+                    wait = min(wait, self._watch[0][0] - now)
+                if wait > 0:
+                    self._watch_cv.wait(wait)
+                now = time.monotonic()
+                due: list[tuple[int, str]] = []
+                while self._watch and self._watch[0][0] <= now:
+                    _, nid, uid = heapq.heappop(self._watch)
+                    due.append((nid, uid))
+            try:
+                with self.app.app_context():
+                    if due:
+                        self._expire([n for n, _ in due], count_failure=True)
+                    if time.monotonic() >= next_sweep:
+                        next_sweep = time.monotonic() + self.sweep_seconds
+                        overdue = self.store.overdue(grace=self.ack_timeout)
+                        if overdue:
+                            self._expire([n for n, _ in overdue], count_failure=False)
+            except Exception as exc:  # the database may be down; rows stay and are swept later
+                log.warning("flask-notify-emergency: acknowledgement watcher: %s", exc)
+                self._stop.wait(1.0)
+
+    def _expire(self, ids: list[int], count_failure: bool) -> None:
+        for nid, uid in self.store.release_realtime(ids):
+            if count_failure:
+                self.breaker.record_failure()
+            payload = {"id": nid, "user_id": uid}
+            signals.notification_failed.send(
+                self.app, notification=payload,
+                error=f"no acknowledgement within {self.ack_timeout}s", exception=None)
+            self.fallback(payload, "ack-timeout")
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._watch_cv:
+            self._watch_cv.notify_all()

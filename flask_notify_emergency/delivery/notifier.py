@@ -1,0 +1,65 @@
+"""Primary notifiers: the host's Flask-SocketIO, or any callable the host already has.
+
+A notifier's ``deliver(user_id, payload)`` returns ``True`` when the notification is known
+to have reached the user, ``None`` when it was dispatched and an acknowledgement will come
+later (through :meth:`NotifyEmergency.acknowledge`), and raises or returns ``False`` when
+it failed.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from typing import Any, Callable
+
+EVENT = "notify_emergency:notification"
+BANNER_EVENT = "notify_emergency:banner"
+ACK_EVENT = "notify_emergency:ack"
+
+
+class NotifierTimeout(TimeoutError):
+    """The primary notifier did not answer within ``NOTIFY_EMERGENCY_NOTIFIER_TIMEOUT``."""
+
+
+class SocketIONotifier:
+    """Emits to the user's room; the browser's ``notify_emergency:ack`` confirms delivery."""
+
+    needs_connection = True
+
+    def __init__(self, socketio: Any, namespace: str, room_prefix: str) -> None:
+        self.socketio = socketio
+        self.namespace = namespace
+        self.room_prefix = room_prefix
+
+    def room(self, user_id: str) -> str:
+        return f"{self.room_prefix}{user_id}"
+
+    def deliver(self, user_id: str, payload: dict[str, Any]) -> bool | None:
+        self.socketio.emit(EVENT, payload, to=self.room(user_id), namespace=self.namespace)
+        return None
+
+    def broadcast_banner(self, banner: dict[str, Any]) -> None:
+        self.socketio.emit(BANNER_EVENT, banner, namespace=self.namespace)
+
+
+class CallableNotifier:
+    """Wraps a host's ``notifier(user_id, payload) -> bool | None`` with a time limit."""
+
+    needs_connection = False
+
+    def __init__(self, func: Callable[[str, dict[str, Any]], Any], timeout: float) -> None:
+        self.func = func
+        self.timeout = timeout
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="notify-primary")
+
+    def deliver(self, user_id: str, payload: dict[str, Any]) -> bool | None:
+        future = self._pool.submit(self.func, user_id, payload)
+        try:
+            result = future.result(timeout=self.timeout)
+        except concurrent.futures.TimeoutError:
+            raise NotifierTimeout(
+                f"the notifier {getattr(self.func, '__name__', self.func)!r} did not answer "
+                f"within {self.timeout}s") from None
+        return None if result is None else bool(result)
+
+    def broadcast_banner(self, banner: dict[str, Any]) -> None:
+        pass

@@ -1,0 +1,279 @@
+"""The :class:`NotifyEmergency` extension: wiring, config, request hooks, Jinja helpers."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Callable
+
+from flask import Flask, current_app, render_template
+from markupsafe import Markup
+
+from . import config as cfgmod
+from .access import csrf_token, current_user_id
+from .audit import AuditLog
+from .control import Control
+from .delivery import fallbacks
+from .delivery.breaker import CircuitBreaker
+from .delivery.dispatcher import Dispatcher
+from .delivery.notifier import CallableNotifier, SocketIONotifier
+from .delivery.store import NotificationStore
+from .models import Models, models_for
+from .state import RedisState, SharedState
+
+EXTENSION_KEY = "notify_emergency"
+BANNER_CACHE_SECONDS = 30.0
+
+
+class NotifyEmergencyState:
+    """Everything the extension keeps for one app, in ``app.extensions["notify_emergency"]``."""
+
+    def __init__(self, app: Flask, db: Any, socketio: Any, notifier: Any,
+                 user_exists: Callable[[str], bool] | None) -> None:
+        cfg = app.config
+        self.app = app
+        self.db = db
+        self.socketio = socketio
+        self.models: Models = models_for(db)
+        with app.app_context():
+            self.engine = db.engine
+        self.store = NotificationStore(self.engine, self.models)
+        self.namespace: str = cfg["NOTIFY_EMERGENCY_SOCKETIO_NAMESPACE"]
+        self.blueprint_name: str = cfg["NOTIFY_EMERGENCY_BLUEPRINT_NAME"]
+        self.receivers: list[Callable[..., Any]] = []
+        self.connected_sids: dict[str, str] = {}
+        backend = cfg["NOTIFY_EMERGENCY_STATE_BACKEND"]
+        if backend == "auto":
+            backend = "redis" if cfg["NOTIFY_EMERGENCY_REDIS_URL"] else "memory"
+        refresh = cfg["NOTIFY_EMERGENCY_STATE_REFRESH_SECONDS"]
+        if backend == "redis":
+            self.state: SharedState = RedisState(self._load_state, cfg["NOTIFY_EMERGENCY_REDIS_URL"],
+                                                 cfg["NOTIFY_EMERGENCY_REDIS_KEY_PREFIX"], refresh)
+        else:
+            self.state = SharedState(self._load_state, refresh)
+        self.control = Control(app, self.engine, self.models, self.state)
+        self.audit = AuditLog(self.engine, self.models)
+        self.breaker = CircuitBreaker(self.state, cfg, self._breaker_changed)
+        if notifier is not None:
+            self.notifier: Any = CallableNotifier(notifier, cfg["NOTIFY_EMERGENCY_NOTIFIER_TIMEOUT"])
+        elif socketio is not None:
+            self.notifier = SocketIONotifier(socketio, self.namespace, cfg["NOTIFY_EMERGENCY_USER_ROOM_PREFIX"])
+        else:
+            self.notifier = None
+        self.dispatcher = Dispatcher(app, self.store, self.state, self.breaker, self.notifier, user_exists)
+        self._banner_cache: list[dict[str, Any]] | None = None
+        self._banner_version: Any = None
+        self._banner_at = 0.0
+
+    def _load_state(self) -> tuple[dict[str, Any], set[str]]:
+        with self.app.app_context():
+            return self.control.load(), self.store.pending_user_ids()
+
+    def _breaker_changed(self, old: str, new: str) -> None:
+        from . import signals
+
+        signals.breaker_changed.send(self.app, old=old, new=new)
+
+    # -- banners -------------------------------------------------------------------------
+    def banners(self) -> list[dict[str, Any]]:
+        """Active banners, from an in-process cache invalidated through the shared state."""
+        version = self.state.get("banners_version")
+        now = time.monotonic()
+        if (self._banner_cache is None or version != self._banner_version
+                or now - self._banner_at > BANNER_CACHE_SECONDS):
+            try:
+                self._banner_cache = self.store.active_banners()
+            except Exception as exc:  # the page must render even with the database down
+                self.app.logger.warning("flask-notify-emergency: could not load banners: %s", exc)
+                self._banner_cache = self._banner_cache or []
+            self._banner_version, self._banner_at = version, now
+        from .models import utcnow
+
+        stamp = utcnow().isoformat() + "Z"
+        return [b for b in self._banner_cache
+                if (b["starts_at"] is None or b["starts_at"] <= stamp)
+                and (b["ends_at"] is None or b["ends_at"] > stamp)]
+
+    def banners_changed(self, actor: str | None = None) -> None:
+        self.control.write("banners_version", uuid.uuid4().hex, actor)
+
+    def close(self) -> None:
+        self.dispatcher.stop()
+        self.state.close()
+
+
+class NotifyEmergency:
+    """Keeps a Flask app's notifications flowing when its real-time layer breaks.
+
+    ::
+
+        notify = NotifyEmergency(app, db=db, socketio=socketio)
+        notify.send(user.id, "Caption ready", "Your image has alt text now.")
+
+    :param db: the host's Flask-SQLAlchemy object; our tables live on it.
+    :param socketio: the host's Flask-SocketIO object, the primary (real-time) notifier.
+    :param notifier: instead of ``socketio``, any ``callable(user_id, payload)`` returning
+        True (delivered), None (dispatched, ack later via :meth:`acknowledge`) or raising.
+    :param user_exists: ``callable(user_id) -> bool``; default: Flask-Login's user loader.
+    """
+
+    def __init__(self, app: Flask | None = None, *, db: Any = None, socketio: Any = None,
+                 notifier: Callable[[str, dict[str, Any]], Any] | None = None,
+                 user_exists: Callable[[str], bool] | None = None) -> None:
+        self.db = db
+        self.socketio = socketio
+        self.notifier = notifier
+        self.user_exists = user_exists
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask, db: Any = None, socketio: Any = None,
+                 notifier: Callable[[str, dict[str, Any]], Any] | None = None,
+                 user_exists: Callable[[str], bool] | None = None) -> None:
+        """Register the extension on ``app``."""
+        if EXTENSION_KEY in app.extensions:
+            raise RuntimeError(
+                "NotifyEmergency is already registered on this app. Call init_app(app) once per "
+                "app, or create a new NotifyEmergency() for another app.")
+        db = db if db is not None else self.db
+        socketio = socketio if socketio is not None else self.socketio
+        notifier = notifier if notifier is not None else self.notifier
+        if db is None:
+            raise RuntimeError("NotifyEmergency needs a Flask-SQLAlchemy 'db': pass init_app(app, db=db).")
+        if "sqlalchemy" not in app.extensions:
+            raise RuntimeError("NotifyEmergency needs db.init_app(app) to run first: "
+                               "create SQLAlchemy(app) before NotifyEmergency(app, db=db).")
+        cfgmod.apply_defaults(app.config, app.instance_path)
+        cfgmod.validate(app.config)
+        user_exists = user_exists or self.user_exists or _login_user_exists(app)
+        ext_state = NotifyEmergencyState(app, db, socketio, notifier, user_exists)
+        app.extensions[EXTENSION_KEY] = ext_state
+
+        fallbacks.connect_receivers(app, ext_state)
+        app.before_request(lambda: fallbacks.flash_pending(ext_state))
+        app.context_processor(lambda: {
+            "notify_emergency_banners": lambda: render_banners(ext_state),
+            "notify_emergency_scripts": lambda: render_scripts(ext_state),
+        })
+        if socketio is not None:
+            from . import realtime
+
+            realtime.register(socketio, ext_state)
+        from .views import make_blueprint
+
+        app.register_blueprint(make_blueprint(ext_state))
+        _register_optional(app, ext_state)
+
+    # -- public API ----------------------------------------------------------------------
+    @staticmethod
+    def state_for(app: Flask | None = None) -> NotifyEmergencyState:
+        """The per-app state (``app.extensions["notify_emergency"]``)."""
+        app = app or _current_app()
+        try:
+            return app.extensions[EXTENSION_KEY]  # type: ignore[no-any-return]
+        except KeyError:
+            raise RuntimeError("NotifyEmergency is not registered on this app: call "
+                               "notify.init_app(app, db=db, socketio=socketio) first.") from None
+
+    def send(self, user_id: int | str, title: str, message: str, priority: str = "normal",
+             category: str = "system", data: Any = None, *, action_url: str | None = None,
+             expires_in: float | None = None) -> int:
+        """Store a notification for one user and deliver it exactly once; return its id.
+
+        Raises :class:`ValueError` (storing nothing) when the input is unusable.
+        """
+        return self.state_for().dispatcher.send(user_id, title, message, priority, category, data,
+                                                action_url, expires_in)
+
+    def broadcast(self, message: str, level: str = "warning", title: str | None = None, *,
+                  starts_at: Any = None, ends_at: Any = None, created_by: str | None = None) -> int:
+        """Post one site-wide banner every user sees on every page; return its id."""
+        ext = self.state_for()
+        bid = ext.dispatcher.broadcast(message, level, title, starts_at, ends_at, created_by)
+        ext.banners_changed(created_by)
+        banner = next((b for b in ext.store.active_banners() if b["id"] == bid), None)
+        from . import signals
+
+        if banner is not None:
+            signals.banner_posted.send(ext.app, banner=banner)
+            if ext.notifier is not None and ext.control.mode == "normal" and not ext.control.paused().get("realtime"):
+                try:
+                    ext.notifier.broadcast_banner(banner)
+                except Exception as exc:  # pages show it anyway
+                    ext.app.logger.warning("flask-notify-emergency: live banner emit failed: %s", exc)
+        return bid
+
+    def acknowledge(self, notification_id: int, user_id: int | str) -> bool:
+        """Confirm delivery of a notification sent through a host ``notifier=`` callable."""
+        return self.state_for().dispatcher.acknowledge(int(notification_id), str(user_id))
+
+    @property
+    def mode(self) -> str:
+        """The cluster's delivery mode: 'normal', 'emergency' or 'legacy'."""
+        return self.state_for().control.mode
+
+
+def _current_app() -> Flask:
+    try:
+        return current_app._get_current_object()  # type: ignore[attr-defined,no-any-return]
+    except RuntimeError:
+        raise RuntimeError("NotifyEmergency needs an app context: call it inside a request or a "
+                           "CLI command, or within 'with app.app_context():'.") from None
+
+
+def _login_user_exists(app: Flask) -> Callable[[str], bool] | None:
+    """Use Flask-Login's user loader to check that a user id exists."""
+    manager = getattr(app, "login_manager", None)
+    loader = getattr(manager, "_user_callback", None)
+    if loader is None:
+        return None
+
+    def exists(user_id: str) -> bool:
+        with app.app_context():
+            return loader(user_id) is not None
+
+    return exists
+
+
+def _register_optional(app: Flask, ext_state: NotifyEmergencyState) -> None:
+    """Hook in the parts that live in their own modules (CLI, monitor, admin namespace)."""
+    import importlib
+
+    for name in ("cli", "monitor", "admin_realtime"):
+        try:
+            module = importlib.import_module(f"{__package__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__package__}.{name}":
+                raise
+            continue
+        module.init_app(app, ext_state)
+
+
+def render_banners(ext_state: NotifyEmergencyState) -> Markup:
+    """HTML for the active banners (and the emergency notice), text escaped."""
+    mode = ext_state.control.mode
+    return Markup(render_template("notify_emergency/_banners.html", banners=ext_state.banners(), mode=mode))
+
+
+def render_scripts(ext_state: NotifyEmergencyState) -> Markup:
+    """The client script tag and its settings."""
+    cfg = ext_state.app.config
+    bp = ext_state.blueprint_name
+    uid = current_user_id()
+    settings = {
+        "pollUrl": _url(f"{bp}.poll"),
+        "bannersUrl": _url(f"{bp}.banners"),
+        "pollInterval": cfg["NOTIFY_EMERGENCY_POLL_INTERVAL"],
+        "namespace": ext_state.namespace,
+        "socket": ext_state.socketio is not None and isinstance(ext_state.notifier, SocketIONotifier),
+        "mode": ext_state.control.mode,
+        "csrfToken": csrf_token() if uid else None,
+        "loggedIn": uid is not None,
+    }
+    return Markup(render_template("notify_emergency/_scripts.html", settings=settings, bp=bp))
+
+
+def _url(endpoint: str) -> str:
+    from flask import url_for
+
+    return url_for(endpoint)

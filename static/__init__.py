@@ -1,0 +1,1 @@
+"""Static assets shipped with flask-notify-emergency (package marker)."""

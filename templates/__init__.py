@@ -1,0 +1,1 @@
+"""Templates shipped with flask-notify-emergency (package marker)."""
