@@ -1,0 +1,108 @@
+"""Fixtures: apps built like the README says, on real databases and real Redis."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Callable, Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from tests.support import services
+from tests.support.apps import build_example, drop_tables
+
+DATABASES = {"sqlite": None, "mariadb": services.MARIADB_URL, "postgres": services.POSTGRES_URL}
+
+
+def _check_database(url: str, name: str) -> None:
+    engine = sa.create_engine(url, pool_pre_ping=True)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except Exception as exc:
+        services.unavailable(name, exc)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    import redis
+
+    try:
+        redis.Redis.from_url(services.REDIS_URL, socket_connect_timeout=1).ping()
+    except Exception as exc:
+        services.unavailable("Redis on 127.0.0.1:6379", exc)
+    return services.REDIS_URL
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of our own, removed afterwards."""
+    import redis
+
+    prefix = f"ne-test-{uuid.uuid4().hex[:10]}"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(f"{prefix}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def mariadb_url() -> str:
+    _check_database(services.MARIADB_URL, "MariaDB on 127.0.0.1:3306")
+    return services.MARIADB_URL
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    _check_database(services.POSTGRES_URL, "PostgreSQL on 127.0.0.1:5432")
+    return services.POSTGRES_URL
+
+
+@pytest.fixture(params=list(DATABASES))
+def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """Each test using it runs on SQLite, MariaDB and PostgreSQL."""
+    name = request.param
+    if name == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.sqlite'}"
+    url = DATABASES[name]
+    assert url is not None
+    _check_database(url, name)
+    return url
+
+
+@pytest.fixture
+def make_app(tmp_path: Any) -> Iterator[Callable[..., tuple[Any, Any]]]:
+    """Factory: ``make_app(**config)`` builds the example app; tables are dropped afterwards."""
+    built: list[Any] = []
+
+    def factory(**config: Any) -> tuple[Any, Any]:
+        config.setdefault("SQLALCHEMY_DATABASE_URI", f"sqlite:///{tmp_path / f'app{len(built)}.sqlite'}")
+        app, socketio = build_example(config)
+        built.append(app)
+        return app, socketio
+
+    yield factory
+    for app in built:
+        drop_tables(app)
+
+
+@pytest.fixture
+def example(make_app: Callable[..., tuple[Any, Any]]) -> tuple[Any, Any]:
+    """The example app on SQLite with the memory backend."""
+    return make_app()
+
+
+def login(client: Any, username: str) -> Any:
+    response = client.post("/login", data={"username": username, "password": username})
+    assert response.status_code == 302, response.get_data(as_text=True)
+    return response
+
+
+def user_id(app: Any, username: str) -> str:
+    User = app.extensions["demo"]["User"]
+    with app.app_context():
+        return str(User.query.filter_by(username=username).one().id)

@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: real services, apps served on loopback, polling with deadlines."""

@@ -1,0 +1,84 @@
+"""Build the example app the way a user would, and serve it on loopback in real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EXAMPLES = os.path.join(ROOT, "examples")
+if EXAMPLES not in sys.path:
+    sys.path.insert(0, EXAMPLES)
+
+
+def build_example(config: dict[str, Any]) -> tuple[Any, Any]:
+    """``examples/app.py``'s ``create_app`` with test config."""
+    from app import create_app  # examples/app.py
+
+    base = {"TESTING": True, "SECRET_KEY": "test-secret", "NOTIFY_EMERGENCY_MONITOR_ENABLED": False}
+    base.update(config)
+    return create_app(base)
+
+
+def drop_tables(app: Any) -> None:
+    ext = app.extensions.get("notify_emergency")
+    db = app.extensions["demo"]["db"]
+    if ext is not None:
+        ext.close()
+    with app.app_context():
+        db.session.remove()
+        db.drop_all()
+        db.engine.dispose()
+
+
+class ServedApp:
+    """The example app running in its own process: ``python tests/support/serve.py``."""
+
+    def __init__(self, port: int, config: dict[str, Any], env: dict[str, str] | None = None) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        full_env["SERVE_CONFIG"] = json.dumps(config)
+        full_env["SERVE_PORT"] = str(port)
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "tests", "support", "serve.py")],
+            env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                out = self.proc.stdout.read().decode(errors="replace") if self.proc.stdout else ""
+                raise RuntimeError(f"served app exited with {self.proc.returncode}:\n{out}")
+            try:
+                with urllib.request.urlopen(self.url + "/login", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"served app on port {self.port} did not answer within {timeout}s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+    def __enter__(self) -> "ServedApp":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
