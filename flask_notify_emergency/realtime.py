@@ -11,10 +11,12 @@ from typing import Any
 from flask import request
 from flask_socketio import join_room
 
+from . import signals
 from .access import current_user_id
 from .delivery.notifier import ACK_EVENT
 
 CANARY_EVENT = "notify_emergency:canary"
+MODE_EVENT = "notify_emergency:mode"
 
 
 def register(socketio: Any, ext_state: Any) -> None:
@@ -53,6 +55,16 @@ def register(socketio: Any, ext_state: Any) -> None:
             if ext_state.dispatcher.acknowledge(nid, uid):
                 acked.append(nid)
         return {"ok": True, "acknowledged": acked}
+
+    def on_mode_changed(sender: Any, old: str, new: str, **_: Any) -> None:
+        # best effort: pages re-read banners and mode; polling covers a broken socket
+        try:
+            socketio.emit(MODE_EVENT, {"mode": new}, namespace=namespace)
+        except Exception:
+            pass
+
+    ext_state.receivers.append(on_mode_changed)
+    signals.mode_changed.connect(on_mode_changed, sender=ext_state.app, weak=False)
 
     socketio.on_event("connect", on_connect, namespace=namespace)
     socketio.on_event("disconnect", on_disconnect, namespace=namespace)
