@@ -19,10 +19,6 @@ from sqlalchemy.orm import DeclarativeBase
 from flask_notify_emergency import NotifyEmergency
 
 
-class Base(DeclarativeBase):
-    pass
-
-
 DEMO_USERS = (("admin", "admin", True), ("alice", "alice", False), ("bob", "bob", False))
 
 
@@ -36,6 +32,9 @@ def create_app(config: dict[str, Any] | None = None) -> tuple[Flask, SocketIO]:
     )
     app.config.update(config or {})
     os.makedirs(app.instance_path, exist_ok=True)
+
+    class Base(DeclarativeBase):
+        """One declarative base per app, so several apps can live in one process."""
 
     db = SQLAlchemy(app, model_class=Base)
 
