@@ -254,5 +254,23 @@ def markdown_table() -> str:
     return "\n".join(rows)
 
 
+TABLE_START, TABLE_END = "<!-- config-table:start -->", "<!-- config-table:end -->"
+
+
+def readme_with_table(readme: str) -> str:
+    """``readme`` with the text between the config-table markers replaced by the table."""
+    head, _, rest = readme.partition(TABLE_START)
+    _, _, tail = rest.partition(TABLE_END)
+    return f"{head}{TABLE_START}\n{markdown_table()}\n{TABLE_END}{tail}"
+
+
 if __name__ == "__main__":  # pragma: no cover
-    print(markdown_table())
+    import sys
+
+    if len(sys.argv) == 3 and sys.argv[1] == "--write-readme":
+        with open(sys.argv[2], encoding="utf-8") as fh:
+            text = fh.read()
+        with open(sys.argv[2], "w", encoding="utf-8") as fh:
+            fh.write(readme_with_table(text))
+    else:
+        print(markdown_table())
