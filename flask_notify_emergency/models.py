@@ -133,7 +133,7 @@ def _build(db: Any) -> Models:
         arguments = sa.Column(sa.JSON, nullable=True)
         outcome = sa.Column(sa.String(16), nullable=False, default="ok")
         detail = sa.Column(sa.Text, nullable=True)
-        event_id = sa.Column(sa.BigInteger, nullable=True)
+        event_id = sa.Column(sa.BigInteger, nullable=True, index=True)
 
     class ControlState(db.Model):  # type: ignore[name-defined,misc]
         """The cluster's truth for mode, paused services and other switches."""
