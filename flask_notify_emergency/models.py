@@ -34,11 +34,12 @@ class Models:
     ControlState: Any
     RollbackStep: Any
     Drill: Any
+    Incident: Any
 
     @property
     def all(self) -> tuple[Any, ...]:
         return (self.Notification, self.Banner, self.EmergencyEvent, self.AuditEntry,
-                self.ControlState, self.RollbackStep, self.Drill)
+                self.ControlState, self.RollbackStep, self.Drill, self.Incident)
 
 
 def models_for(db: Any) -> Models:
@@ -168,7 +169,21 @@ def _build(db: Any) -> Models:
         participants = sa.Column(sa.JSON, nullable=True)
         result = sa.Column(sa.JSON, nullable=True)
 
-    return Models(Notification, Banner, EmergencyEvent, AuditEntry, ControlState, RollbackStep, Drill)
+    class Incident(db.Model):  # type: ignore[name-defined,misc]
+        """An incident record (the runbook's incident ticket), linked to an emergency event."""
+
+        __tablename__ = "notify_emergency_incident"
+        id = sa.Column(BigId, primary_key=True, autoincrement=True)
+        title = sa.Column(sa.String(200), nullable=False)
+        priority = sa.Column(sa.String(8), nullable=False)
+        assignee = sa.Column(sa.String(128), nullable=True)
+        status = sa.Column(sa.String(16), nullable=False, default="open")
+        event_id = sa.Column(sa.BigInteger, nullable=True, index=True)
+        created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+        created_by = sa.Column(sa.String(128), nullable=True)
+        closed_at = sa.Column(sa.DateTime, nullable=True)
+
+    return Models(Notification, Banner, EmergencyEvent, AuditEntry, ControlState, RollbackStep, Drill, Incident)
 
 
 def notification_payload(row: Any) -> dict[str, Any]:
