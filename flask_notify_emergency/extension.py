@@ -46,14 +46,17 @@ class NotifyEmergencyState:
         if backend == "auto":
             backend = "redis" if cfg["NOTIFY_EMERGENCY_REDIS_URL"] else "memory"
         refresh = cfg["NOTIFY_EMERGENCY_STATE_REFRESH_SECONDS"]
+        # the state's first load (RedisState connects at once) reads switches through the
+        # control, so the control exists first and gets its state right after
+        self.control = Control(app, self.engine, self.models, None)
         if backend == "redis":
             self.state: SharedState = RedisState(self._load_state, cfg["NOTIFY_EMERGENCY_REDIS_URL"],
                                                  cfg["NOTIFY_EMERGENCY_REDIS_KEY_PREFIX"], refresh)
         else:
             self.state = SharedState(self._load_state, refresh)
-        self.control = Control(app, self.engine, self.models, self.state)
+        self.control.state = self.state
         self.audit = AuditLog(self.engine, self.models)
-        self.breaker = CircuitBreaker(self.state, cfg, self._breaker_changed)
+        self.breaker = CircuitBreaker(self.state, cfg, self._breaker_changed, write=self._write_breaker)
         if notifier is not None:
             self.notifier: Any = CallableNotifier(notifier, cfg["NOTIFY_EMERGENCY_NOTIFIER_TIMEOUT"])
         elif socketio is not None:
@@ -69,6 +72,14 @@ class NotifyEmergencyState:
         with self.app.app_context():
             return self.control.load(), self.store.pending_user_ids()
 
+    def _write_breaker(self, key: str, value: Any) -> None:
+        """Breaker changes go to the database too, so a worker started later sees them."""
+        try:
+            self.control.write(key, value, "circuit breaker")
+        except Exception as exc:  # database down: the running workers still hear of it
+            self.app.logger.warning("flask-notify-emergency: could not store the breaker state: %s", exc)
+            self.state.set(key, value)
+
     def _breaker_changed(self, old: str, new: str) -> None:
         from . import signals
 
@@ -82,17 +93,18 @@ class NotifyEmergencyState:
         if (self._banner_cache is None or version != self._banner_version
                 or now - self._banner_at > BANNER_CACHE_SECONDS):
             try:
-                self._banner_cache = self.store.active_banners()
+                # scheduled banners are cached too, so each appears when its time comes
+                self._banner_cache = self.store.active_banners(include_scheduled=True)
             except Exception as exc:  # the page must render even with the database down
                 self.app.logger.warning("flask-notify-emergency: could not load banners: %s", exc)
                 self._banner_cache = self._banner_cache or []
             self._banner_version, self._banner_at = version, now
         from .models import utcnow
 
-        stamp = utcnow().isoformat() + "Z"
+        now_utc = utcnow()
         return [b for b in self._banner_cache
-                if (b["starts_at"] is None or b["starts_at"] <= stamp)
-                and (b["ends_at"] is None or b["ends_at"] > stamp)]
+                if (b["starts_at"] is None or _parse_stamp(b["starts_at"]) <= now_utc)
+                and (b["ends_at"] is None or _parse_stamp(b["ends_at"]) > now_utc)]
 
     def banners_changed(self, actor: str | None = None) -> None:
         self.control.write("banners_version", uuid.uuid4().hex, actor)
@@ -271,6 +283,14 @@ def render_scripts(ext_state: NotifyEmergencyState) -> Markup:
         "loggedIn": uid is not None,
     }
     return Markup(render_template("notify_emergency/_scripts.html", settings=settings, bp=bp))
+
+
+def _parse_stamp(stamp: str) -> Any:
+    """A payload time (naive UTC ISO with a 'Z') back to a datetime; comparing the strings
+    goes wrong when one of them has no microseconds."""
+    import datetime as dt
+
+    return dt.datetime.fromisoformat(stamp.rstrip("Z"))
 
 
 def _url(endpoint: str) -> str:

@@ -19,8 +19,12 @@ class CircuitBreaker:
     """Decides whether the primary path may be tried, and learns from each outcome."""
 
     def __init__(self, state: Any, config: dict[str, Any],
-                 on_change: Callable[[str, str], None] | None = None) -> None:
+                 on_change: Callable[[str, str], None] | None = None,
+                 write: Callable[[str, Any], None] | None = None) -> None:
         self.state = state
+        #: stores a new breaker state (default: the shared state only; the extension also
+        #: writes it to the database so a worker started later sees it)
+        self.write = write or state.set
         self.failure_rate = config["NOTIFY_EMERGENCY_BREAKER_FAILURE_RATE"]
         self.min_calls = config["NOTIFY_EMERGENCY_BREAKER_MIN_CALLS"]
         self.window = config["NOTIFY_EMERGENCY_BREAKER_WINDOW"]
@@ -47,7 +51,9 @@ class CircuitBreaker:
         if current == OPEN:
             return False
         if self.snapshot()["state"] == OPEN:
-            self._set(HALF_OPEN)
+            # no counter reset here: racing callers would each reset it and let a burst
+            # through; trip() zeroed the counters when the breaker opened
+            self._set(HALF_OPEN, reset=False)
         return self.state.incr("breaker-probes", self.open_seconds * 4) <= self.probes
 
     def record_success(self) -> None:
@@ -83,10 +89,11 @@ class CircuitBreaker:
         self._set(CLOSED)
         self.state.clear_outcomes()
 
-    def _set(self, new: str, opened_at: float | None = None) -> None:
+    def _set(self, new: str, opened_at: float | None = None, reset: bool = True) -> None:
         old = self.snapshot()["state"]
-        self.state.reset_counter("breaker-probes")
-        self.state.reset_counter("breaker-successes")
-        self.state.set(KEY, {"state": new, "opened_at": opened_at})
+        if reset:
+            self.state.reset_counter("breaker-probes")
+            self.state.reset_counter("breaker-successes")
+        self.write(KEY, {"state": new, "opened_at": opened_at})
         if old != new and self.on_change:
             self.on_change(old, new)

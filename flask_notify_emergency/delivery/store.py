@@ -120,12 +120,14 @@ class NotificationStore:
             result = conn.execute(self.banners.insert().values(**values))
         return int(result.inserted_primary_key[0])
 
-    def active_banners(self) -> list[dict[str, Any]]:
+    def active_banners(self, include_scheduled: bool = False) -> list[dict[str, Any]]:
+        """Banners showing now (and, with ``include_scheduled``, those yet to start)."""
         b = self.banners
         now = utcnow()
+        started = sa.true() if include_scheduled else sa.or_(b.c.starts_at.is_(None), b.c.starts_at <= now)
         q = (sa.select(b).where(
             b.c.dismissed_at.is_(None),
-            sa.or_(b.c.starts_at.is_(None), b.c.starts_at <= now),
+            started,
             sa.or_(b.c.ends_at.is_(None), b.c.ends_at > now),
         ).order_by(b.c.id.desc()).limit(20))
         with self.engine.connect() as conn:
