@@ -94,6 +94,7 @@ def set_public_status(ext: Any, status: str, message: str, actor: str,
     value = {"status": status, "message": text, "updated_at": utcnow().isoformat() + "Z",
              "updated_by": actor, "banner_id": banner["id"] if banner else None}
     ext.control.write(PUBLIC_KEY, value, actor)
+    ext.banners_changed(actor)  # also tells every worker's status page to re-read
     ext.audit.record(actor, "update-status-page", source, {"status": status, "message": text},
                      detail=f"was {previous['status']}; banner "
                             f"{'#' + str(banner['id']) if banner else 'none'}; {removed} old banner(s) removed",

@@ -22,20 +22,23 @@ DEFAULT_TITLE = "Service notice"
 MAX_TARGET_USERS = 1000
 
 
-def parse_target(text: str) -> list[str] | None:
-    """``'all'`` -> None (everyone); ``'user:1,2'`` -> ``['1', '2']``; ValueError otherwise."""
-    value = (text or "").strip()
-    if value == "all":
+def parse_target(ext: Any, text: str) -> list[str] | None:
+    """``'all'`` -> None (everyone); ``'user:1,2'`` -> ``['1', '2']``; ``'admins'`` -> the admins.
+
+    ValueError on anything else; :class:`.operator_notice.NoticeError` if no admin is known.
+    """
+    from .operator_notice import admin_ids
+    from .operator_notice import parse_target as parse_notice_target
+
+    kind, ids = parse_notice_target(text)
+    if kind == "all":
         return None
-    if not value.startswith("user:"):
-        raise ValueError(f"--target must be 'all' or 'user:ID[,ID...]', e.g. 'user:42,43'; got {text!r}.")
-    ids = [part.strip() for part in value[len("user:"):].split(",")]
-    if not ids or any(not i for i in ids):
-        raise ValueError(f"--target {text!r} has an empty user id: list ids separated by commas, e.g. 'user:42,43'.")
+    if kind == "admins":
+        ids = admin_ids(ext)
     if len(ids) > MAX_TARGET_USERS:
         raise ValueError(f"--target lists {len(ids)} users; at most {MAX_TARGET_USERS} at a time "
                          "(use --target all for everyone).")
-    return list(dict.fromkeys(ids))
+    return ids
 
 
 def post_banner(ext: Any, message: str, *, level: str, title: str | None, actor: str,
@@ -45,14 +48,11 @@ def post_banner(ext: Any, message: str, *, level: str, title: str | None, actor:
     With ``live`` it is also pushed over the socket when the real-time path is up; without,
     pages show it on their next load or poll.
     """
-    bid = ext.dispatcher.broadcast(message, level, title, None, None, actor, kind=kind)
-    ext.banners_changed(actor)
-    banner = next((b for b in ext.store.active_banners() if b["id"] == bid), None)
-    if banner is None:  # scheduled in the future, or dismissed meanwhile
-        return {"id": bid, "message": message, "level": level, "title": title, "kind": kind, "live": False}
-    signals.banner_posted.send(ext.app, banner=banner)
+    from .fallback_control import post_banner as store_banner
+
+    banner = dict(store_banner(ext, message, level, title, actor, kind=kind))
     pushed = False
-    if live and ext.notifier is not None and ext.control.mode == "normal" \
+    if live and "message" in banner and ext.notifier is not None and ext.control.mode == "normal" \
             and not ext.control.paused().get("realtime"):
         try:
             ext.notifier.broadcast_banner(banner)
@@ -96,7 +96,7 @@ def send_user_notification(ext: Any, *, message: str, title: str | None, channel
         raise ValueError(f"--level must be one of {', '.join(BANNER_LEVELS)}; got {level!r}.")
     if priority not in PRIORITIES:
         raise ValueError(f"--priority must be one of {', '.join(PRIORITIES)}; got {priority!r}.")
-    users = parse_target(target)
+    users = parse_target(ext, target)
     title = title.strip() if title and title.strip() else None
     arguments = {"channel": channel, "target": target, "title": title, "level": level, "priority": priority}
     if users is None:

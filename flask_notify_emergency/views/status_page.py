@@ -1,7 +1,9 @@
 """The public status page: a tiny HTML page and its JSON, for everyone (no login).
 
-Visitors come in numbers exactly when things break, so the status is kept for a few seconds
-in the process, and the last known one is served if the database does not answer.
+Visitors come in numbers exactly when things break, so the status is kept in the process
+until it changes (``update-status-page`` bumps ``banners_version``, which every worker
+hears of) or for a few seconds at most; the last known one is served if the database does
+not answer.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ CACHE_SECONDS = 5.0
 def register(bp: Blueprint, ext_state: Any) -> None:
     """Add ``<prefix>/status-page`` (HTML) and ``<prefix>/api/status-page`` (JSON)."""
     lock = threading.Lock()
-    cached: dict[str, Any] = {"value": None, "at": 0.0}
+    cached: dict[str, Any] = {"value": None, "at": 0.0, "version": None}
 
     def current() -> dict[str, Any] | None:
+        version = ext_state.state.get("banners_version")
         with lock:
-            if cached["value"] is not None and time.monotonic() - cached["at"] < CACHE_SECONDS:
+            if cached["value"] is not None and cached["version"] == version \
+                    and time.monotonic() - cached["at"] < CACHE_SECONDS:
                 return dict(cached["value"])
         try:
             value = public_view(public_status(ext_state))
@@ -33,7 +37,7 @@ def register(bp: Blueprint, ext_state: Any) -> None:
             with lock:
                 return dict(cached["value"], stale=True) if cached["value"] is not None else None
         with lock:
-            cached["value"], cached["at"] = value, time.monotonic()
+            cached["value"], cached["at"], cached["version"] = value, time.monotonic(), version
         return dict(value)
 
     @bp.route("/status-page")
