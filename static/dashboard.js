@@ -265,8 +265,10 @@
     if (!settings.socket || typeof window.io !== "function") { goPolling(); return; }
     socket = window.io(settings.namespace, { transports: ["websocket", "polling"], reconnectionDelayMax: 10000 });
     socket.on("connect", function () {
+      // the answer is fresh data but no proof of live: only pushes (which go through the
+      // message queue when there is one) make the page live
       socket.emit(SUBSCRIBE_EVENT, { window: settings.window }, function (reply) {
-        if (reply && reply.ok) { gotPush(reply.overview); }
+        if (reply && reply.ok) { apply(reply.overview); }
       });
     });
     socket.on(OVERVIEW_EVENT, function (msg) {

@@ -120,7 +120,7 @@ def test_activate_and_deactivate_need_a_reason_and_are_audited(example: tuple[An
         assert ext.control.mode == "normal"
     assert client.get(f"{API}/events").get_json()["items"] == []
 
-    response = post(client, token, "/emergency/activate", reason="socket queue down", level="high")
+    response = post(client, token, "/emergency/activate", reason="socket queue down", level=2)
     assert response.status_code == 200, response.get_json()
     event = response.get_json()["event"]
     assert event["level"] == 2 and event["reason"] == "socket queue down"

@@ -53,7 +53,9 @@ Form = Mapping[str, Any]
 
 def _text(form: Form, name: str) -> str:
     value = form.get(name)
-    return value.strip() if isinstance(value, str) else ""
+    if value is None or isinstance(value, bool):
+        return ""
+    return value.strip() if isinstance(value, str) else str(value)  # JSON numbers too
 
 
 def _flag(form: Form, name: str) -> bool:
