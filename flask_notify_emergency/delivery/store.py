@@ -15,6 +15,10 @@ import sqlalchemy as sa
 from ..models import Models, notification_payload, utcnow
 
 
+#: Claiming transactions one claim may run when other claimers keep taking its rows.
+CLAIM_ROUNDS = 5
+
+
 class NotificationStore:
     """Reads and writes notification and banner rows through the host's engine."""
 
@@ -31,7 +35,21 @@ class NotificationStore:
         return int(result.inserted_primary_key[0])
 
     def claim(self, user_id: str, limit: int, channel: str) -> list[dict[str, Any]]:
-        """Atomically take up to ``limit`` claimable rows of a user and mark them delivered."""
+        """Atomically take up to ``limit`` claimable rows of a user and mark them delivered.
+
+        Rows another claimer took between our SELECT and UPDATE are skipped; we then look
+        again, so a poll racing another tab still gets what is waiting instead of nothing.
+        """
+        claimed: list[dict[str, Any]] = []
+        for _ in range(CLAIM_ROUNDS):
+            selected, rows = self._claim_once(user_id, limit - len(claimed), channel)
+            claimed += rows
+            if len(rows) == selected or len(claimed) >= limit:
+                break  # nobody raced us (or the batch is full): what is left is not claimable
+        return claimed
+
+    def _claim_once(self, user_id: str, limit: int, channel: str) -> tuple[int, list[dict[str, Any]]]:
+        """One claiming transaction: (rows selected, rows this call marked delivered)."""
         t = self.table
         now = utcnow()
         token = uuid.uuid4().hex
@@ -45,7 +63,7 @@ class NotificationStore:
             ids = [r[0] for r in conn.execute(
                 sa.select(t.c.id).where(claimable).order_by(t.c.id).limit(limit))]
             if not ids:
-                return []
+                return 0, []
             conn.execute(
                 t.update()
                 .where(t.c.id.in_(ids), t.c.delivered.is_(False))
@@ -53,7 +71,7 @@ class NotificationStore:
                         attempts=t.c.attempts + 1)
             )
             rows = conn.execute(sa.select(t).where(t.c.claim_token == token).order_by(t.c.id)).all()
-        return [dict(notification_payload(r), user_id=r.user_id) for r in rows]
+        return len(ids), [dict(notification_payload(r), user_id=r.user_id) for r in rows]
 
     def acknowledge(self, notification_id: int, user_id: str, channel: str = "realtime") -> bool:
         """Mark one row delivered if it is the user's and not yet delivered; True if we did."""
