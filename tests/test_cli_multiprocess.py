@@ -31,7 +31,8 @@ def run_cli(workdir: Any, *args: str, script: bool = False) -> subprocess.Comple
     if script:
         argv = [sys.executable, os.path.join(ROOT, "scripts", "notification_emergency_cli.py"), "--app", "cli_app", *args]
     else:
-        argv = [sys.executable, "-m", "flask", "--app", "cli_app", "emergency", *args]
+        flask = os.path.join(os.path.dirname(sys.executable), "flask")
+        argv = [flask if os.path.exists(flask) else "flask", "--app", "cli_app", "emergency", *args]
     return subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True, timeout=120)
 
 
