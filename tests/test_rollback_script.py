@@ -1,0 +1,49 @@
+"""``scripts/rollback_notification_system.sh``: the runbook's rollback, end to end, as the operator runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import user_id
+from tests.support.rollback import ROOT, cli_env
+
+SCRIPT = os.path.join(ROOT, "scripts", "rollback_notification_system.sh")
+
+
+def _run(tmp_path: Path, config: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
+    env = cli_env(config)
+    env.update({"FLASK": os.path.join(os.path.dirname(sys.executable), "flask"),
+                "FLASK_APP": "tests.support.rollback:cli_app",
+                "NOTIFY_EMERGENCY_ROLLBACK_LOG": str(tmp_path / "rollback.log")})
+    return subprocess.run(["bash", SCRIPT, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_the_script_rolls_back_verifies_and_reports(make_app, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    backups = tmp_path / "backups"
+    app, _ = make_app(SQLALCHEMY_DATABASE_URI=uri)
+    config = {"SQLALCHEMY_DATABASE_URI": uri, "NOTIFY_EMERGENCY_BACKUP_DIR": str(backups),
+              "NOTIFY_EMERGENCY_TEST_USER_ID": user_id(app, "bob")}
+    ext = app.extensions["notify_emergency"]
+
+    assert _run(tmp_path, config).returncode == 2  # no reason
+    dry = _run(tmp_path, config, "--reason", "socket queue lost", "--dry-run")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "Dry run: nothing changed" in dry.stdout and "Rollback rehearsal on a copy" in dry.stdout
+    assert ext.control.read("mode") is None and not backups.exists()
+
+    done = _run(tmp_path, config, "--reason", "socket queue lost")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Rollback complete and verified" in done.stdout
+    assert ext.control.read("mode") == "legacy"
+    assert len(list(backups.glob("*-emergency.tar.gz"))) == 1
+    assert len(list((backups / "reports").glob("rollback-report-rb-*.md"))) == 1
+    log = (tmp_path / "rollback.log").read_text()
+    for command in ("create-backup --emergency", "document-state", "notify-rollback-start",
+                    "verify-rollback-ready", "rollback --reason socket queue lost --confirm", "verify-rollback",
+                    "generate-rollback-report --latest"):
+        assert f"$ flask emergency {command}" in log
