@@ -300,6 +300,19 @@ def rollback_success_rate(ext: Any, since: dt.datetime | None,
 
 
 FAILED_OUTCOMES = ("failed", "failure", "error")
+#: what the recovery module records once per run of a plan (its steps are recorded too)
+ATTEMPT_ACTION = "recovery-attempt"
+
+
+def failed_recovery_attempts(actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Failed attempts of the recovery plan: its ``recovery-attempt`` entries when there are
+    any (so a plan's failed steps do not count as attempts of their own), else every failed
+    action but our own."""
+    failed = [a for a in actions if str(a.get("outcome", "")).lower() in FAILED_OUTCOMES
+              and a.get("action") != "auto-rollback"]
+    if any(a.get("action") == ATTEMPT_ACTION for a in actions):
+        return [a for a in failed if a.get("action") == ATTEMPT_ACTION]
+    return failed
 
 
 def maybe_auto_rollback(ext: Any) -> dict[str, Any] | None:
@@ -317,8 +330,7 @@ def maybe_auto_rollback(ext: Any) -> dict[str, Any] | None:
     event = current_event(ext)
     if event is None:
         return None
-    failures = [a for a in event["actions"] if str(a.get("outcome", "")).lower() in FAILED_OUTCOMES
-                and a.get("action") != "auto-rollback"]
+    failures = failed_recovery_attempts(event["actions"])
     why = None
     if len(failures) >= cfg["NOTIFY_EMERGENCY_RECOVERY_ATTEMPTS"]:
         why = f"recovery failed {len(failures)} times"

@@ -215,12 +215,17 @@ def test_automatic_rollback_only_when_enabled_and_recovery_failed(make_app):
     off, _ = make_app()
     on, _ = make_app(NOTIFY_EMERGENCY_AUTO_ROLLBACK=True, NOTIFY_EMERGENCY_RECOVERY_ATTEMPTS=2)
     events = {}
+
+    def failed_attempt(app: Any) -> None:  # what recovery.run_plan records: each step, then the attempt
+        for action in ("restart_websockets", "half_open_breaker", "recovery-attempt"):
+            record_action(_ext(app), events[app], action, "failed", "still failing", "monitor")
+
     for app in (off, on):
         events[app] = activate(_ext(app), reason="queue down", triggered_by="monitor", level=2)["id"]
-        record_action(_ext(app), events[app], "reconnect-redis", "failed", "refused", "monitor")
-    assert rb.maybe_auto_rollback(_ext(on)) is None  # one failure of two allowed
+        failed_attempt(app)
+    assert rb.maybe_auto_rollback(_ext(on)) is None  # one failed attempt of two allowed
     for app in (off, on):
-        record_action(_ext(app), events[app], "reconnect-redis", "failed", "refused", "monitor")
+        failed_attempt(app)
 
     assert rb.maybe_auto_rollback(_ext(off)) is None
     assert _ext(off).control.read("mode") == "emergency"
