@@ -222,7 +222,7 @@ def execute_drill(ext: Any, *, drill_type: str, duration: float, participants: l
             result={"status": "running", "duration": duration, "probe_user": uid})).inserted_primary_key[0])
     ext.audit.record(actor, "execute-drill", source, {"type": drill_type, "duration": duration,
                                                       "participants": participants}, detail=f"drill #{drill_id} started")
-    result: dict[str, Any] = {"status": "running", "type": drill_type, "duration": duration, "probe_user": uid,
+    result: dict[str, Any] = {"status": "running", "drill_id": drill_id, "type": drill_type, "duration": duration, "probe_user": uid,
                               "plan": plan, "injected": [], "evidence": {}, "event_id": None, "probe": None,
                               "detected": False, "detection_seconds": None, "recovery_seconds": None}
     started = time.monotonic()
@@ -313,15 +313,21 @@ def _restore(ext: Any, result: dict[str, Any], snapshot: dict[str, Any], actor: 
             undo()
         except Exception as exc:  # keep undoing the rest
             problems.append(f"{type(exc).__name__}: {exc}")
+    if not result.get("event_id"):
+        # the activation may have stored the event and failed after (a signal receiver raising)
+        event = emergency.current_event(ext)
+        if event and isinstance(event.get("evidence"), dict) and event["evidence"].get("drill_id") == result["drill_id"]:
+            result["event_id"] = event["id"]
     if result.get("event_id"):
         try:
-            out = emergency.deactivate(ext, resolved_by=actor, source=source)
-            result["deactivation"] = "health checks passed"
-        except emergency.EmergencyError as exc:
-            out = emergency.deactivate(ext, resolved_by=actor, force=True, source=source,
-                                       reason=f"drill ended, its injected failure removed ({exc})")
-            result["deactivation"] = f"forced: {exc}"
-        except Exception as exc:
+            try:
+                out = emergency.deactivate(ext, resolved_by=actor, source=source)
+                result["deactivation"] = "health checks passed"
+            except emergency.EmergencyError as exc:  # checks fail for reasons of their own
+                out = emergency.deactivate(ext, resolved_by=actor, force=True, source=source,
+                                           reason=f"drill ended, its injected failure removed ({exc})")
+                result["deactivation"] = f"forced: {exc}"
+        except Exception as exc:  # report it; the rest of the restore still runs
             problems.append(f"deactivate: {type(exc).__name__}: {exc}")
             out = {}
         result["event_resolved"] = bool((out.get("event") or {}).get("status") == "resolved")

@@ -45,7 +45,7 @@ def parse_reference(value: Any, prefix: str) -> tuple[int, str | None]:
     match = _REFERENCE.match(text)
     if match and match.group("prefix") == prefix and int(match.group("number")) > 0:
         return int(match.group("number")), match.group("day")
-    raise ValueError(f"{text!r} is not a {prefix} id: use its number (e.g. 12) or "
+    raise ValueError(f"{text!r} is not a valid {prefix} id: use its number (e.g. 12) or "
                      f"'{prefix}_YYYYMMDD_NNN' as printed by the command that made it.")
 
 

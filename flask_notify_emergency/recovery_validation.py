@@ -88,7 +88,7 @@ def check_delivery(ext: Any, user_id: str | None) -> Outcome:
     client = login_client(ext.app, uid)
     page = (ext.app.config["NOTIFY_EMERGENCY_TEST_PAGES"] or ["/"])[0]
     for _ in range(3):
-        fetch_page(ext.app, client, page)
+        fetch_page(ext.app, client, page, claim=True)  # a page view as that user, which claims it
         row = ext.store.get(nid) or {}
         if row.get("delivered"):
             return True, f"notification #{nid} delivered by {row.get('channel')} on a page request"
