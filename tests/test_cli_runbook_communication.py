@@ -11,8 +11,7 @@ import pytest
 from flask_notify_emergency.delivery.notifier import BANNER_EVENT, EVENT
 from tests.conftest import login, user_id
 from tests.support.cli import audit_rows, invoke, invoke_json, stored_switch
-from tests.support.pages import (NAMESPACE, banner_ids, banner_rows, csrf_from_page, flashes, notification_rows,
-                                 poll, received)
+from tests.support.pages import NAMESPACE, banner_ids, banner_rows, flashes, notification_rows, received
 from tests.support.receivers import SmtpSink
 
 XSS = "<script>alert('owned')</script>"
@@ -47,6 +46,18 @@ def test_update_dashboard_stores_the_team_status_and_audits_it(demo):
     assert second.exit_code == 0 and "Dashboard status: recovering: Restarting sockets" in second.output
     assert stored_switch(app, "dashboard_status")["status"] == "recovering"
     assert audit_rows(app, "update-dashboard")[-1]["detail"] == "was emergency_active"
+
+
+def test_dashboard_status_partial_renders_the_message_escaped(demo):
+    app, _ = demo
+    invoke(app, "update-dashboard", "--status", "investigating", "--message", f"Looking into it {XSS}")
+    from flask_notify_emergency.status_page import dashboard_status
+
+    with app.app_context():
+        value = dashboard_status(app.extensions["notify_emergency"])
+        html = app.jinja_env.get_template("notify_emergency/_dashboard_status.html").render(dashboard_status=value)
+    assert 'data-status="investigating"' in html and "<strong>Investigating</strong>" in html
+    assert XSS not in html and "Looking into it &lt;script&gt;" in html
 
 
 @pytest.mark.parametrize("args, complaint", [

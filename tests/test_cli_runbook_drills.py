@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
