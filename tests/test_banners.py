@@ -131,7 +131,8 @@ def test_a_banner_reaches_a_connected_page_live(demo):
     received(sio, BANNER_EVENT)
     bid = broadcast(app, notify, "Live <b>now</b>.", level="critical", title="Incident")
     got = received(sio, BANNER_EVENT)
-    assert [(b["id"], b["message"], b["level"], b["title"]) for b in got] == [(bid, "Live <b>now</b>.", "critical", "Incident")]
+    assert [(b["id"], b["message"], b["level"], b["title"]) for b in got] == \
+        [(bid, "Live <b>now</b>.", "critical", "Incident")]
     sio.disconnect(NAMESPACE)
 
 

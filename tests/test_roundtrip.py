@@ -16,7 +16,6 @@ from tests.support.apps import ServedApp
 from tests.support.pages import NAMESPACE, client_settings, flashes
 from tests.support.services import free_port, wait_until
 
-
 CONFIG = {"NOTIFY_EMERGENCY_ACK_TIMEOUT": 0.5, "NOTIFY_EMERGENCY_SWEEP_SECONDS": 0.5,
           "NOTIFY_EMERGENCY_STATE_REFRESH_SECONDS": 0.5}
 

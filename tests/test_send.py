@@ -305,7 +305,30 @@ def test_a_hosts_own_fallback_receiver_gets_the_notification_and_reason(demo):
     assert sender is app
     assert reason == "offline"
     assert notification["id"] == nid and notification["user_id"] == user_id(app, "alice")
-    assert (notification["title"], notification["message"], notification["priority"]) == ("Disk", "Almost full.", "high")
+    assert (notification["title"], notification["message"], notification["priority"]) == \
+        ("Disk", "Almost full.", "high")
+
+
+def test_a_hosts_fallback_receiver_gets_the_whole_notification_after_an_ack_timeout(demo):
+    app, socketio, notify = demo
+    client = app.test_client()
+    login(client, "alice")
+    sio = connect_socket(socketio, app, client)
+    calls: list[tuple[dict[str, Any], str]] = []
+
+    def to_pager(sender: Any, notification: dict[str, Any], reason: str, **_: Any) -> None:
+        calls.append((notification, reason))
+
+    with signals.notification_fallback.connected_to(to_pager, sender=app):
+        nid = send(app, notify, user_id(app, "alice"), title="Disk", message="Almost full.", priority="high")
+        wait_until(lambda: calls, timeout=10, message="the fallback after the ack timeout")
+    (notification, reason), = calls
+    assert reason == "ack-timeout"
+    assert (notification["id"], notification["user_id"]) == (nid, user_id(app, "alice"))
+    # a pager or SMS receiver needs the text, not just the id
+    assert (notification["title"], notification["message"], notification["priority"]) == \
+        ("Disk", "Almost full.", "high")
+    sio.disconnect(NAMESPACE)
 
 
 def test_sent_and_delivered_signals_fire_with_their_documented_arguments(demo):

@@ -109,7 +109,9 @@ def test_concurrent_claimers_deliver_each_notification_exactly_once(own_database
     claimed = [nid for r in results for nid in r]
     assert len(claimed) == len(set(claimed)), "a notification was claimed twice"
     assert set(claimed) == expected
-    assert sum(1 for r in results if r) > 1, "the claimers did not actually race"
+    if make_url(own_database).get_backend_name() != "sqlite":
+        # (SQLite serialises writers; its busy handler lets one claimer win every round)
+        assert sum(1 for r in results if r) > 1, "the claimers did not actually race"
     rows = notification_rows(app, user_id=uid)
     assert all(r["delivered"] and r["channel"] in ("poll", "flash") for r in rows)
     assert not any(r["delivered"] for r in notification_rows(app, user_id=user_id(app, "bob")))
@@ -117,7 +119,7 @@ def test_concurrent_claimers_deliver_each_notification_exactly_once(own_database
 
 def _claim_in_process(database_url: str, name: str, seed: int, start: Any, out: Any) -> None:
     """A worker process: build the app on the shared database and claim until done."""
-    from tests.support.apps import build_example, drop_tables  # noqa: F401
+    from tests.support.apps import build_example
 
     app, _ = build_example({"SQLALCHEMY_DATABASE_URI": database_url})
     ext = app.extensions["notify_emergency"]

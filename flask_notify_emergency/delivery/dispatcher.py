@@ -226,10 +226,13 @@ class Dispatcher:
                 self._stop.wait(1.0)
 
     def _expire(self, ids: list[int], count_failure: bool) -> None:
-        for nid, uid in self.store.release_realtime(ids):
+        released = self.store.release_realtime(ids)
+        # receivers (a host's SMS or pager fallback) need the text, as on every other path
+        payloads = self.store.payloads([nid for nid, _ in released])
+        for nid, uid in released:
             if count_failure:
                 self.breaker.record_failure()
-            payload = {"id": nid, "user_id": uid}
+            payload = payloads.get(nid) or {"id": nid, "user_id": uid}
             signals.notification_failed.send(
                 self.app, notification=payload,
                 error=f"no acknowledgement within {self.ack_timeout}s", exception=None)

@@ -117,6 +117,15 @@ class NotificationStore:
         with self.engine.connect() as conn:
             return [(int(r[0]), str(r[1])) for r in conn.execute(q.limit(1000))]
 
+    def payloads(self, ids: list[int]) -> dict[int, dict[str, Any]]:
+        """The client payload (with ``user_id``) of each of these rows, by id."""
+        if not ids:
+            return {}
+        t = self.table
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t).where(t.c.id.in_(ids))).all()
+        return {int(r.id): dict(notification_payload(r), user_id=r.user_id) for r in rows}
+
     def get(self, notification_id: int) -> dict[str, Any] | None:
         t = self.table
         with self.engine.connect() as conn:
