@@ -150,6 +150,9 @@ SETTINGS: tuple[Setting, ...] = (
     S("MEMORY_LIMIT_MB", 2048, "Process memory (RSS) above which resources count as exhausted.", _positive_int),
     S("DISK_MIN_FREE_MB", 200, "Free disk below which resources count as exhausted.", _positive_int),
     S("BACKLOG_MAX_AGE", 300, "Seconds the oldest undelivered notification may wait before delivery counts as failing.", _positive_int),
+    S("ACTIVITY_WINDOW", 300, "Seconds of recent deliveries and connections the failure rate and the disconnect ratio are judged over.", _positive_int),
+    S("DISCONNECT_MIN_USERS", 5, "Connected users (at the recent peak) needed before the disconnect ratio is judged.", _positive_int),
+    S("MONITOR_ACTIVATE_LEVEL", 2, "The monitor switches emergency mode on for levels 1 up to this; less severe findings open an event and alert only.", lambda v: None if v in (1, 2, 3, 4) and not isinstance(v, bool) else "must be 1, 2, 3 or 4"),
     S("MONITOR_ENABLED", True, "Run the background monitor (one per cluster) in the app.", _bool),
     S("MONITOR_INTERVAL", 15.0, "Seconds between the monitor's health checks.", _positive_number),
     S("RECOVERY_ATTEMPTS", 3, "Attempts of a recovery plan before it escalates.", _positive_int),
@@ -166,6 +169,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("SMTP_PORT", 25, "Mail server port.", _positive_int),
     S("SMTP_SENDER", "notify-emergency@localhost", "From address of email alerts.", _str),
     S("SMS_GATEWAY_URL", None, "HTTP endpoint of the SMS gateway (JSON POST {to, message}).", _optional_str),
+    S("ALERT_TIMEOUT", 5.0, "Seconds one alert delivery (SMTP, SMS gateway, webhook) may take.", _positive_number),
     S("ALERT_COOLDOWN", 300.0, "Seconds during which a repeated alert for the same event is suppressed.", _positive_number),
     # --- rollback and backups -------------------------------------------------------------
     S("BACKUP_DIR", None, "Where backups are written (default: `<instance_path>/notify_emergency_backups`).", _optional_str),

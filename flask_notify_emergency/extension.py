@@ -251,7 +251,7 @@ def _register_optional(app: Flask, ext_state: NotifyEmergencyState) -> None:
     """Hook in the parts that live in their own modules (CLI, monitor, admin namespace)."""
     import importlib
 
-    for name in ("cli", "monitor", "admin_realtime", "worker_mode"):
+    for name in ("cli", "monitor", "admin_realtime", "worker_mode", "alerts"):
         try:
             module = importlib.import_module(f"{__package__}.{name}")
         except ModuleNotFoundError as exc:

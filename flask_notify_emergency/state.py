@@ -135,6 +135,16 @@ class SharedState:
     def connected_users(self) -> int:
         return len(self._connections)
 
+    def connection_registry(self) -> dict[str, int]:
+        """Every user the registry holds as connected, with their socket count."""
+        with self._lock:
+            return dict(self._connections)
+
+    def forget_connection(self, user_id: str) -> None:
+        """Drop a user's registry entry (``clear-sessions``: no live socket behind it)."""
+        with self._lock:
+            self._connections.pop(user_id, None)
+
     # -- counters, outcome window, locks -------------------------------------------------
     def incr(self, name: str, ttl: float) -> int:
         with self._lock:
@@ -366,6 +376,24 @@ class RedisState(SharedState):
 
     def connection_closed(self, user_id: str) -> None:
         self._conn_change(user_id, -1)
+
+    def connection_registry(self) -> dict[str, int]:
+        if self._healthy:
+            try:
+                stored = self._client.hgetall(self._key("connections"))
+                return {k.decode(): int(v) for k, v in stored.items()}
+            except self._redis_mod.RedisError as exc:
+                self._degrade(exc)
+        return super().connection_registry()
+
+    def forget_connection(self, user_id: str) -> None:
+        super().forget_connection(user_id)
+        if self._healthy:
+            try:
+                self._client.hdel(self._key("connections"), user_id)
+            except self._redis_mod.RedisError as exc:
+                self._degrade(exc)
+        self._publish({"t": "conn", "u": user_id, "n": 0})
 
     def incr(self, name: str, ttl: float) -> int:
         if not self._healthy:

@@ -1,0 +1,66 @@
+"""What the stored rows say about delivery: failure rate of the real-time path, stuck rows.
+
+A row's columns tell its story (see :mod:`.dispatcher`): ``attempts`` is 1 when ``send()``
+tried the socket and 0 when it skipped it; every claim by a fallback adds 1; an
+acknowledged row has ``channel = 'realtime'``. So, among rows created in the window:
+
+* **attempted over the socket** = ``channel = 'realtime'``, or ``attempts >= 2`` (tried,
+  then claimed by a fallback), or ``attempts >= 1`` and still undelivered;
+* rows still inside their acknowledgement deadline are in flight and not judged yet;
+* **failed** = attempted and not delivered by the socket.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..models import utcnow
+
+
+def delivery_stats(ext: Any, window: float) -> dict[str, Any]:
+    """Real-time attempts, failures, failure rate and users with failures over ``window`` s."""
+    t = ext.models.Notification.__table__
+    now = utcnow()
+    attempted = sa.or_(t.c.channel == "realtime", t.c.attempts >= 2,
+                       sa.and_(t.c.attempts >= 1, t.c.delivered.is_(False)))
+    in_flight = sa.and_(t.c.delivered.is_(False), t.c.realtime_deadline.is_not(None),
+                        t.c.realtime_deadline > now)
+    failed = sa.or_(t.c.channel.is_(None), t.c.channel != "realtime")
+    q = sa.select(
+        sa.func.count(),
+        sa.func.sum(sa.case((failed, 1), else_=0)),
+        sa.func.count(sa.distinct(sa.case((failed, t.c.user_id), else_=None))),
+    ).where(t.c.created_at >= now - dt.timedelta(seconds=window), attempted, sa.not_(in_flight))
+    with ext.engine.connect() as conn:
+        total, bad, users = conn.execute(q).one()
+    total, bad = int(total or 0), int(bad or 0)
+    return {"window_seconds": window, "attempted": total, "failed": bad,
+            "failure_rate": round(bad / total, 4) if total else None, "failed_users": int(users or 0)}
+
+
+def rate_exceeded(stats: dict[str, Any], threshold: float, min_sample: int) -> bool:
+    """True when at least ``min_sample`` attempts failed at a rate above ``threshold``."""
+    rate = stats.get("failure_rate")
+    return rate is not None and stats.get("attempted", 0) >= min_sample and rate > threshold
+
+
+def stuck_backlog(ext: Any, max_age: float, limit: int = 1000) -> dict[str, float]:
+    """Users with a live socket whose oldest claimable row waited over ``max_age`` s: age each.
+
+    Rows of offline users wait by design (they are flashed on the next visit); a connected
+    user's rows should reach them within seconds, by socket or polling.
+    """
+    t = ext.models.Notification.__table__
+    now = utcnow()
+    q = (sa.select(t.c.user_id, sa.func.min(t.c.created_at))
+         .where(t.c.delivered.is_(False), t.c.created_at < now - dt.timedelta(seconds=max_age),
+                sa.or_(t.c.expires_at.is_(None), t.c.expires_at > now),
+                sa.or_(t.c.realtime_deadline.is_(None), t.c.realtime_deadline < now))
+         .group_by(t.c.user_id).limit(limit))
+    with ext.engine.connect() as conn:
+        rows = conn.execute(q).all()
+    return {str(uid): round((now - oldest).total_seconds(), 1)
+            for uid, oldest in rows if ext.state.is_connected(str(uid))}
