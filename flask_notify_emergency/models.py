@@ -58,7 +58,7 @@ def _build(db: Any) -> Models:
         __table_args__ = (
             sa.Index("ix_notify_emergency_notification_claim", "user_id", "delivered", "id"),
             sa.Index("ix_notify_emergency_notification_backlog", "delivered", "created_at"),
-            sa.Index("ix_notify_emergency_notification_created", "created_at"),
+            sa.Index("ix_notify_emergency_notification_created", "created_at", "channel"),
         )
         id = sa.Column(BigId, primary_key=True, autoincrement=True)
         user_id = sa.Column(sa.String(64), nullable=False)
@@ -102,7 +102,8 @@ def _build(db: Any) -> Models:
         """One emergency: detection, classification, actions, resolution."""
 
         __tablename__ = "notify_emergency_event"
-        __table_args__ = (sa.Index("ix_notify_emergency_event_detected", "detected_at"),)
+        __table_args__ = (sa.Index("ix_notify_emergency_event_detected", "detected_at"),
+                          sa.Index("ix_notify_emergency_event_status", "status", "id"))
         id = sa.Column(BigId, primary_key=True, autoincrement=True)
         level = sa.Column(sa.Integer, nullable=False)
         failure_type = sa.Column(sa.String(40), nullable=False)
