@@ -132,7 +132,7 @@ def notifications_page(ext: Any, args: Any) -> tuple[Page, dict[str, Any]]:
     if filters["user"] is not None:
         q = q.where(t.c.user_id == filters["user"])
     if filters["state"] != "all":
-        q = q.where(t.c.delivered.is_(filters["state"] == "delivered"))
+        q = q.where(t.c.delivered == (sa.true() if filters["state"] == "delivered" else sa.false()))
     if filters["channel"] is not None:
         q = q.where(t.c.channel == filters["channel"])
     with ext.engine.connect() as conn:
