@@ -283,3 +283,16 @@ def test_forms_flash_what_happened_and_keep_input_on_refusal(example: tuple[Any,
     page = client.get("/emergency/").get_data(as_text=True)
     assert re.search(r"Emergency mode is on: event #\d+, level 3 \(medium\)", page)
     assert "form test" in page
+
+
+def test_auto_recover_runs_the_recovery_plan_and_is_audited(example: tuple[Any, Any]) -> None:
+    app, _ = example
+    client, token = admin_client(app)
+    response = post(client, token, "/recovery/auto")
+    assert response.status_code == 200, response.get_json()
+    result = response.get_json()["result"]
+    assert result["status"] in ("healthy", "recovered", "escalated", "manual")
+    assert response.get_json()["message"].startswith(f"Automatic recovery: {result['status']}")
+    entries = [a for a in client.get(f"{API}/audit").get_json()["items"] if a["action"] == "auto-recover"]
+    assert len(entries) == 1 and entries[0]["actor"] == f"admin (id {user_id(app, 'admin')})"
+    assert entries[0]["source"] == "web 127.0.0.1"

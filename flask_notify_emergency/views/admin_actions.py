@@ -229,8 +229,7 @@ def auto_recover(ext: Any, form: Form) -> ActionResult:
         from ..recovery import auto_recover as run
     except ImportError:
         raise ActionUnavailable("automatic recovery is not available in this installation.") from None
-    result = run(ext, actor_name(), request_source())
-    _audit(ext, "auto-recover", {}, outcome=_outcome(result), detail=_summary(result))
+    result = run(ext, actor_name(), request_source())  # recovery.py writes the audit entry
     return ActionResult(f"Automatic recovery: {_summary(result)}.", {"result": result},
                         "success" if _outcome(result) in GOOD_OUTCOMES else "warning")
 
