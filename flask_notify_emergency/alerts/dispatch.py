@@ -89,6 +89,14 @@ def send_alert(ext: Any, subject: str, body: str, severity: Any, event_id: int |
                              "error": missing or f"no targets: set {channel.config_key}"})
             continue
         jobs += [(name, t) for t in targets]
+    # in-app is a local insert: done here, so it can never land after we stopped waiting
+    for name, target in [j for j in jobs if j[0] == "in_app"]:
+        try:
+            CHANNELS[name].send(ext, target, alert, timeout)
+            rows.append({"channel": name, "target": target, "ok": True, "error": None})
+        except Exception as exc:
+            rows.append({"channel": name, "target": target, "ok": False, "error": f"{type(exc).__name__}: {exc}"})
+    jobs = [j for j in jobs if j[0] != "in_app"]
     if jobs:
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(jobs)),
                                                    thread_name_prefix="notify-alert") as pool:
