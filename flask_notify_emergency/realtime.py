@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import request
-from flask_socketio import join_room
+from flask_socketio import emit, join_room
 
 from . import signals
 from .access import current_user_id
@@ -17,6 +17,7 @@ from .delivery.notifier import ACK_EVENT
 
 CANARY_EVENT = "notify_emergency:canary"
 MODE_EVENT = "notify_emergency:mode"
+PENDING_EVENT = "notify_emergency:pending"
 
 
 def register(socketio: Any, ext_state: Any) -> None:
@@ -31,7 +32,9 @@ def register(socketio: Any, ext_state: Any) -> None:
         join_room(ext_state.notifier.room(uid))
         sids[request.sid] = uid  # type: ignore[attr-defined]
         ext_state.state.connection_opened(uid)
-        # whatever waited while this user was away is offered over the fresh socket
+        if ext_state.state.may_have_pending(uid):
+            # what waited while this user was away: the client claims it with one poll
+            emit(PENDING_EVENT, {})
         return True
 
     def on_disconnect(*_: Any) -> None:

@@ -30,7 +30,7 @@ notification_failed = _signals.signal("notification-failed")
 
 #: Sent when a notification is handed to the fallbacks (flash, polling, your receivers).
 #: kwargs: ``notification`` (dict), ``reason`` (str: 'offline', 'failed', 'breaker-open',
-#: 'mode-emergency', 'mode-legacy', 'paused', 'ack-timeout').
+#: 'mode-emergency', 'mode-legacy', 'paused', 'ack-timeout', 'queue-cleared', 'no-primary').
 notification_fallback = _signals.signal("notification-fallback")
 
 #: Sent when a site-wide banner was posted. kwargs: ``banner`` (dict).

@@ -143,7 +143,11 @@
     if (!settings.socket || !settings.loggedIn || typeof window.io !== "function") { setLive(false); return; }
     socket = window.io(settings.namespace, { transports: ["websocket", "polling"], reconnectionDelayMax: 10000 });
     socket.on("connect", function () { setLive(true); });
-    socket.on("disconnect", function () { setLive(false); });
+    socket.on("disconnect", function (reason) {
+      setLive(false);
+      // the server closed it (e.g. a recovery action): socket.io will not retry by itself
+      if (reason === "io server disconnect") { setTimeout(function () { socket.connect(); }, 1000); }
+    });
     socket.on("connect_error", function () { setLive(false); });
     socket.on("notify_emergency:notification", function (n) {
       show(n, "socket");
@@ -151,6 +155,7 @@
     });
     socket.on("notify_emergency:banner", function () { refreshBanners(); });
     socket.on("notify_emergency:mode", function () { refreshBanners(); });
+    socket.on("notify_emergency:pending", function () { pollSoon(); });
   }
 
   window.notifyEmergency = { settings: settings, poll: poll, isLive: function () { return live; } };
