@@ -27,7 +27,7 @@ MAX_ROWS = 10_000
 
 
 def _claimable(t: sa.Table, now: dt.datetime) -> Any:
-    return sa.and_(t.c.delivered.is_(False),
+    return sa.and_(t.c.delivered == sa.false(),
                    sa.or_(t.c.realtime_deadline.is_(None), t.c.realtime_deadline < now),
                    sa.or_(t.c.expires_at.is_(None), t.c.expires_at > now))
 
@@ -117,10 +117,10 @@ def clear_queues(ext: Any, actor: str = "monitor", source: str = "cli",
     """
     t = ext.models.Notification.__table__
     now = utcnow()
-    stuck_q = sa.select(t).where(t.c.delivered.is_(False), t.c.realtime_deadline.is_not(None),
+    stuck_q = sa.select(t).where(t.c.delivered == sa.false(), t.c.realtime_deadline.is_not(None),
                                  t.c.realtime_deadline < now,
                                  sa.or_(t.c.expires_at.is_(None), t.c.expires_at > now))
-    expired_q = sa.select(t).where(t.c.delivered.is_(False), t.c.expires_at.is_not(None), t.c.expires_at <= now)
+    expired_q = sa.select(t).where(t.c.delivered == sa.false(), t.c.expires_at.is_not(None), t.c.expires_at <= now)
     with ext.engine.connect() as conn:
         stuck = [dict(r._mapping) for r in conn.execute(stuck_q.order_by(t.c.id).limit(MAX_ROWS))]
         expired = [dict(r._mapping) for r in conn.execute(expired_q.order_by(t.c.id).limit(MAX_ROWS))]
@@ -137,7 +137,7 @@ def clear_queues(ext: Any, actor: str = "monitor", source: str = "cli",
     if expired:
         with ext.engine.begin() as conn:
             deleted = conn.execute(t.delete().where(
-                t.c.id.in_([int(r["id"]) for r in expired]), t.c.delivered.is_(False),
+                t.c.id.in_([int(r["id"]) for r in expired]), t.c.delivered == sa.false(),
                 t.c.expires_at.is_not(None), t.c.expires_at <= utcnow())).rowcount or 0
     result = {"ok": True, "action": "clear-queues", "outcome": "ok", "backup": path,
               "released": len(released), "expired_deleted": int(deleted),

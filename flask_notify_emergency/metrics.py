@@ -217,7 +217,7 @@ def event_metrics(ext: Any, window: Window) -> dict[str, Any]:
         sa.func.count(),
         sa.func.sum(sa.case((t.c.status == "open", 1), else_=0)),
         sa.func.sum(sa.case((resolved, 1), else_=0)),
-        sa.func.sum(sa.case((sa.and_(resolved, t.c.recovered.is_(True)), 1), else_=0)),
+        sa.func.sum(sa.case((sa.and_(resolved, t.c.recovered == sa.true()), 1), else_=0)),
         sa.func.avg(seconds_between(dialect, t.c.started_at, t.c.detected_at)),
         sa.func.avg(sa.case((t.c.resolved_at.is_not(None),
                              seconds_between(dialect, t.c.detected_at, t.c.resolved_at)), else_=None)),

@@ -62,7 +62,7 @@ def _undelivered(ext: Any, user_id: str) -> int:
     t = ext.models.Notification.__table__
     with ext.engine.connect() as conn:
         return int(conn.execute(sa.select(sa.func.count()).select_from(t).where(
-            t.c.user_id == user_id, t.c.delivered.is_(False))).scalar() or 0)
+            t.c.user_id == user_id, t.c.delivered == sa.false())).scalar() or 0)
 
 
 def check_delivery(ext: Any, user_id: str | None) -> Outcome:

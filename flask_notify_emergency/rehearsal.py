@@ -78,7 +78,7 @@ def verify_sandbox_rolled_back(box: Sandbox) -> list[dict[str, Any]]:
     t = box.models.Notification.__table__
     with box.engine.connect() as conn:
         waiting_on_realtime = int(conn.execute(sa.select(sa.func.count()).select_from(t).where(
-            t.c.delivered.is_(False), t.c.realtime_deadline.is_not(None))).scalar() or 0)
+            t.c.delivered == sa.false(), t.c.realtime_deadline.is_not(None))).scalar() or 0)
     pending = box.store.pending_user_ids()
     unmarked = sorted(u for u in pending if not box.state.may_have_pending(u))
     return [

@@ -47,7 +47,7 @@ def switch_to_legacy(ctx: Any, actor: str) -> dict[str, Any]:
 def hand_backlog_to_flash(ctx: Any, actor: str) -> dict[str, Any]:
     """Undelivered rows become claimable by the next page request or poll of their user."""
     t = ctx.models.Notification.__table__
-    undelivered = t.c.delivered.is_(False)
+    undelivered = t.c.delivered == sa.false()
     now = utcnow()
     with ctx.engine.connect() as conn:
         latest = conn.execute(sa.select(sa.func.max(t.c.realtime_deadline))
@@ -138,7 +138,7 @@ def current_values(ctx: Any) -> dict[str, Any]:
     t = ctx.models.Notification.__table__
     with ctx.engine.connect() as conn:
         undelivered, users = conn.execute(
-            sa.select(sa.func.count(), sa.func.count(sa.distinct(t.c.user_id))).where(t.c.delivered.is_(False))).one()
+            sa.select(sa.func.count(), sa.func.count(sa.distinct(t.c.user_id))).where(t.c.delivered == sa.false())).one()
     return {"mode": ctx.control.read("mode", "normal") or "normal",
             "paused": dict(ctx.control.read("paused", {}) or {}),
             "undelivered": int(undelivered or 0), "undelivered_users": int(users or 0),

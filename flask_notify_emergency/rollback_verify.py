@@ -41,7 +41,7 @@ def check_flash_delivery(ext: Any, user_id: str | None) -> dict[str, Any]:
     t = ext.models.Notification.__table__
     with ext.engine.connect() as conn:
         waiting = int(conn.execute(sa.select(sa.func.count()).select_from(t).where(
-            t.c.user_id == str(user_id), t.c.delivered.is_(False))).scalar() or 0)
+            t.c.user_id == str(user_id), t.c.delivered == sa.false())).scalar() or 0)
     if waiting:
         # a test request would take them from the user's own next page view
         return {"name": name, "ok": False,

@@ -144,9 +144,9 @@ def check_database(ctx: Any) -> dict[str, Any]:
         orphan_steps = int(conn.execute(sa.select(sa.func.count()).select_from(s).where(
             s.c.operation_id.not_in(begun))).scalar() or 0)
         no_time = int(conn.execute(sa.select(sa.func.count()).select_from(n).where(
-            n.c.delivered.is_(True), n.c.delivered_at.is_(None))).scalar() or 0)
+            n.c.delivered == sa.true(), n.c.delivered_at.is_(None))).scalar() or 0)
         undelivered, oldest = conn.execute(sa.select(sa.func.count(), sa.func.min(n.c.created_at))
-                                           .where(n.c.delivered.is_(False))).one()
+                                           .where(n.c.delivered == sa.false())).one()
     checks.append({"name": "audit-events", "ok": orphan_audit == 0,
                    "detail": f"{orphan_audit} audit rows point to missing events" if orphan_audit
                    else "every audit row's event exists"})

@@ -224,9 +224,9 @@ def _counts(ext: Any) -> dict[str, Any]:
     n, e, a = m.Notification.__table__, m.EmergencyEvent.__table__, m.AuditEntry.__table__
     with ext.engine.connect() as conn:
         total, undelivered = conn.execute(sa.select(
-            sa.func.count(), sa.func.coalesce(sa.func.sum(sa.case((n.c.delivered.is_(False), 1), else_=0)), 0))).one()
+            sa.func.count(), sa.func.coalesce(sa.func.sum(sa.case((n.c.delivered == sa.false(), 1), else_=0)), 0))).one()
         channels = {str(ch): int(c) for ch, c in conn.execute(
-            sa.select(n.c.channel, sa.func.count()).where(n.c.delivered.is_(True)).group_by(n.c.channel))}
+            sa.select(n.c.channel, sa.func.count()).where(n.c.delivered == sa.true()).group_by(n.c.channel))}
         events = {str(st): int(c) for st, c in conn.execute(
             sa.select(e.c.status, sa.func.count()).group_by(e.c.status))}
         audit = conn.execute(sa.select(sa.func.count()).select_from(a)).scalar_one()

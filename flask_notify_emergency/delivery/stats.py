@@ -25,8 +25,8 @@ def delivery_stats(ext: Any, window: float) -> dict[str, Any]:
     t = ext.models.Notification.__table__
     now = utcnow()
     attempted = sa.or_(t.c.channel == "realtime", t.c.attempts >= 2,
-                       sa.and_(t.c.attempts >= 1, t.c.delivered.is_(False)))
-    in_flight = sa.and_(t.c.delivered.is_(False), t.c.realtime_deadline.is_not(None),
+                       sa.and_(t.c.attempts >= 1, t.c.delivered == sa.false()))
+    in_flight = sa.and_(t.c.delivered == sa.false(), t.c.realtime_deadline.is_not(None),
                         t.c.realtime_deadline > now)
     failed = sa.or_(t.c.channel.is_(None), t.c.channel != "realtime")
     q = sa.select(
@@ -56,7 +56,7 @@ def stuck_backlog(ext: Any, max_age: float, limit: int = 1000) -> dict[str, floa
     t = ext.models.Notification.__table__
     now = utcnow()
     q = (sa.select(t.c.user_id, sa.func.min(t.c.created_at))
-         .where(t.c.delivered.is_(False), t.c.created_at < now - dt.timedelta(seconds=max_age),
+         .where(t.c.delivered == sa.false(), t.c.created_at < now - dt.timedelta(seconds=max_age),
                 sa.or_(t.c.expires_at.is_(None), t.c.expires_at > now),
                 sa.or_(t.c.realtime_deadline.is_(None), t.c.realtime_deadline < now))
          .group_by(t.c.user_id).limit(limit))

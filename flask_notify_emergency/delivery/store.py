@@ -55,7 +55,7 @@ class NotificationStore:
         token = uuid.uuid4().hex
         claimable = sa.and_(
             t.c.user_id == user_id,
-            t.c.delivered.is_(False),
+            t.c.delivered == sa.false(),
             sa.or_(t.c.realtime_deadline.is_(None), t.c.realtime_deadline < now),
             sa.or_(t.c.expires_at.is_(None), t.c.expires_at > now),
         )
@@ -66,7 +66,7 @@ class NotificationStore:
                 return 0, []
             conn.execute(
                 t.update()
-                .where(t.c.id.in_(ids), t.c.delivered.is_(False))
+                .where(t.c.id.in_(ids), t.c.delivered == sa.false())
                 .values(delivered=True, delivered_at=now, channel=channel, claim_token=token,
                         attempts=t.c.attempts + 1)
             )
@@ -79,7 +79,7 @@ class NotificationStore:
         with self.engine.begin() as conn:
             result = conn.execute(
                 t.update()
-                .where(t.c.id == notification_id, t.c.user_id == user_id, t.c.delivered.is_(False))
+                .where(t.c.id == notification_id, t.c.user_id == user_id, t.c.delivered == sa.false())
                 .values(delivered=True, delivered_at=utcnow(), channel=channel)
             )
         return bool(result.rowcount)
@@ -90,10 +90,10 @@ class NotificationStore:
             return []
         t = self.table
         with self.engine.begin() as conn:
-            conn.execute(t.update().where(t.c.id.in_(ids), t.c.delivered.is_(False))
+            conn.execute(t.update().where(t.c.id.in_(ids), t.c.delivered == sa.false())
                          .values(realtime_deadline=None))
             rows = conn.execute(sa.select(t.c.id, t.c.user_id)
-                                .where(t.c.id.in_(ids), t.c.delivered.is_(False))).all()
+                                .where(t.c.id.in_(ids), t.c.delivered == sa.false())).all()
         return [(int(r[0]), str(r[1])) for r in rows]
 
     def pending_user_ids(self) -> set[str]:
@@ -101,7 +101,7 @@ class NotificationStore:
         t = self.table
         now = utcnow()
         q = sa.select(t.c.user_id).where(
-            t.c.delivered.is_(False),
+            t.c.delivered == sa.false(),
             sa.or_(t.c.realtime_deadline.is_(None), t.c.realtime_deadline < now),
             sa.or_(t.c.expires_at.is_(None), t.c.expires_at > now),
         ).distinct()
@@ -113,7 +113,7 @@ class NotificationStore:
         t = self.table
         cutoff = utcnow() - dt.timedelta(seconds=grace)
         q = sa.select(t.c.id, t.c.user_id).where(
-            t.c.delivered.is_(False), t.c.realtime_deadline.is_not(None), t.c.realtime_deadline < cutoff)
+            t.c.delivered == sa.false(), t.c.realtime_deadline.is_not(None), t.c.realtime_deadline < cutoff)
         with self.engine.connect() as conn:
             return [(int(r[0]), str(r[1])) for r in conn.execute(q.limit(1000))]
 
@@ -137,7 +137,7 @@ class NotificationStore:
         t = self.table
         with self.engine.connect() as conn:
             count, oldest = conn.execute(
-                sa.select(sa.func.count(), sa.func.min(t.c.created_at)).where(t.c.delivered.is_(False))
+                sa.select(sa.func.count(), sa.func.min(t.c.created_at)).where(t.c.delivered == sa.false())
             ).one()
         return int(count or 0), oldest
 
