@@ -2,7 +2,8 @@
 Flask-SocketIO, and a page that sends notifications.
 
 Run it with ``make demo`` and open http://127.0.0.1:5000 (admin / admin, alice / alice,
-bob / bob). The dashboard is at /emergency/ for the admin.
+bob / bob). The dashboard is at /emergency/ for the admin. The ``flask emergency`` commands
+act on the same database: ``flask --app examples/app.py:flask_app emergency status``.
 """
 
 from __future__ import annotations
@@ -107,6 +108,15 @@ def create_app(config: dict[str, Any] | None = None) -> tuple[Flask, SocketIO]:
 
     app.extensions["demo"] = {"db": db, "User": User, "notify": notify, "socketio": socketio}
     return app, socketio
+
+
+def flask_app() -> Flask:
+    """The app alone, for the ``flask`` command line (``create_app`` also returns the
+    Socket.IO server, which ``flask`` cannot use)::
+
+        flask --app examples/app.py:flask_app emergency status
+    """
+    return create_app()[0]
 
 
 def main() -> None:
