@@ -24,6 +24,19 @@ def test_every_command_has_help(example, command):
     assert "--json" in result.output
 
 
+def test_the_command_modules_listed_are_exactly_the_ones_that_exist():
+    import importlib
+    import os
+
+    from flask_notify_emergency import cli
+
+    present = {name[:-3] for name in os.listdir(os.path.dirname(cli.__file__))
+               if name.endswith(".py") and name not in ("__init__.py", "output.py")}
+    assert set(cli.COMMAND_MODULES) == present
+    for name in cli.COMMAND_MODULES:
+        importlib.import_module(f"flask_notify_emergency.cli.{name}")
+
+
 def test_status_of_a_quiet_system(example):
     app, _ = example
     result = invoke(app, "status")

@@ -17,7 +17,7 @@ from flask.cli import AppGroup
 emergency_group = AppGroup("emergency", help="Notification emergency procedures (see the runbook).")
 
 #: Modules that contribute commands, in the order their commands were written.
-COMMAND_MODULES = ("status", "emergency", "recovery", "rollback", "reports", "communication", "drills", "metrics",
+COMMAND_MODULES = ("status", "emergency", "recovery", "rollback", "communication", "drills", "metrics",
                    "backups", "validation")
 
 _loaded = False
