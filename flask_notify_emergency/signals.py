@@ -29,8 +29,13 @@ notification_delivered = _signals.signal("notification-delivered")
 notification_failed = _signals.signal("notification-failed")
 
 #: Sent when a notification is handed to the fallbacks (flash, polling, your receivers).
-#: kwargs: ``notification`` (dict), ``reason`` (str: 'offline', 'failed', 'breaker-open',
-#: 'mode-emergency', 'mode-legacy', 'paused', 'ack-timeout', 'queue-cleared', 'no-primary').
+#: kwargs: ``notification`` (dict: id, user_id, title, message, priority, category, ...),
+#: ``reason`` (str), one of:
+#: 'offline' (the user has no socket), 'failed' (the real-time send raised),
+#: 'breaker-open', 'mode-emergency', 'mode-legacy', 'paused' (real-time delivery paused),
+#: 'ack-timeout' (sent but never acknowledged), 'no-primary' (no real-time notifier),
+#: 'queue-cleared' (released by ``clear-queues``), 'requested' (``send-user-notification``
+#: through the fallback channel), 'test' (``test-fallback``).
 notification_fallback = _signals.signal("notification-fallback")
 
 #: Sent when a site-wide banner was posted. kwargs: ``banner`` (dict).

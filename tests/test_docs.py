@@ -58,3 +58,64 @@ def test_the_readme_cli_lines_run_against_the_example_app(tmp_path):
     after = _run([flask if os.path.exists(flask) else "flask", "--app", EXAMPLE_APP, "emergency",
                   "status", "--json"], tmp_path)
     assert json.loads(after.stdout)["mode"] == "emergency"
+
+
+def _reasons_used_in_code() -> set[str]:
+    """Every ``reason`` the package hands to ``notification_fallback``: literal arguments of
+    ``.fallback(payload, reason)`` and ``notification_fallback.send(..., reason=...)``,
+    module constants passed there, and what ``Dispatcher.route`` returns."""
+    import ast
+
+    from flask_notify_emergency.config import MODES
+
+    package = os.path.join(ROOT, "flask_notify_emergency")
+    found: set[str] = set()
+    for folder, _, files in os.walk(package):
+        for name in files:
+            if not name.endswith(".py"):
+                continue
+            with open(os.path.join(folder, name), encoding="utf-8") as fh:
+                tree = ast.parse(fh.read())
+            constants = {t.id: n.value.value for n in tree.body if isinstance(n, ast.Assign)
+                         and isinstance(n.value, ast.Constant) and isinstance(n.value.value, str)
+                         for t in n.targets if isinstance(t, ast.Name)}
+
+            def value(node: ast.AST) -> str | None:
+                if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                    return node.value
+                if isinstance(node, ast.Name):
+                    return constants.get(node.id)
+                return None
+
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                    args = []
+                    if node.func.attr == "fallback" and len(node.args) == 2:
+                        args.append(node.args[1])
+                    if node.func.attr == "send" and "notification_fallback" in ast.unparse(node.func):
+                        args += [k.value for k in node.keywords if k.arg == "reason"]
+                    found.update(v for v in map(value, args) if v)
+                if isinstance(node, ast.FunctionDef) and node.name == "route":
+                    for ret in (n for n in ast.walk(node) if isinstance(n, ast.Return) and n.value is not None):
+                        if isinstance(ret.value, ast.JoinedStr):  # f"mode-{mode}"
+                            found.update(f"mode-{m}" for m in MODES if m != "normal")
+                        elif value(ret.value):
+                            found.add(value(ret.value) or "")
+    return found
+
+
+def test_the_fallback_reasons_documented_are_the_ones_the_code_sends():
+    import re
+
+    with open(os.path.join(ROOT, "flask_notify_emergency", "signals.py"), encoding="utf-8") as fh:
+        source = fh.read()
+    comment = source.split("notification_fallback = ")[0].rsplit("notification_failed = ", 1)[1]
+    in_signals = set(re.findall(r"'([a-z-]+)'", comment))
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
+        row = next(line for line in fh if line.startswith("| `notification_fallback` |"))
+    in_readme = set(re.findall(r"`([a-z-]+)`", row.split("`reason`", 1)[1]))
+    in_readme -= {"clear-queues", "send-user-notification", "test-fallback"}  # the commands named
+    used = _reasons_used_in_code()
+    assert {"offline", "ack-timeout", "queue-cleared", "requested", "test", "mode-legacy"} <= used
+    assert in_signals == used
+    assert in_readme == used
