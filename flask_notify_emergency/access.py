@@ -15,17 +15,23 @@ CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 
 
+try:  # imported once: an import statement in current_user_obj() ran on every page
+    from flask_login import current_user as _login_current_user
+except ImportError:  # pragma: no cover - Flask-Login is a dependency
+    _login_current_user = None
+
+
 def current_user_obj() -> Any:
-    try:
-        from flask_login import current_user
-    except ImportError:  # pragma: no cover - Flask-Login is a dependency
-        return None
-    return current_user
+    return _login_current_user
 
 
 def current_user_id() -> str | None:
     """The logged-in user's id as a string, or None."""
     user = current_user_obj()
+    if user is None:
+        return None
+    # every attribute read through Flask-Login's proxy looks the user up again; once will do
+    user = user._get_current_object()
     if user is None or not getattr(user, "is_authenticated", False):
         return None
     uid = user.get_id()

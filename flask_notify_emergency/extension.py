@@ -6,11 +6,9 @@ import time
 import uuid
 from typing import Any, Callable
 
-from flask import Flask, current_app, render_template
-from markupsafe import Markup
+from flask import Flask, current_app
 
 from . import config as cfgmod
-from .access import csrf_token, current_user_id
 from .audit import AuditLog
 from .control import Control
 from .delivery import fallbacks
@@ -18,6 +16,7 @@ from .delivery.breaker import CircuitBreaker
 from .delivery.dispatcher import Dispatcher
 from .delivery.notifier import CallableNotifier, SocketIONotifier
 from .delivery.store import NotificationStore
+from .jinja_helpers import PageHelpers, render_banners, render_scripts  # noqa: F401 (re-exported)
 from .models import Models, models_for
 from .state import RedisState, SharedState
 
@@ -67,6 +66,7 @@ class NotifyEmergencyState:
         self._banner_cache: list[dict[str, Any]] | None = None
         self._banner_version: Any = None
         self._banner_at = 0.0
+        self.page_helpers = PageHelpers(self)
 
     def _load_state(self) -> tuple[dict[str, Any], set[str]]:
         with self.app.app_context():
@@ -99,6 +99,8 @@ class NotifyEmergencyState:
                 self.app.logger.warning("flask-notify-emergency: could not load banners: %s", exc)
                 self._banner_cache = self._banner_cache or []
             self._banner_version, self._banner_at = version, now
+        if not self._banner_cache:
+            return []  # the usual case, on every page: no clock, no parsing
         from .models import utcnow
 
         now_utc = utcnow()
@@ -163,10 +165,9 @@ class NotifyEmergency:
 
         fallbacks.connect_receivers(app, ext_state)
         app.before_request(lambda: fallbacks.flash_pending(ext_state))
-        app.context_processor(lambda: {
-            "notify_emergency_banners": lambda: render_banners(ext_state),
-            "notify_emergency_scripts": lambda: render_scripts(ext_state),
-        })
+        # globals rather than a context processor: nothing runs for a template that calls neither
+        for name, helper in ext_state.page_helpers.template_globals().items():
+            app.add_template_global(helper, name)
         if socketio is not None:
             from . import realtime
 
@@ -261,39 +262,9 @@ def _register_optional(app: Flask, ext_state: NotifyEmergencyState) -> None:
         module.init_app(app, ext_state)
 
 
-def render_banners(ext_state: NotifyEmergencyState) -> Markup:
-    """HTML for the active banners (and the emergency notice), text escaped."""
-    mode = ext_state.control.mode
-    return Markup(render_template("notify_emergency/_banners.html", banners=ext_state.banners(), mode=mode))
-
-
-def render_scripts(ext_state: NotifyEmergencyState) -> Markup:
-    """The client script tag and its settings."""
-    cfg = ext_state.app.config
-    bp = ext_state.blueprint_name
-    uid = current_user_id()
-    settings = {
-        "pollUrl": _url(f"{bp}.poll"),
-        "bannersUrl": _url(f"{bp}.banners"),
-        "pollInterval": cfg["NOTIFY_EMERGENCY_POLL_INTERVAL"],
-        "namespace": ext_state.namespace,
-        "socket": ext_state.socketio is not None and isinstance(ext_state.notifier, SocketIONotifier),
-        "mode": ext_state.control.mode,
-        "csrfToken": csrf_token() if uid else None,
-        "loggedIn": uid is not None,
-    }
-    return Markup(render_template("notify_emergency/_scripts.html", settings=settings, bp=bp))
-
-
 def _parse_stamp(stamp: str) -> Any:
     """A payload time (naive UTC ISO with a 'Z') back to a datetime; comparing the strings
     goes wrong when one of them has no microseconds."""
     import datetime as dt
 
     return dt.datetime.fromisoformat(stamp.rstrip("Z"))
-
-
-def _url(endpoint: str) -> str:
-    from flask import url_for
-
-    return url_for(endpoint)

@@ -116,6 +116,11 @@ class SharedState:
         self._maybe_refresh()
         return user_id in self._pending
 
+    def anyone_pending(self) -> bool:
+        """May any user have pending notifications? (Lets a page skip the user lookup.)"""
+        self._maybe_refresh()
+        return bool(self._pending)
+
     # -- connections ---------------------------------------------------------------------
     def connection_opened(self, user_id: str) -> None:
         with self._lock:

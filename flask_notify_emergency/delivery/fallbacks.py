@@ -47,15 +47,16 @@ def claim_for_user(ext_state: Any, user_id: str, limit: int, channel: str) -> li
 
 def flash_pending(ext_state: Any) -> None:
     """``before_request`` hook: flash a few pending notifications into a page request."""
-    if request.method != "GET" or request.endpoint in (None, "static"):
-        return
-    if request.blueprint == ext_state.blueprint_name:
+    if not ext_state.state.anyone_pending():
+        return  # the healthy steady state: an in-memory check, nothing else
+    req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup, not five
+    if req.method != "GET" or req.endpoint in (None, "static") or req.blueprint == ext_state.blueprint_name:
         return
     uid = current_user_id()
     if uid is None or not ext_state.state.may_have_pending(uid):
         return
-    accept = request.accept_mimetypes
-    if (accept and not accept.accept_html) or request.headers.get("X-Requested-With"):
+    accept = req.accept_mimetypes
+    if (accept and not accept.accept_html) or req.headers.get("X-Requested-With"):
         return  # an API or XHR call renders no flashes; leave the rows for a page or a poll
     cfg = ext_state.app.config
     waiting = len(session.get("_flashes", []))
