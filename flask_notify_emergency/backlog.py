@@ -108,7 +108,8 @@ def clear_queues(ext: Any, actor: str = "monitor", source: str = "cli",
 
     * rows whose real-time acknowledgement deadline passed without an ack (their worker
       died, or the sweep is behind) are **released** to the fallbacks: the deadline is
-      cleared and ``notification_fallback`` fires, so the user's next page or poll gets them;
+      cleared and ``notification_fallback`` fires with the whole notification (reason
+      ``queue-cleared``), so the user's next page or poll gets them;
     * undelivered rows past their ``expires_at`` (no user can receive them any more) are
       **deleted**.
 
@@ -131,8 +132,11 @@ def clear_queues(ext: Any, actor: str = "monitor", source: str = "cli",
         return result
     path = _write_backup(ext, actor, {"released": stuck, "expired_deleted": expired})
     released = ext.store.release_realtime([int(r["id"]) for r in stuck]) if stuck else []
+    # receivers (a host's SMS or pager fallback) need the text, as on every other path
+    payloads = ext.store.payloads([nid for nid, _ in released])
     for nid, uid in released:
-        signals.notification_fallback.send(ext.app, notification={"id": nid, "user_id": uid}, reason="queue-cleared")
+        signals.notification_fallback.send(ext.app, notification=payloads.get(nid) or {"id": nid, "user_id": uid},
+                                           reason="queue-cleared")
     deleted = 0
     if expired:
         with ext.engine.begin() as conn:

@@ -76,6 +76,28 @@ def test_clear_queues_backs_up_first_releases_stuck_rows_and_loses_nothing(make_
     assert audit_actions(app).count(("clear-queues", "ok")) == 2
 
 
+def test_clear_queues_gives_a_hosts_fallback_receiver_the_whole_notification(make_app, tmp_path):
+    from flask_notify_emergency import signals
+
+    app, _ = make_app(NOTIFY_EMERGENCY_BACKUP_DIR=str(tmp_path / "backups"))
+    alice = user_id(app, "alice")
+    stuck = store(app, alice, "Disk", message="Almost full.", priority="high",
+                  realtime_deadline=utcnow() - dt.timedelta(minutes=5), attempts=1)
+    calls: list[tuple[dict[str, Any], str]] = []
+
+    def to_pager(sender: Any, notification: dict[str, Any], reason: str, **_: Any) -> None:
+        calls.append((notification, reason))
+
+    with signals.notification_fallback.connected_to(to_pager, sender=app):
+        assert clear_queues(ext_of(app), "ops")["released"] == 1
+    (notification, reason), = calls
+    assert reason == "queue-cleared"
+    assert (notification["id"], notification["user_id"]) == (stuck, alice)
+    # a pager or SMS receiver needs the text, not just the id
+    assert (notification["title"], notification["message"], notification["priority"]) == \
+        ("Disk", "Almost full.", "high")
+
+
 def test_run_service_command_captures_output_and_kills_one_over_the_timeout(make_app):
     app, _ = make_app(NOTIFY_EMERGENCY_SERVICE_COMMAND_TIMEOUT=1.0, NOTIFY_EMERGENCY_SERVICE_COMMANDS={
         "hello": [sys.executable, "-c", "print('hello from ops')"],
