@@ -216,7 +216,12 @@ def failing_checks(ext: Any) -> list[str]:
 
 def deactivate(ext: Any, *, resolved_by: str, force: bool = False, reason: str | None = None,
                source: str = "cli", recovered: bool = True) -> dict[str, Any]:
-    """Leave emergency mode. Refused while health checks fail, unless forced with a reason."""
+    """Leave emergency mode. Refused while health checks fail, unless forced with a reason.
+
+    The result's ``failing_checks`` names the checks that failed when it was decided (empty:
+    all passed; None: a forced deactivation whose checks could not run), so a forced exit
+    says whether it really overrode anything.
+    """
     if not isinstance(resolved_by, str) or not resolved_by.strip():
         raise EmergencyError("say who resolved it: --resolved-by NAME.")
     mode = ext.control.read("mode", "normal") or "normal"
@@ -225,7 +230,13 @@ def deactivate(ext: Any, *, resolved_by: str, force: bool = False, reason: str |
         raise EmergencyError(f"emergency mode is not active (the delivery mode is '{mode}').")
     if force and not (reason and reason.strip()):
         raise EmergencyError("--force needs --reason: say why it is safe to leave emergency mode.")
-    if not force:
+    failing: list[str] | None
+    if force:
+        try:
+            failing = failing_checks(ext)
+        except Exception:  # forced: the checks' own failure must not stop the operator
+            failing = None
+    else:
         failing = failing_checks(ext)
         if failing:
             ext.audit.record(resolved_by, "deactivate-emergency", source, {"force": False},
@@ -236,11 +247,16 @@ def deactivate(ext: Any, *, resolved_by: str, force: bool = False, reason: str |
                 "Fix them, or use --force --reason \"...\" to override.")
     if mode == "emergency":
         ext.control.set_mode("normal", resolved_by)
-    result: dict[str, Any] = {"mode": ext.control.read("mode", "normal"), "event": None}
+    result: dict[str, Any] = {"mode": ext.control.read("mode", "normal"), "event": None,
+                              "forced": force, "failing_checks": failing}
     if event is not None:
         record_action(ext, event["id"], "deactivate-emergency", "ok",
-                      {"forced": force, "reason": reason}, resolved_by)
+                      {"forced": force, "reason": reason, "failing_checks": failing}, resolved_by)
         result["event"] = resolve_event(ext, event["id"], resolved_by, recovered)
+    detail = None
+    if force:
+        detail = (f"forced past failing checks: {', '.join(failing)}" if failing
+                  else "forced; the checks were passing" if failing == [] else "forced; the checks could not run")
     ext.audit.record(resolved_by, "deactivate-emergency", source, {"force": force, "reason": reason},
-                     event_id=event["id"] if event else None)
+                     detail=detail, event_id=event["id"] if event else None)
     return result

@@ -118,8 +118,25 @@ def test_deactivate_is_refused_while_checks_fail_unless_forced(make_app):
     assert audit_rows(app, "deactivate-emergency")[-1]["outcome"] == "refused"
     forced = invoke(app, "deactivate-emergency", "--resolved-by", "ops-bob", "--force", "--reason", "queue moved")
     assert forced.exit_code == 0, forced.output
-    assert "Forced past failing health checks: queue moved" in forced.output
+    assert "Forced past failing health checks (realtime): queue moved" in forced.output
     assert stored_switch(app, "mode") == "normal"
+    entry = audit_rows(app, "deactivate-emergency")[-1]
+    assert (entry["outcome"], entry["detail"]) == ("ok", "forced past failing checks: realtime")
+
+
+def test_forced_deactivate_while_checks_pass_does_not_claim_to_override_them(example):
+    app, _ = example
+    invoke(app, "activate-emergency", "--reason", "r")
+    forced = invoke(app, "deactivate-emergency", "--resolved-by", "ops-bob", "--force", "--reason", "all clear")
+    assert forced.exit_code == 0, forced.output
+    assert "Forced (checks were passing): all clear" in forced.output
+    assert "Forced past failing" not in forced.output
+    assert stored_switch(app, "mode") == "normal"
+    entry = audit_rows(app, "deactivate-emergency")[-1]
+    assert entry["detail"] == "forced; the checks were passing"
+    invoke(app, "activate-emergency", "--reason", "again")
+    code, data = invoke_json(app, "deactivate-emergency", "--force", "--reason", "all clear")
+    assert code == 0 and (data["forced"], data["failing_checks"]) == (True, [])
 
 
 def test_forced_deactivate_resolves_event_and_reports_leftovers(example):

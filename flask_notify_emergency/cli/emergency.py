@@ -90,7 +90,13 @@ def deactivate_emergency_command(resolved_by: str | None, force: bool, reason: s
         out = [f"Emergency mode off: delivery mode is '{result['mode']}'"
                + (f"; event #{event['id']} resolved by {event['resolved_by']}." if event else ".")]
         if force:
-            out.append(f"Forced past failing health checks: {reason}")
+            failing = result.get("failing_checks")
+            if failing:
+                out.append(f"Forced past failing health checks ({', '.join(failing)}): {reason}")
+            elif failing == []:
+                out.append(f"Forced (checks were passing): {reason}")
+            else:
+                out.append(f"Forced (the health checks could not run): {reason}")
         out += [f"Note: {n}." for n in notes]
         return out
 
