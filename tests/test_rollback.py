@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from flask_notify_emergency import rollback as rb
-from flask_notify_emergency.cli.rollback import HOLD_AFTER_ENV, HOLD_FILE_ENV
+from flask_notify_emergency.cli.rollback import DEFAULT_EMERGENCY_REASON, HOLD_AFTER_ENV, HOLD_FILE_ENV
 from flask_notify_emergency.models import utcnow
 from tests.conftest import login, user_id
 from tests.support.rollback import ROOT, cli, cli_env, snapshot
@@ -107,15 +107,47 @@ def test_refusals_change_nothing_and_are_audited(make_app):
         rb.request_rollback(ext, reason="x", requested_by="alice", source="web", admin=False)
     missing = cli(app, "rollback", "--reason", "queue down")
     assert missing.exit_code == 1 and "--confirm" in missing.output
-    no_reason = cli(app, "rollback", "--confirm")
-    assert no_reason.exit_code == 1 and "reason is required" in no_reason.output
+    planned_no_reason = cli(app, "rollback", "--planned", "--confirm")
+    assert planned_no_reason.exit_code == 2
+    assert "a planned rollback needs a reason" in planned_no_reason.output
     unapproved = cli(app, "rollback", "--planned", "--reason", "upgrade", "--confirm")
     assert unapproved.exit_code == 1 and "approved request" in unapproved.output
+    for refusal in (missing, planned_no_reason, unapproved):  # nothing says it started
+        assert "Rolling back" not in refusal.output
 
     assert _state_without_audit(app) == before
     refused = [r for r in snapshot(app)[AUDIT].values() if r["id"] > audited]
     assert [r["outcome"] for r in refused] == ["refused"] * 6
     assert {r["action"] for r in refused} == {"rollback", "restore", "request-rollback"}
+
+
+def test_an_emergency_rollback_without_a_reason_records_the_default_one(make_app):
+    app, _ = make_app()
+    _backlog(app)
+    ext = _ext(app)
+    done = cli(app, "rollback", "--confirm")
+    assert done.exit_code == 0, done.output
+    note = f'No --reason given: recording "{DEFAULT_EMERGENCY_REASON}".'
+    assert done.output.index(note) < done.output.index("Rolling back to flash-only delivery:")
+    assert f"Reason recorded: {DEFAULT_EMERGENCY_REASON}" in done.output
+    assert ext.control.read("mode") == "legacy"
+    last = rb.rollback_status(ext)["last_operation"]
+    assert (last["reason"], last["planned"], last["status"]) == (DEFAULT_EMERGENCY_REASON, False, "done")
+    [entry] = [r for r in snapshot(app)[AUDIT].values() if r["action"] == "rollback"]
+    assert entry["outcome"] == "ok"
+    assert json.loads(entry["arguments"])["reason"] == DEFAULT_EMERGENCY_REASON
+
+
+def test_the_runbook_line_rollback_confirm_runs_as_written(make_app, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'runbook.sqlite'}"
+    app, _ = make_app(SQLALCHEMY_DATABASE_URI=uri)
+    env = cli_env({"SQLALCHEMY_DATABASE_URI": uri})
+    env["FLASK_APP"] = "tests.support.rollback:cli_app"
+    run = subprocess.run([sys.executable, "scripts/notification_emergency_cli.py", "rollback", "--confirm"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert DEFAULT_EMERGENCY_REASON in run.stdout
+    assert rb.rollback_status(_ext(app))["last_operation"]["reason"] == DEFAULT_EMERGENCY_REASON
 
 
 def test_planned_rollback_needs_a_second_admin(make_app):

@@ -6,7 +6,9 @@ the steps), ``verify-rollback``, and later ``restore``. Planned rollbacks: ``req
 ``approve-rollback``, ``rollback-requests``. ``rollback-status`` shows the checklist live.
 
 The operator at the CLI may always roll back (they run the server); a planned rollback
-still needs another admin's approval.
+still needs another admin's approval. An emergency rollback may be started without
+``--reason`` (the runbook's ``rollback --confirm``): it records
+:data:`DEFAULT_EMERGENCY_REASON`; a planned one must say why.
 """
 
 from __future__ import annotations
@@ -23,13 +25,17 @@ from ..rollback import RollbackError, approve_rollback, request_rollback, restor
 from ..rollback_approval import list_requests
 from ..rollback_verify import verify_rollback
 from . import emergency_group
-from .output import EXIT_FAILED, SOURCE, actor, done, ext_state, fail, json_option, mark, report
+from .output import EXIT_FAILED, SOURCE, actor, done, ext_state, fail, json_option, mark, report, usage
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: crash drills: hold the rollback after this step until the file named below exists
 HOLD_AFTER_ENV = "NOTIFY_EMERGENCY_ROLLBACK_HOLD_AFTER"
 HOLD_FILE_ENV = "NOTIFY_EMERGENCY_ROLLBACK_HOLD_FILE"
+
+#: What an emergency ``rollback`` started without ``--reason`` records in the audit log and
+#: the journal (the runbook's line gives none, and an emergency must not wait for one).
+DEFAULT_EMERGENCY_REASON = "Emergency rollback from the command line"
 
 
 def rollback_errors(func: F) -> F:
@@ -50,11 +56,16 @@ def _checks_lines(title: str, result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _progress(as_json: bool) -> Callable[[str, dict[str, Any]], None]:
+def _progress(as_json: bool, header: list[str] | None = None) -> Callable[[str, dict[str, Any]], None]:
+    """Print each step as it is done; ``header`` lines go before the first one, so nothing
+    says an operation started unless a step really ran."""
     hold_after, hold_file = os.environ.get(HOLD_AFTER_ENV), os.environ.get(HOLD_FILE_ENV)
+    pending = list(header or [])
 
     def on_step(step: str, detail: dict[str, Any]) -> None:
         if not as_json:
+            while pending:
+                click.echo(pending.pop(0))
             click.echo(f"  done  {step}: {detail}")
         if hold_after == step and hold_file:
             with open(hold_file + ".reached", "w", encoding="ascii") as fh:
@@ -97,10 +108,11 @@ def verify_rollback_ready_command(as_json: bool) -> None:
 
 # -- rollback and restore -----------------------------------------------------------------
 @emergency_group.command("rollback")
-@click.option("--reason", help="Why roll back (required).")
+@click.option("--reason", help="Why roll back (required with --planned; an emergency rollback without it "
+              f"records \"{DEFAULT_EMERGENCY_REASON}\").")
 @click.option("--confirm", is_flag=True, help="Really do it (without it nothing changes).")
 @click.option("--dry-run", is_flag=True, help="Print each step and what it would act on; change nothing.")
-@click.option("--planned", is_flag=True, help="A planned rollback: needs an approved --request.")
+@click.option("--planned", is_flag=True, help="A planned rollback: needs an approved --request and a --reason.")
 @click.option("--request", "request_id", help="The approved request of a planned rollback.")
 @json_option
 @rollback_errors
@@ -108,16 +120,27 @@ def rollback_command(reason: str | None, confirm: bool, dry_run: bool, planned: 
                      as_json: bool) -> None:
     """Roll back to flash-only delivery (run again to continue an interrupted rollback)."""
     ext = ext_state()
-    if not dry_run and not as_json:
-        click.echo("Rolling back to flash-only delivery:")
-    result = rollback(ext, reason=reason or "", actor=actor(), source=SOURCE, confirm=confirm, dry_run=dry_run,
-                      planned=planned, request_id=request_id, admin=True, on_step=_progress(as_json))
+    who = actor()
+    defaulted = not (reason and reason.strip())
+    if defaulted and planned:
+        message = ('a planned rollback needs a reason: say why, e.g. --reason "upgrade of the socket queue". '
+                   "Only an emergency rollback (without --planned) may leave it out.")
+        ext.audit.record(who, "rollback", SOURCE, {"reason": None, "planned": True, "request_id": request_id},
+                         outcome="refused", detail=message)
+        usage(message, "--reason")
+    if defaulted:
+        reason = DEFAULT_EMERGENCY_REASON
+    note = f'No --reason given: recording "{reason}".' if defaulted else None
+    header = ([note] if note else []) + ["Rolling back to flash-only delivery:"]
+    result = rollback(ext, reason=reason or "", actor=who, source=SOURCE, confirm=confirm, dry_run=dry_run,
+                      planned=planned, request_id=request_id, admin=True, on_step=_progress(as_json, header))
 
     def lines() -> list[str]:
         if result["status"] == "dry-run":
             now = result["current"]
-            out = [f"Dry run: nothing changed. Now: mode '{now['mode']}', paused {now['paused']}, "
-                   f"{now['undelivered']} undelivered for {now['undelivered_users']} users."]
+            out = ([note] if note else []) + [
+                f"Dry run: nothing changed. Now: mode '{now['mode']}', paused {now['paused']}, "
+                f"{now['undelivered']} undelivered for {now['undelivered_users']} users."]
             if result["resuming"]:
                 out.append(f"An interrupted rollback {result['resuming']} would be continued.")
             out += [f"  {i}. {s['step']}: {s['description']}" + (" (already done)" if s["skip"] else "")
@@ -130,9 +153,10 @@ def rollback_command(reason: str | None, confirm: bool, dry_run: bool, planned: 
         return [f"Rollback {result['operation_id']} done{' (continued)' if result['resumed'] else ''}: every "
                 f"worker delivers by flash and banner; {backlog.get('undelivered', 0)} waiting notifications "
                 f"for {backlog.get('users', 0)} users handed to the flash path.",
+                f"Reason recorded: {reason}",
                 "Next: 'flask emergency verify-rollback'."]
 
-    report(dict(result, ok=True), as_json, lines)
+    report(dict(result, ok=True, reason=reason, reason_defaulted=defaulted), as_json, lines)
 
 
 @emergency_group.command("restore")
