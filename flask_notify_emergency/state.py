@@ -47,6 +47,9 @@ class SharedState:
         self._listeners: list[Listener] = []
         self._loaded_at = 0.0
         self._refresh_failed = False
+        self._refreshing = threading.Lock()
+        self._write_seq = 0
+        self._written_at: dict[str, int] = {}
         self.process_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
     # -- refresh from the database --------------------------------------------------------
@@ -54,21 +57,33 @@ class SharedState:
         return time.monotonic() - self._loaded_at >= self._refresh_seconds
 
     def refresh(self) -> None:
-        """Reload switches and pending users from the database (the truth)."""
-        try:
-            switches, pending = self._loader()
-        except Exception as exc:  # database down (or tables not created yet): keep what we know
-            if not self._refresh_failed:
-                log.warning("flask-notify-emergency: could not read state from the database: %s", exc)
-            self._refresh_failed = True
-            self._loaded_at = time.monotonic()
+        """Reload switches and pending users from the database (the truth).
+
+        A switch set here while the database was being read is newer than what was read,
+        so it is kept; and only one thread refreshes at a time (the others keep serving
+        from the cache).
+        """
+        if not self._refreshing.acquire(blocking=False):
             return
-        self._refresh_failed = False
-        with self._lock:
-            changed = {k: v for k, v in switches.items() if self._switches.get(k) != v}
-            self._switches.update(switches)
-            self._pending |= pending
-            self._loaded_at = time.monotonic()
+        try:
+            started_at_write = self._write_seq
+            try:
+                switches, pending = self._loader()
+            except Exception as exc:  # database down (or tables not created yet): keep what we know
+                if not self._refresh_failed:
+                    log.warning("flask-notify-emergency: could not read state from the database: %s", exc)
+                self._refresh_failed = True
+                self._loaded_at = time.monotonic()
+                return
+            self._refresh_failed = False
+            with self._lock:
+                changed = {k: v for k, v in switches.items()
+                           if self._switches.get(k) != v and self._written_at.get(k, 0) <= started_at_write}
+                self._switches.update(changed)
+                self._pending |= pending
+                self._loaded_at = time.monotonic()
+        finally:
+            self._refreshing.release()
         for key, value in changed.items():
             self._notify(key, value)
 
@@ -89,6 +104,8 @@ class SharedState:
         with self._lock:
             old = self._switches.get(key)
             self._switches[key] = value
+            self._write_seq += 1
+            self._written_at[key] = self._write_seq
         if old != value:
             self._notify(key, value)
 
