@@ -208,6 +208,18 @@ def test_status_report_says_mode_event_backlog_and_recent_actions(demo):
     assert email.output.startswith("Subject: [EMERGENCY] Notification system status")
 
 
+def test_status_report_json_is_the_same_as_format_json(demo):
+    app, _ = demo
+    invoke(app, "activate-emergency", "--reason", "socket queue down")
+    code, by_flag = invoke_json(app, "generate-status-report", "--no-health")
+    by_format = json.loads(invoke(app, "generate-status-report", "--format", "json", "--no-health").output)
+    assert code == 0
+    assert set(by_flag) == set(by_format)
+    for key in ("mode", "event", "backlog", "dashboard_status", "health"):
+        assert by_flag[key] == by_format[key], key
+    assert by_flag["event"]["reason"] == "socket queue down"
+
+
 def test_status_report_is_mailed_through_the_alert_smtp_server(make_app):
     sink = SmtpSink()
     try:
@@ -239,6 +251,8 @@ def test_status_report_mail_failure_exits_non_zero(make_app):
     (["--format", "email", "--recipients", "team@"], "is not an email address"),
     (["--format", "markdown", "--recipients", "team@example.com"], "--recipients needs --format email"),
     (["--format", "pdf"], "'pdf' is not one of 'email', 'markdown', 'json'"),
+    (["--json", "--format", "email"], "--json and --format email disagree"),
+    (["--json", "--recipients", "team@example.com"], "--recipients needs --format email"),
 ])
 def test_status_report_bad_input(demo, args, complaint):
     app, _ = demo

@@ -85,6 +85,19 @@ def test_last_30_days_sees_the_older_emergency_and_misses_mttr(history):
     assert set(data["targets_missed"]) == {"mttr_seconds", "recovery_success_rate"} and data["ok"] is False
 
 
+def test_json_is_the_same_as_format_json(make_app):
+    app, _ = make_app()
+    invoke(app, "activate-emergency", "--reason", "queue down")
+    by_format = invoke(app, "generate-metrics", "--period", "last_24_hours", "--format", "json")
+    by_flag = invoke(app, "generate-metrics", "--period", "last_24_hours", "--json")
+    both = invoke(app, "generate-metrics", "--period", "last_24_hours", "--json", "--format", "json")
+    assert by_format.exit_code == by_flag.exit_code == both.exit_code == 0, by_flag.output
+    expected = json.loads(by_format.output)
+    for data in (json.loads(by_flag.output), json.loads(both.output)):
+        assert (data["period"], kpis(data)) == (expected["period"], kpis(expected))
+        assert set(data) == set(expected)
+
+
 def test_dashboard_and_markdown_formats(history):
     text = invoke(history, "generate-metrics", "--period", "last_24_hours").output
     assert "Emergency metrics, last 24 hours" in text
@@ -115,6 +128,7 @@ def test_track_improvements_compares_before_and_after_the_baseline(history):
 @pytest.mark.parametrize("args, complaint", [
     (["generate-metrics", "--period", "last_year"], "'last_year' is not one of"),
     (["generate-metrics", "--format", "pdf"], "'pdf' is not one of 'dashboard', 'json', 'markdown'"),
+    (["generate-metrics", "--json", "--format", "markdown"], "--json and --format markdown disagree"),
     (["track-improvements", "--baseline", "01/01/2025"], "--baseline must be a date as YYYY-MM-DD"),
     (["track-improvements", "--baseline", "2999-01-01"], "is in the future"),
     (["track-improvements"], "Missing option '--baseline'"),

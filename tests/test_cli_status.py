@@ -37,6 +37,15 @@ def test_the_command_modules_listed_are_exactly_the_ones_that_exist():
         importlib.import_module(f"flask_notify_emergency.cli.{name}")
 
 
+def test_every_command_of_the_group_has_json(example):
+    from flask_notify_emergency.cli import emergency_group
+
+    app, _ = example
+    missing = [name for name in sorted(emergency_group.commands)
+               if "--json" not in invoke(app, name, "--help").output]
+    assert len(emergency_group.commands) > 40 and missing == []
+
+
 def test_status_of_a_quiet_system(example):
     app, _ = example
     result = invoke(app, "status")

@@ -21,7 +21,8 @@ from ..status_page import DASHBOARD_STATUSES, PUBLIC_STATUSES, set_dashboard_sta
 from ..status_report import FORMATS, gather, mail, render
 from ..user_communication import CHANNELS, send_user_notification
 from . import emergency_group
-from .output import SOURCE, actor, done, ext_state, fail, json_option, report, to_json, usage, with_errors
+from .output import (SOURCE, actor, done, ext_state, fail, format_with_json_alias, json_option, report, to_json,
+                     usage, with_errors)
 
 
 @emergency_group.command("update-dashboard")
@@ -96,10 +97,12 @@ def send_user_notification_command(message: str, title: str | None, channel: str
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="markdown", show_default=True)
 @click.option("--recipients", help="Comma-separated email addresses to mail it to (with --format email).")
 @click.option("--no-health", is_flag=True, help="Leave out the health checks (they send a canary).")
-def generate_status_report_command(fmt: str, recipients: str | None, no_health: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the same as --format json).")
+def generate_status_report_command(fmt: str, recipients: str | None, no_health: bool, as_json: bool) -> None:
     """Status, mode, open event, health, backlog and recent actions, for the team."""
     from ..alert_targets import parse_emails
 
+    fmt = format_with_json_alias(fmt, as_json)
     to: list[str] = []
     if recipients is not None:
         if fmt != "email":

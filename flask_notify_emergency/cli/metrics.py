@@ -14,7 +14,8 @@ import click
 from ..alert_targets import CHANNELS, configure, configured_targets, effective_targets, stored_targets
 from ..kpi_report import FORMATS, PERIODS, improvements, period_report, show, show_delta
 from . import emergency_group
-from .output import SOURCE, actor, done, ext_state, fail, json_option, mark, report, to_json, with_errors
+from .output import (SOURCE, actor, done, ext_state, fail, format_with_json_alias, json_option, mark, report,
+                     to_json, with_errors)
 
 
 @emergency_group.command("configure-alerts")
@@ -91,9 +92,11 @@ def _kpi_lines(data: dict[str, Any], fmt: str) -> list[str]:
 @emergency_group.command("generate-metrics")
 @click.option("--period", type=click.Choice(tuple(PERIODS)), default="last_30_days", show_default=True)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="dashboard", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the same as --format json).")
 @with_errors
-def generate_metrics_command(period: str, fmt: str) -> None:
+def generate_metrics_command(period: str, fmt: str, as_json: bool) -> None:
     """MTTD, MTTR, recovery, rollback and delivery rates and user impact, against the runbook's targets."""
+    fmt = format_with_json_alias(fmt, as_json)
     data = period_report(ext_state(), period)
     if fmt == "json":
         click.echo(to_json(data))

@@ -16,6 +16,7 @@ import json
 from typing import Any, Callable, Iterable, NoReturn, TypeVar
 
 import click
+from click.core import ParameterSource
 from flask import current_app
 
 from ..audit import cli_actor
@@ -53,6 +54,17 @@ def json_option(func: F) -> F:
     """Add ``--json`` (print one JSON object instead of text)."""
     return click.option("--json", "as_json", is_flag=True,
                         help="Print one JSON object instead of text.")(func)
+
+
+def format_with_json_alias(fmt: str, as_json: bool) -> str:
+    """The ``--format`` of a command that also takes ``--json`` (the same as ``--format json``,
+    so every reporting command has ``--json``); exit 2 if the two disagree."""
+    if not as_json:
+        return fmt
+    source = click.get_current_context().get_parameter_source("fmt")
+    if fmt != "json" and source is not ParameterSource.DEFAULT:
+        usage(f"--json and --format {fmt} disagree: give one of them.", "--json")
+    return "json"
 
 
 def _default(value: Any) -> Any:
