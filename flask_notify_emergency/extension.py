@@ -19,6 +19,7 @@ from .delivery.store import NotificationStore
 from .jinja_helpers import PageHelpers, render_banners, render_scripts  # noqa: F401 (re-exported)
 from .models import Models, models_for
 from .state import RedisState, SharedState
+from .workers import WorkerStart
 
 EXTENSION_KEY = "notify_emergency"
 BANNER_CACHE_SECONDS = 30.0
@@ -62,6 +63,7 @@ class NotifyEmergencyState:
             self.notifier = SocketIONotifier(socketio, self.namespace, cfg["NOTIFY_EMERGENCY_USER_ROOM_PREFIX"])
         else:
             self.notifier = None
+        self.worker_start = WorkerStart()
         self.dispatcher = Dispatcher(app, self.store, self.state, self.breaker, self.notifier, user_exists)
         self._banner_cache: list[dict[str, Any]] | None = None
         self._banner_version: Any = None
@@ -164,6 +166,8 @@ class NotifyEmergency:
         app.extensions[EXTENSION_KEY] = ext_state
 
         fallbacks.connect_receivers(app, ext_state)
+        ext_state.worker_start.add(ext_state.dispatcher.start_sweeper)
+        app.before_request(ext_state.worker_start.before_request)
         app.before_request(lambda: fallbacks.flash_pending(ext_state))
         # globals rather than a context processor: nothing runs for a template that calls neither
         for name, helper in ext_state.page_helpers.template_globals().items():

@@ -39,7 +39,6 @@ ACTOR = "monitor"
 #: Control key (database only) with the last tick: services.verify_services reads it.
 HEARTBEAT_KEY = "monitor_heartbeat"
 #: Set in a request's WSGI environ by the CLI's own page checks: not a real request.
-SYNTHETIC = "notify_emergency.synthetic"
 
 
 class Monitor:
@@ -225,28 +224,10 @@ class Monitor:
             pass
 
 
-def _inside_cli_command() -> bool:
-    """True inside a ``flask <command>`` other than ``run`` (e.g. ``flask emergency ...``)."""
-    import click
-
-    ctx = click.get_current_context(silent=True)
-    return ctx is not None and ctx.info_name != "run"
-
-
 def init_app(app: Any, ext: Any) -> None:
     """Create ``ext.monitor``; start its thread on the first real request, if enabled."""
-    from flask import request
-
     monitor = Monitor(app, ext)
     ext.monitor = monitor
     if not app.config["NOTIFY_EMERGENCY_MONITOR_ENABLED"]:
         return
-    seen = threading.Event()
-
-    def start_on_first_request() -> None:
-        if seen.is_set() or request.environ.get(SYNTHETIC) or _inside_cli_command():
-            return
-        seen.set()
-        monitor.start()
-
-    app.before_request(start_on_first_request)
+    ext.worker_start.add(monitor.start)

@@ -30,7 +30,7 @@ log = logging.getLogger("flask_notify_emergency")
 
 REPORT_TTL = 120
 HEARTBEAT = 30.0
-SYNTHETIC = "notify_emergency.synthetic"
+from .workers import SYNTHETIC
 
 
 def _client(ext: Any) -> Any:

@@ -6,7 +6,8 @@ import click
 import sqlalchemy as sa
 
 from flask_notify_emergency import emergency
-from flask_notify_emergency.monitor import HEARTBEAT_KEY, SYNTHETIC
+from flask_notify_emergency.monitor import HEARTBEAT_KEY
+from flask_notify_emergency.workers import SYNTHETIC
 from tests.support.services import wait_until
 
 
