@@ -14,7 +14,7 @@ from tests.support.pages import csrf_from_page
 from tests.support.services import wait_until
 
 #: Endpoints anyone may use (no login): static files, the banners, the public status page.
-PUBLIC = {"static", "banners", "status_page", "status_page_json"}
+PUBLIC = {"static", "banners", "status_page", "status_page_json", "livez", "readyz"}
 #: Endpoints for logged-in users (their own notifications).
 USERS = {"poll"}
 #: Admin POSTs that need no input: without a body they act (and redirect or answer 200).

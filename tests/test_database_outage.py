@@ -80,3 +80,17 @@ def test_database_down_is_level_1_alerts_directly_and_writes_nothing_half(proxie
     wait_until(lambda: run_health_checks(ext).status == "healthy", timeout=15, interval=0.2,
                message="the database check to pass again")
     assert emergency.current_event(ext) is None
+
+
+def test_readiness_fails_while_the_database_is_cut_off(proxied_database, make_app):
+    proxy, url = proxied_database
+    app, _ = make_app(SQLALCHEMY_DATABASE_URI=url, NOTIFY_EMERGENCY_HEALTH_CHECK_TIMEOUT=1.0)
+    client = app.test_client()
+    assert client.get("/emergency/readyz").status_code == 200
+    proxy.cut()
+    response = client.get("/emergency/readyz")
+    assert response.status_code == 503
+    assert response.get_json() == {"status": "not ready"}
+    assert client.get("/emergency/livez").status_code == 200
+    proxy.open()  # back, so the app's tables can be dropped
+    assert client.get("/emergency/readyz").status_code == 200
