@@ -320,6 +320,7 @@ def health_metrics(ext: Any, max_age: float = HEALTH_MAX_AGE) -> dict[str, Any]:
 def overview(ext: Any, window: Window, *, health_max_age: float = HEALTH_MAX_AGE) -> dict[str, Any]:
     """Everything the overview page shows, as JSON-ready data."""
     from .emergency import current_event
+    from .status_page import dashboard_status
 
     database = database_metrics(ext)
     result: dict[str, Any] = {
@@ -330,7 +331,7 @@ def overview(ext: Any, window: Window, *, health_max_age: float = HEALTH_MAX_AGE
         "paused": ext.control.paused(),
         "breaker": ext.breaker.current,
         "connections": None, "database": database, "delivery": None, "backlog": None,
-        "events": None, "current_event": None, "errors": {},
+        "events": None, "current_event": None, "dashboard_status": None, "errors": {},
     }
     parts = {
         "connections": lambda: connection_metrics(ext),
@@ -338,6 +339,7 @@ def overview(ext: Any, window: Window, *, health_max_age: float = HEALTH_MAX_AGE
         "backlog": lambda: backlog_metrics(ext),
         "events": lambda: event_metrics(ext, window),
         "current_event": lambda: current_event(ext),
+        "dashboard_status": lambda: dashboard_status(ext),  # the team's status (update-dashboard)
     }
     for name, compute in parts.items():
         if not database["ok"] and name != "connections":

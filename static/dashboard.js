@@ -85,6 +85,7 @@
     toggle("ne-form-fallback-off", !paused);
     cards(data);
     currentEvent(data.current_event);
+    if (data.dashboard_status !== undefined) { teamStatus(data.dashboard_status); }
     if (data.delivery) { chart(data.delivery.series); }
     if (data.recent_audit) { audit(data.recent_audit); }
   }
@@ -121,6 +122,28 @@
     box.appendChild(document.createTextNode(" "));
     box.appendChild(node("span", "since " + when(ev.detected_at) + " \u00b7 respond within " +
       ev.respond_within_minutes + " min", "ne-muted"));
+  }
+  // the team's status from 'update-dashboard' (the _dashboard_status.html partial, rebuilt)
+  function teamStatus(team) {
+    var box = document.getElementById("ne-team-status");
+    if (!box) { return; }
+    box.textContent = "";
+    if (!team) { return; }
+    var status = String(team.status || "");
+    var label = status.replace(/_/g, " ");
+    var section = node("section", null, "notify-emergency-team-status notify-emergency-team-status-" + status);
+    section.dataset.status = status;
+    section.setAttribute("role", "status");
+    section.appendChild(node("strong", label.charAt(0).toUpperCase() + label.slice(1).toLowerCase()));
+    section.appendChild(document.createTextNode(" "));
+    section.appendChild(node("span", team.message || "", "message"));
+    section.appendChild(document.createTextNode(" "));
+    var small = node("small", (team.updated_by || "") + ", ");
+    var time = node("time", team.updated_at || "");
+    time.setAttribute("datetime", team.updated_at || "");
+    small.appendChild(time);
+    section.appendChild(small);
+    box.appendChild(section);
   }
   function audit(rows) {
     var table = document.getElementById("ne-recent-audit");

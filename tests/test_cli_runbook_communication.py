@@ -60,6 +60,32 @@ def test_dashboard_status_partial_renders_the_message_escaped(demo):
     assert XSS not in html and "Looking into it &lt;script&gt;" in html
 
 
+def test_team_status_shows_on_the_dashboard_overview_its_json_and_the_live_push(demo):
+    from flask_notify_emergency import admin_realtime
+
+    app, socketio = demo
+    admin = logged_in(app, "admin")
+    page = admin.get("/emergency/").get_data(as_text=True)
+    assert 'id="ne-team-status"' in page and "notify-emergency-team-status-" not in page
+    assert admin.get("/emergency/api/overview").get_json()["dashboard_status"] is None
+
+    message = f"Looking into it {XSS}"
+    invoke(app, "update-dashboard", "--status", "investigating", "--message", message)
+    page = admin.get("/emergency/").get_data(as_text=True)
+    team = page.split('id="ne-team-status"', 1)[1].split("</div>", 1)[0]
+    assert 'data-status="investigating"' in team and "<strong>Investigating</strong>" in team
+    assert "Looking into it &lt;script&gt;alert(&#39;owned&#39;)&lt;/script&gt;" in team
+    assert XSS not in page  # nor in the page's embedded JSON
+    api = admin.get("/emergency/api/overview").get_json()["dashboard_status"]
+    assert (api["status"], api["message"]) == ("investigating", message)
+
+    ns = app.config["NOTIFY_EMERGENCY_ADMIN_NAMESPACE"]
+    sio = socketio.test_client(app, namespace=ns, flask_test_client=admin)
+    reply = sio.emit(admin_realtime.SUBSCRIBE_EVENT, {"window": "1h"}, namespace=ns, callback=True)
+    assert reply["overview"]["dashboard_status"]["message"] == message
+    sio.disconnect(namespace=ns)
+
+
 @pytest.mark.parametrize("args, complaint", [
     (["--status", "on_fire", "--message", "x"], "'on_fire' is not one of"),
     (["--status", "investigating"], "Missing option '--message'"),

@@ -53,9 +53,11 @@ def test_status_of_a_quiet_system(example):
     assert "Delivery mode:   normal" in result.output
     assert "Open emergency:  none" in result.output
     assert "Paused services: none" in result.output
+    assert "Team status:     not set" in result.output
     code, data = invoke_json(app, "status")
     assert code == 0
     assert (data["mode"], data["breaker"]["state"], data["event"]) == ("normal", "closed", None)
+    assert data["dashboard_status"] is None
     assert data["paused"] == {"realtime": False, "monitor": False, "replay": False}
     assert data["backlog"] == {"undelivered": 0, "oldest_age_seconds": None}
     assert data["shared_state"] == {"backend": "memory", "healthy": True}
@@ -79,6 +81,19 @@ def test_status_json_shows_event_paused_services_backlog_and_routing(example):
     text = invoke(app, "status").output
     assert "Open emergency:  #1 level 2 (high)" in text
     assert "Paused services: realtime, monitor, replay" in text
+
+
+def test_status_shows_the_team_status_set_by_update_dashboard(example):
+    app, _ = example
+    assert invoke(app, "update-dashboard", "--status", "emergency_active",
+                  "--message", "Emergency procedures in progress").exit_code == 0
+    text = invoke(app, "status").output
+    assert "Team status:     emergency_active: Emergency procedures in progress (by " in text
+    code, data = invoke_json(app, "status")
+    assert code == 0
+    team = data["dashboard_status"]
+    assert (team["status"], team["message"]) == ("emergency_active", "Emergency procedures in progress")
+    assert team["updated_by"] and team["updated_at"]
 
 
 def test_status_sees_a_breaker_tripped_by_another_app_process(make_app, tmp_path):

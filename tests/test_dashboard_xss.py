@@ -37,6 +37,7 @@ def browser() -> Iterator[Any]:
 def seed(config: dict[str, Any]) -> dict[str, Any]:
     """Store the payloads the way users and admins would, before the server starts."""
     from flask_notify_emergency import emergency
+    from flask_notify_emergency.status_page import set_dashboard_status
 
     app, _ = build_example(config)
     demo = app.extensions["demo"]
@@ -53,6 +54,7 @@ def seed(config: dict[str, Any]) -> dict[str, Any]:
         for payload in PAYLOADS[:4]:
             demo["notify"].broadcast(f"banner {payload}", level="warning", title=payload, created_by=actor)
         event = emergency.activate(ext, reason=" | ".join(PAYLOADS), triggered_by=actor, actor=actor, level=2)
+        set_dashboard_status(ext, "investigating", f"team {PAYLOADS[1]}", actor)
         ext.close()
         demo["db"].engine.dispose()
     return {"event_id": event["id"], "notifications": len(PAYLOADS)}
@@ -90,7 +92,8 @@ def test_hostile_text_is_shown_literally_and_never_runs(browser: Any, tmp_path: 
 
     config = {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'xss.sqlite'}",
               "NOTIFY_EMERGENCY_POLL_INTERVAL": 1.0, "NOTIFY_EMERGENCY_DASHBOARD_REFRESH_SECONDS": 1.0}
-    seeded = seed(dict(config, TESTING=True, SECRET_KEY="test-secret", NOTIFY_EMERGENCY_MONITOR_ENABLED=False))
+    writer_config = dict(config, TESTING=True, SECRET_KEY="test-secret", NOTIFY_EMERGENCY_MONITOR_ENABLED=False)
+    seeded = seed(writer_config)
     with ServedApp(free_port(), config) as app:
         # the user: flashes on the first page, the rest by polling, banners on top
         user_ctx = browser.new_context(viewport=DESKTOP)
@@ -138,5 +141,19 @@ def test_hostile_text_is_shown_literally_and_never_runs(browser: Any, tmp_path: 
         expect(page.locator("#ne-live")).to_have_attribute("data-state", "live", timeout=LONG)
         expect(page.locator("#ne-recent-audit")).to_contain_text(EVIL_NAME, timeout=LONG)
         expect(page.locator("#ne-current-event")).to_contain_text(PAYLOADS[0])
+        expect(page.locator("#ne-team-status")).to_contain_text(f"team {PAYLOADS[1]}")
         watch.assert_clean("the live overview")
+
+        # a new team status (update-dashboard, from another process) reaches the open page live
+        from flask_notify_emergency.status_page import set_dashboard_status
+
+        writer, _ = build_example(writer_config)
+        with writer.app_context():
+            set_dashboard_status(writer.extensions["notify_emergency"], "recovering", f"team {PAYLOADS[2]}", "ops")
+            writer.extensions["notify_emergency"].close()
+            writer.extensions["demo"]["db"].engine.dispose()
+        expect(page.locator("#ne-team-status section")).to_have_attribute("data-status", "recovering", timeout=LONG)
+        expect(page.locator("#ne-team-status")).to_contain_text(f"team {PAYLOADS[2]}")
+        expect(page.locator("#ne-team-status strong")).to_have_text("Recovering")
+        watch.assert_clean("the live team status")
         admin_ctx.close()

@@ -19,6 +19,7 @@ from ..config import redact_url, redacted
 from ..emergency import current_event
 from ..models import utcnow
 from ..services import paused_now, profile
+from ..status_page import dashboard_status
 from . import emergency_group
 from .output import (EXIT_DEGRADED, EXIT_FAILED, EXIT_OK, done, ext_state, fail, json_option, mark,
                      needs_module, report)
@@ -56,6 +57,7 @@ def collect_status(ext: Any) -> dict[str, Any]:
                     "opened_at": (dt.datetime.fromtimestamp(snap["opened_at"], dt.timezone.utc)
                                   .replace(tzinfo=None).isoformat() + "Z") if snap.get("opened_at") else None},
         "event": current_event(ext),
+        "dashboard_status": dashboard_status(ext),
         "paused": paused,
         "services_profile": profile(ext),
         "fallbacks": {"flash_forced": paused["realtime"],
@@ -83,6 +85,9 @@ def _status_lines(data: dict[str, Any]) -> list[str]:
                      f"since {event['started_at']})")
     else:
         lines.append("Open emergency:  none")
+    team = data["dashboard_status"]
+    lines.append(f"Team status:     {team['status']}: {team['message']} (by {team['updated_by']}, "
+                 f"{team['updated_at']})" if team else "Team status:     not set (see 'update-dashboard')")
     paused = [name for name, p in data["paused"].items() if p]
     lines.append(f"Paused services: {', '.join(paused) if paused else 'none'}"
                  + (" (started with --emergency-mode)" if data["services_profile"] == "emergency" else ""))
@@ -101,7 +106,7 @@ def _status_lines(data: dict[str, Any]) -> list[str]:
 @emergency_group.command("status")
 @json_option
 def status_command(as_json: bool) -> None:
-    """Show the delivery mode, breaker, open emergency, paused services and backlog."""
+    """Show the delivery mode, breaker, open emergency, team status, paused services and backlog."""
     ext = ext_state()
     try:
         data = collect_status(ext)
