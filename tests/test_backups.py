@@ -15,7 +15,8 @@ import pytest
 
 from flask_notify_emergency.emergency import activate
 from tests.conftest import login, user_id
-from tests.support.rollback import ROOT, cli, cli_env, database_with_password, own_database, snapshot, wipe
+from tests.support.databases import database_with_password, own_database
+from tests.support.rollback import ROOT, cli, cli_env, snapshot, wipe
 
 
 @pytest.fixture(params=["sqlite", "mariadb", "postgres"])

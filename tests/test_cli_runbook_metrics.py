@@ -13,7 +13,7 @@ from flask_notify_emergency.emergency import open_event
 from flask_notify_emergency.models import utcnow
 from tests.support.apps import build_example, drop_tables
 from tests.support.cli import invoke, invoke_json
-from tests.support.rollback import own_database
+from tests.support.databases import own_database
 
 NOW = utcnow().replace(microsecond=0)
 

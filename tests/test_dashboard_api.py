@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import uuid
 from typing import Any, Iterator
 
 import pytest
-import sqlalchemy as sa
 
 from flask_notify_emergency.models import utcnow
 from tests.conftest import login, user_id
-from tests.support import services
+from tests.support.databases import own_database
 from tests.support.pages import banner_rows, csrf_from_page
 
 API = "/emergency/api"
@@ -22,26 +20,8 @@ API = "/emergency/api"
 @pytest.fixture(params=["sqlite", "mariadb", "postgres"])
 def own_database_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
     """A database of this test's own (created and dropped), on each engine."""
-    kind = request.param
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp_path / 'metrics.sqlite'}"
-        return
-    server = services.MARIADB_URL if kind == "mariadb" else services.POSTGRES_URL
-    name = f"ne_{uuid.uuid4().hex[:12]}"
-    engine = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    except Exception as exc:
-        engine.dispose()
-        services.unavailable(kind, exc)
-    yield server.rsplit("/", 1)[0] + "/" + name
-    with engine.connect() as conn:
-        if kind == "postgres":
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        else:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
-    engine.dispose()
+    with own_database(request.param, tmp_path) as url:
+        yield url
 
 
 def admin_client(app: Any) -> tuple[Any, str]:

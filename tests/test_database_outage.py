@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Iterator
 
 import pytest
@@ -11,6 +10,7 @@ import sqlalchemy as sa
 from flask_notify_emergency import emergency
 from flask_notify_emergency.classify import classify
 from flask_notify_emergency.health import run_health_checks
+from tests.support.databases import own_database
 from tests.support.outages import TcpProxy, event_rows
 from tests.support.receivers import HttpSink
 from tests.support.services import wait_until
@@ -19,20 +19,15 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
 @pytest.fixture
-def proxied_database(postgres_url: str) -> Iterator[tuple[TcpProxy, str]]:
+def proxied_database() -> Iterator[tuple[TcpProxy, str]]:
     """A database of our own on the shared PostgreSQL, reached through a proxy we control."""
-    name = f"ne_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.engine.make_url(postgres_url)
-    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
-    yield proxy, url.set(port=proxy.port, database=name).render_as_string(hide_password=False)
-    proxy.close()
-    with admin.connect() as conn:
-        conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name})
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
-    admin.dispose()
+    with own_database("postgres") as direct:
+        url = sa.engine.make_url(direct)
+        proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+        try:
+            yield proxy, url.set(port=proxy.port).render_as_string(hide_password=False)
+        finally:
+            proxy.close()
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ import requests
 
 from tests.conftest import user_id
 from tests.support.apps import ServedApp, build_example, drop_tables
-from tests.support.rollback import cli, own_database
+from tests.support.databases import own_database
+from tests.support.rollback import cli
 from tests.support.services import free_port, wait_until
 
 FLASH = re.compile(r'<div class="flash [a-z]+" role="status">(.*?)</div>', re.S)

@@ -3,11 +3,9 @@ for one user's backlog on SQLite, MariaDB and PostgreSQL each get a disjoint sha
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import random
 import threading
-import uuid
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -16,6 +14,7 @@ from sqlalchemy.engine import make_url
 
 from flask_notify_emergency.delivery.fallbacks import claim_for_user
 from tests.conftest import user_id
+from tests.support import databases
 from tests.support.pages import notification_rows
 from tests.support.services import wait_until
 
@@ -23,38 +22,21 @@ BACKLOG = 120
 CLAIMERS = 8
 
 
-@contextlib.contextmanager
-def private_database(server_url: str) -> Iterator[str]:
-    """A database of our own on a MariaDB or PostgreSQL server, dropped afterwards.
-
-    Tables in the shared ``test`` database are used by everyone's tests at once."""
-    url = make_url(server_url)
-    name = f"ne_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            force = " WITH (FORCE)" if url.get_backend_name() == "postgresql" else ""
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}{force}"))
-        admin.dispose()
-
-
 @pytest.fixture
 def own_database(database_url: str) -> Iterator[str]:
-    """SQLite as is; MariaDB and PostgreSQL in a database of this test's own."""
-    if make_url(database_url).get_backend_name() == "sqlite":
+    """SQLite as is; MariaDB and PostgreSQL in a database of this test's own (tables in the
+    shared ``test`` database are used by everyone's tests at once)."""
+    kind = databases.kind_of(database_url)
+    if kind == "sqlite":
         yield database_url
         return
-    with private_database(database_url) as url:
+    with databases.own_database(kind) as url:
         yield url
 
 
 @pytest.fixture
 def own_postgres(postgres_url: str) -> Iterator[str]:
-    with private_database(postgres_url) as url:
+    with databases.own_database("postgres") as url:
         yield url
 
 
