@@ -256,7 +256,7 @@ def _register_optional(app: Flask, ext_state: NotifyEmergencyState) -> None:
     """Hook in the parts that live in their own modules (CLI, monitor, admin namespace)."""
     import importlib
 
-    for name in ("cli", "monitor", "admin_realtime", "worker_mode", "alerts"):
+    for name in ("cli", "monitor", "admin_realtime", "worker_mode", "alerts", "cluster_actions"):
         try:
             module = importlib.import_module(f"{__package__}.{name}")
         except ModuleNotFoundError as exc:

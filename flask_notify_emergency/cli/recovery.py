@@ -70,6 +70,15 @@ def _run_action(title: str, call: Callable[[Any], Any], as_json: bool) -> None:
     done(succeeded(data))
 
 
+def _with_cluster_request(ext: Any, action: str, result: Any) -> Any:
+    """This process has done its part; ask every serving worker to do the same on itself."""
+    from ..cluster_actions import request
+
+    data = dict(result) if isinstance(result, dict) else {"ok": bool(result)}
+    data["cluster_request"] = request(ext, action, actor())
+    return data
+
+
 def _auto_recover_lines(result: dict[str, Any]) -> list[str]:
     health = result.get("health") or {}
     out = [f"Automatic recovery: {result['status']}"
@@ -110,7 +119,8 @@ def auto_recover_command(as_json: bool) -> None:
 def restart_websockets_command(as_json: bool) -> None:
     """Reconnect this process's real-time layer (shared state, Socket.IO queue) and re-probe it."""
     recovery = needs_module("recovery")
-    _run_action("Restart WebSockets", lambda ext: recovery.restart_websockets(ext, actor(), SOURCE), as_json)
+    _run_action("Restart WebSockets", lambda ext: _with_cluster_request(
+        ext, "restart-websockets", recovery.restart_websockets(ext, actor(), SOURCE)), as_json)
 
 
 @emergency_group.command("clear-queues")
@@ -130,8 +140,9 @@ def clear_queues_command(as_json: bool) -> None:
 def clear_sessions_command(problematic_only: bool, as_json: bool) -> None:
     """Clear real-time session state (all of it, or only the problematic entries)."""
     recovery = needs_module("recovery")
-    _run_action("Clear sessions",
-                lambda ext: recovery.clear_sessions(ext, actor(), problematic_only, SOURCE), as_json)
+    action = "clear-problematic-sessions" if problematic_only else "clear-sessions"
+    _run_action("Clear sessions", lambda ext: _with_cluster_request(
+        ext, action, recovery.clear_sessions(ext, actor(), problematic_only, SOURCE)), as_json)
 
 
 def _services_lines(result: dict[str, Any]) -> list[str]:
