@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: demo test bench bench-quick vendor wheel clean
+.PHONY: demo test typecheck bench bench-quick vendor wheel clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ demo: $(VENV)/.installed  ## run the example app on http://127.0.0.1:5000
 
 test: $(VENV)/.installed  ## run the test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+typecheck: $(VENV)/.installed  ## mypy over the package (settings in setup.cfg)
+	$(PY) -m mypy flask_notify_emergency
 
 bench: $(VENV)/.installed  ## full benchmarks; the last line printed is one JSON object
 	$(PY) bench/run.py

@@ -226,7 +226,7 @@ def _verification_file(ext: Any, backup_id: str) -> Path:
 def last_verification(ext: Any, backup_id: str) -> dict[str, Any] | None:
     """The last verify result of a backup (kept next to it, so verifying writes no table)."""
     try:
-        return json.loads(_verification_file(ext, backup_id).read_text())  # type: ignore[no-any-return]
+        return json.loads(_verification_file(ext, backup_id).read_text())
     except (OSError, ValueError):
         return None
 

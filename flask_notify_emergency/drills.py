@@ -104,7 +104,7 @@ def probe_user(ext: Any, given: str | None) -> str:
 
 
 def _table(ext: Any) -> sa.Table:
-    return ext.models.Drill.__table__  # type: ignore[no-any-return]
+    return ext.models.Drill.__table__
 
 
 def drill_dict(row: Any) -> dict[str, Any]:

@@ -85,7 +85,7 @@ def event_dict(row: Any) -> dict[str, Any]:
 
 
 def _table(ext: Any) -> sa.Table:
-    return ext.models.EmergencyEvent.__table__  # type: ignore[no-any-return]
+    return ext.models.EmergencyEvent.__table__
 
 
 def current_event(ext: Any) -> dict[str, Any] | None:

@@ -187,7 +187,7 @@ class NotifyEmergency:
         """The per-app state (``app.extensions["notify_emergency"]``)."""
         app = app or _current_app()
         try:
-            return app.extensions[EXTENSION_KEY]  # type: ignore[no-any-return]
+            return app.extensions[EXTENSION_KEY]
         except KeyError:
             raise RuntimeError("NotifyEmergency is not registered on this app: call "
                                "notify.init_app(app, db=db, socketio=socketio) first.") from None
@@ -232,7 +232,8 @@ class NotifyEmergency:
 
 def _current_app() -> Flask:
     try:
-        return current_app._get_current_object()  # type: ignore[attr-defined,no-any-return]
+        # Flask annotates current_app as Flask, though it is a LocalProxy that has this method
+        return current_app._get_current_object()  # type: ignore[attr-defined]
     except RuntimeError:
         raise RuntimeError("NotifyEmergency needs an app context: call it inside a request or a "
                            "CLI command, or within 'with app.app_context():'.") from None

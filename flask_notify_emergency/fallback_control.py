@@ -50,7 +50,7 @@ def post_banner(ext: Any, message: str, level: str, title: str | None, actor: st
     ext.banners_changed(actor)
     banner = next((b for b in ext.store.active_banners() if b["id"] == bid), {"id": bid})
     signals.banner_posted.send(ext.app, banner=banner)
-    return banner  # type: ignore[no-any-return]
+    return banner
 
 
 def emergency_banners(ext: Any) -> list[dict[str, Any]]:

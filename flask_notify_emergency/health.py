@@ -157,7 +157,7 @@ def runtime(ext: Any) -> _Runtime:
         if rt is None:
             rt = _Runtime()
             ext.health_runtime = rt
-        return rt  # type: ignore[no-any-return]
+        return rt
 
 
 def run_health_checks(ext: Any, only: Iterable[str] | None = None) -> HealthReport:
@@ -186,12 +186,12 @@ def run_health_checks(ext: Any, only: Iterable[str] | None = None) -> HealthRepo
         thread.start()
         jobs[name] = (thread, detail, out)
     results: dict[str, CheckResult] = {}
-    for name, (thread, detail, out) in jobs.items():
+    for name, (job, detail, out) in jobs.items():
         timeout = base_timeout + (float(cfg[PREFIX + "CANARY_TIMEOUT"]) if name == "realtime" else 0.0)
-        if thread is None:
+        if job is None:
             results[name] = _timed_out(name, detail, timeout, "its previous run is still hung")
             continue
-        thread.join(max(0.0, started + timeout - time.monotonic()))
+        job.join(max(0.0, started + timeout - time.monotonic()))
         results[name] = out[0] if out else _timed_out(name, dict(detail), timeout, "still running")
     thresholds = {k: cfg[PREFIX + k] for k in THRESHOLD_KEYS}
     return HealthReport(results, utcnow(), thresholds)

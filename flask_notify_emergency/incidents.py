@@ -57,7 +57,7 @@ def check_day(day: str | None, started: dt.datetime | None, what: str) -> None:
 
 
 def _table(ext: Any) -> sa.Table:
-    return ext.models.Incident.__table__  # type: ignore[no-any-return]
+    return ext.models.Incident.__table__
 
 
 def incident_dict(row: Any) -> dict[str, Any]:

@@ -104,8 +104,8 @@ class PageHelpers:
                 return render_shared(template, context, self._script_values(urls, mode, poll_interval, uid, token))
             stand_in = TOKEN_STAND_IN if token else None
             html = str(render_shared(template, context, self._script_values(urls, mode, poll_interval, uid, stand_in)))
-            before, found, after = html.partition(f'"{TOKEN_STAND_IN}"')
-            parts = (before, after) if found else (html, None)
+            head, found, tail = html.partition(f'"{TOKEN_STAND_IN}"')
+            parts = (head, tail) if found else (html, None)
             if len(self._scripts) >= REUSED_SCRIPT_TAGS:
                 self._scripts.clear()
             self._scripts[key] = parts
@@ -174,14 +174,17 @@ class PageHelpers:
 
     def _shipped(self, template: Template) -> bool:
         """Is this the extension's own partial (not one the host overrides)?"""
-        return bool(template.filename) and os.path.normpath(template.filename).startswith(self._shipped_dir)
+        filename = template.filename
+        if not filename:  # a template built from a string has no file
+            return False
+        return os.path.normpath(filename).startswith(self._shipped_dir)
 
 
 def render_shared(template: Template, context: Context, values: dict[str, Any]) -> Markup:
     """Render ``template`` as ``{% include %}`` would from the page whose ``context`` this is."""
     shared = template.new_context({**context.get_all(), **values}, shared=True)
     try:
-        return Markup(template.environment.concat(template.root_render_func(shared)))  # type: ignore[arg-type]
+        return Markup(template.environment.concat(template.root_render_func(shared)))
     except Exception:
         template.environment.handle_exception()  # raises, pointing at the template's line
         raise
@@ -189,9 +192,9 @@ def render_shared(template: Template, context: Context, values: dict[str, Any]) 
 
 def render_banners(ext_state: Any, context: Context | None = None) -> Markup:
     """HTML for the active banners of ``ext_state``'s app (see :meth:`PageHelpers.banners`)."""
-    return ext_state.page_helpers.banners(context)  # type: ignore[no-any-return]
+    return ext_state.page_helpers.banners(context)
 
 
 def render_scripts(ext_state: Any, context: Context | None = None) -> Markup:
     """The client script tag of ``ext_state``'s app (see :meth:`PageHelpers.scripts`)."""
-    return ext_state.page_helpers.scripts(context)  # type: ignore[no-any-return]
+    return ext_state.page_helpers.scripts(context)

@@ -280,7 +280,7 @@ class MetricsCache:
 
 def cache_for(ext: Any) -> MetricsCache:
     """The app's :class:`MetricsCache` (in ``app.extensions``, never a module global)."""
-    return ext.app.extensions.setdefault(CACHE_KEY, MetricsCache())  # type: ignore[no-any-return]
+    return ext.app.extensions.setdefault(CACHE_KEY, MetricsCache())
 
 
 def run_health(ext: Any, only: Any = None) -> dict[str, Any]:
@@ -292,7 +292,7 @@ def run_health(ext: Any, only: Any = None) -> dict[str, Any]:
         cache = cache_for(ext)
         with cache.lock:
             cache.health, cache.health_at = report, time.monotonic()
-    return report  # type: ignore[no-any-return]
+    return report
 
 
 def health_metrics(ext: Any, max_age: float = HEALTH_MAX_AGE) -> dict[str, Any]:

@@ -51,7 +51,7 @@ def models_for(db: Any) -> Models:
 
 
 def _build(db: Any) -> Models:
-    class Notification(db.Model):  # type: ignore[name-defined,misc]
+    class Notification(db.Model):
         """One notification for one user; stored before any delivery is tried."""
 
         __tablename__ = "notify_emergency_notification"
@@ -82,7 +82,7 @@ def _build(db: Any) -> Models:
         def to_dict(self) -> dict[str, Any]:
             return notification_payload(self)
 
-    class Banner(db.Model):  # type: ignore[name-defined,misc]
+    class Banner(db.Model):
         """A site-wide message: one row per broadcast, shown to every user."""
 
         __tablename__ = "notify_emergency_banner"
@@ -98,7 +98,7 @@ def _build(db: Any) -> Models:
         dismissed_at = sa.Column(sa.DateTime, nullable=True)
         dismissed_by = sa.Column(sa.String(128), nullable=True)
 
-    class EmergencyEvent(db.Model):  # type: ignore[name-defined,misc]
+    class EmergencyEvent(db.Model):
         """One emergency: detection, classification, actions, resolution."""
 
         __tablename__ = "notify_emergency_event"
@@ -122,7 +122,7 @@ def _build(db: Any) -> Models:
         manual_intervention = sa.Column(sa.Boolean, nullable=False, default=False)
         recovered = sa.Column(sa.Boolean, nullable=True)
 
-    class AuditEntry(db.Model):  # type: ignore[name-defined,misc]
+    class AuditEntry(db.Model):
         """Who did what, when, from where, with which arguments."""
 
         __tablename__ = "notify_emergency_audit"
@@ -137,7 +137,7 @@ def _build(db: Any) -> Models:
         detail = sa.Column(sa.Text, nullable=True)
         event_id = sa.Column(sa.BigInteger, nullable=True, index=True)
 
-    class ControlState(db.Model):  # type: ignore[name-defined,misc]
+    class ControlState(db.Model):
         """The cluster's truth for mode, paused services and other switches."""
 
         __tablename__ = "notify_emergency_control"
@@ -146,7 +146,7 @@ def _build(db: Any) -> Models:
         updated_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
         updated_by = sa.Column(sa.String(128), nullable=True)
 
-    class RollbackStep(db.Model):  # type: ignore[name-defined,misc]
+    class RollbackStep(db.Model):
         """The rollback/restore journal: one row per step of one operation."""
 
         __tablename__ = "notify_emergency_rollback_step"
@@ -159,7 +159,7 @@ def _build(db: Any) -> Models:
         actor = sa.Column(sa.String(128), nullable=True)
         detail = sa.Column(sa.JSON, nullable=True)
 
-    class Drill(db.Model):  # type: ignore[name-defined,misc]
+    class Drill(db.Model):
         """An emergency drill and its evaluation."""
 
         __tablename__ = "notify_emergency_drill"
@@ -170,7 +170,7 @@ def _build(db: Any) -> Models:
         participants = sa.Column(sa.JSON, nullable=True)
         result = sa.Column(sa.JSON, nullable=True)
 
-    class Incident(db.Model):  # type: ignore[name-defined,misc]
+    class Incident(db.Model):
         """An incident record (the runbook's incident ticket), linked to an emergency event."""
 
         __tablename__ = "notify_emergency_incident"

@@ -13,13 +13,21 @@ import os
 import shutil
 import time
 import uuid
-from typing import Any, Callable
+from typing import Any, Callable, TypedDict
 
 from .services import verify_services
 
 #: A probe returns (True pass / False fail / None skip, detail).
 Outcome = tuple[bool | None, str]
 SCRATCH_KEY = "recovery_probe"
+
+
+class ProbeResult(TypedDict):
+    """One probe's line in the ``test-recovery`` report."""
+
+    name: str
+    ok: bool | None
+    detail: str
 
 
 def probe_database(ext: Any, actor: str) -> Outcome:
@@ -158,7 +166,7 @@ PROBES: tuple[tuple[str, Callable[[Any, str], Outcome]], ...] = (
 
 def run_recovery_probes(ext: Any, actor: str, source: str = "cli", user_id: str | None = None) -> dict[str, Any]:
     """Run every probe; ``ok`` is False if any failed (skips do not fail)."""
-    results = []
+    results: list[ProbeResult] = []
     for name, probe in PROBES:
         try:
             ok, detail = probe(ext, actor)

@@ -23,12 +23,21 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Callable
+from typing import Any, Callable, TypedDict
 
 import sqlalchemy as sa
 
 #: Check result: (True pass / False fail / None manual or skipped, detail).
 Outcome = tuple[bool | None, str]
+
+
+class ChecklistResult(TypedDict):
+    """One checklist line in the ``validate-recovery`` report."""
+
+    name: str
+    checklist: str
+    ok: bool | None
+    detail: str
 
 
 def _health(ext: Any) -> dict[str, Any]:
@@ -158,7 +167,7 @@ def validate_recovery(ext: Any, *, actor: str, source: str = "cli", user_id: str
         ("performance", "Performance within acceptable limits",
          lambda: (None, "manual: compare response times with your usual figures")),
     )
-    results = []
+    results: list[ChecklistResult] = []
     for name, line, check in checks:
         try:
             ok, detail = check()

@@ -41,7 +41,7 @@ def required_approvals(ext: Any) -> int:
 
 
 def _table(ext: Any) -> sa.Table:
-    return ext.models.ControlState.__table__  # type: ignore[no-any-return]
+    return ext.models.ControlState.__table__
 
 
 def get_request(ext: Any, request_id: str) -> dict[str, Any] | None:
@@ -70,14 +70,17 @@ def request_rollback(ext: Any, *, reason: str, requested_by: str, source: str) -
     if not isinstance(requested_by, str) or not requested_by.strip():
         raise RollbackError("say who requests it: --requested-by NAME.")
     now = utcnow()
-    req = {"id": f"rq-{uuid.uuid4().hex[:10]}", "reason": reason.strip(), "requested_by": requested_by.strip(),
-           "requested_at": now.isoformat() + "Z", "expires_at": (now + VALID_FOR).isoformat() + "Z",
-           "approvals": [], "required": required_approvals(ext), "status": "pending", "operation_id": None}
+    request_id = f"rq-{uuid.uuid4().hex[:10]}"
+    # the same JSON shape every other function here reads back from the control table
+    req: dict[str, Any] = {
+        "id": request_id, "reason": reason.strip(), "requested_by": requested_by.strip(),
+        "requested_at": now.isoformat() + "Z", "expires_at": (now + VALID_FOR).isoformat() + "Z",
+        "approvals": [], "required": required_approvals(ext), "status": "pending", "operation_id": None}
     if req["required"] == 0:
         req["status"] = "approved"
-    ext.control.write(KEY_PREFIX + req["id"], req, requested_by)
+    ext.control.write(KEY_PREFIX + request_id, req, requested_by)
     ext.audit.record(requested_by, "request-rollback", source,
-                     {"request_id": req["id"], "reason": reason, "planned": True, **_who(source)})
+                     {"request_id": request_id, "reason": reason, "planned": True, **_who(source)})
     return req
 
 

@@ -69,7 +69,10 @@ def public_status(ext: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         value = {"status": "operational", "message": None, "updated_at": None, "updated_by": None,
                  "banner_id": None}
-    return dict(value, label=PUBLIC_LABELS.get(value.get("status"), value.get("status")))
+    status = value.get("status")
+    # only a known status has a label; anything else (None included) is shown as it is
+    label = PUBLIC_LABELS.get(status, status) if isinstance(status, str) else status
+    return dict(value, label=label)
 
 
 def public_view(value: dict[str, Any]) -> dict[str, Any]:

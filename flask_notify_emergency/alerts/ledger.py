@@ -28,7 +28,7 @@ def _memory(ext: Any) -> dict[str, dict[str, Any]]:
         if ledger is None:
             ledger = {}
             ext.alert_ledger = ledger
-        return ledger  # type: ignore[no-any-return]
+        return ledger
 
 
 def claim(ext: Any, keys: list[str], event_id: int | None, still_open: Callable[[int], bool]) -> tuple[bool, str | None]:

@@ -32,6 +32,7 @@ def configure_alerts_command(email: tuple[str, ...], sms: tuple[str, ...], webho
     Each channel given replaces that channel's stored targets. Without options, shows them.
     """
     ext = ext_state()
+    data: dict[str, Any]  # the command's JSON result, the shape configure() returns
     if not (email or sms or webhook or clear):
         data = {"ok": True, "stored": stored_targets(ext), "configured": configured_targets(ext),
                 "effective": effective_targets(ext)}

@@ -250,31 +250,36 @@ def diagnostics_command(as_json: bool) -> None:
         counts: dict[str, Any] = _counts(ext)
     except sa.exc.SQLAlchemyError as exc:
         counts = {"error": f"{type(exc).__name__}: {exc}"}
+    # each part kept in its own typed name: the text lines read them, the JSON nests them
+    versions = _versions()
+    backend: dict[str, Any] = {
+        "shared_state": state.backend, "shared_state_healthy": bool(state.healthy),
+        "redis_url": redact_url(state.url) if getattr(state, "url", None) else None,
+        "redis_key_prefix": getattr(state, "prefix", None),
+        "database": ext.engine.url.render_as_string(hide_password=True),
+        "database_dialect": ext.engine.dialect.name,
+        "socketio": _socketio_info(ext),
+    }
+    config = redacted(dict(ext.app.config))
+    ok = "error" not in counts
     data = {
-        "versions": _versions(),
+        "versions": versions,
         "process": {"pid": os.getpid(), "executable": sys.executable, "platform": platform.platform()},
-        "backend": {
-            "shared_state": state.backend, "shared_state_healthy": bool(state.healthy),
-            "redis_url": redact_url(state.url) if getattr(state, "url", None) else None,
-            "redis_key_prefix": getattr(state, "prefix", None),
-            "database": ext.engine.url.render_as_string(hide_password=True),
-            "database_dialect": ext.engine.dialect.name,
-            "socketio": _socketio_info(ext),
-        },
+        "backend": backend,
         "counts": counts,
-        "config": redacted(dict(ext.app.config)),
-        "ok": "error" not in counts,
+        "config": config,
+        "ok": ok,
     }
 
     def lines() -> list[str]:
-        out = ["Versions:"] + [f"  {k:<24} {v or 'not installed'}" for k, v in data["versions"].items()]
+        out = ["Versions:"] + [f"  {k:<24} {v or 'not installed'}" for k, v in versions.items()]
         out.append("Backend:")
-        out += [f"  {k:<24} {v}" for k, v in data["backend"].items()]
+        out += [f"  {k:<24} {v}" for k, v in backend.items()]
         out.append("Counts:")
-        out += [f"  {k:<24} {v}" for k, v in data["counts"].items()]
+        out += [f"  {k:<24} {v}" for k, v in counts.items()]
         out.append("Config:")
-        out += [f"  {k} = {v!r}" for k, v in data["config"].items()]
+        out += [f"  {k} = {v!r}" for k, v in config.items()]
         return out
 
     report(data, as_json, lines)
-    done(data["ok"])
+    done(ok)

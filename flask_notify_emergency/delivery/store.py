@@ -19,6 +19,14 @@ from ..models import Models, notification_payload, utcnow
 CLAIM_ROUNDS = 5
 
 
+def _inserted_id(result: sa.engine.CursorResult[Any]) -> int:
+    """The id of the one row an INSERT just wrote."""
+    key = result.inserted_primary_key
+    if key is None:  # SQLAlchemy returns None only when no row was inserted
+        raise RuntimeError("flask-notify-emergency: the INSERT returned no primary key")
+    return int(key[0])
+
+
 class NotificationStore:
     """Reads and writes notification and banner rows through the host's engine."""
 
@@ -32,7 +40,7 @@ class NotificationStore:
         """Insert one notification row and commit it; return its id."""
         with self.engine.begin() as conn:
             result = conn.execute(self.table.insert().values(**values))
-        return int(result.inserted_primary_key[0])
+        return _inserted_id(result)
 
     def claim(self, user_id: str, limit: int, channel: str) -> list[dict[str, Any]]:
         """Atomically take up to ``limit`` claimable rows of a user and mark them delivered.
@@ -145,7 +153,7 @@ class NotificationStore:
     def create_banner(self, values: dict[str, Any]) -> int:
         with self.engine.begin() as conn:
             result = conn.execute(self.banners.insert().values(**values))
-        return int(result.inserted_primary_key[0])
+        return _inserted_id(result)
 
     def active_banners(self, include_scheduled: bool = False) -> list[dict[str, Any]]:
         """Banners showing now (and, with ``include_scheduled``, those yet to start)."""

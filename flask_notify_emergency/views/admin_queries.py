@@ -170,4 +170,4 @@ def settings_view(config: Any) -> dict[str, Any]:
 
     from ..config import redacted
 
-    return json.loads(json.dumps(redacted(dict(config)), default=str))  # type: ignore[no-any-return]
+    return json.loads(json.dumps(redacted(dict(config)), default=str))
