@@ -5,10 +5,11 @@ With the Redis backend a worker writes ``<prefix>:worker-mode:<process_id>`` (JS
 paused services, host, pid, time) with a TTL of :data:`REPORT_TTL` seconds
 
 * as soon as its state listener applies a change of ``mode`` or ``paused`` (pub/sub), and
-* on a request at most every :data:`HEARTBEAT` seconds, so a live worker's report stays.
+* every :data:`HEARTBEAT` seconds from a small thread, so a live worker's report stays.
 
-Reporting starts with a worker's first real request, so CLI processes (which serve none)
-never report; a worker that stops reports nothing and its key expires. With the memory
+Reporting starts with a worker's first real request (:class:`.workers.WorkerStart`), so CLI
+processes (which serve none) never report; a worker that stops reports nothing and its key
+expires. Nothing runs on the request path. With the memory
 backend there is no shared place to report to: every worker re-reads the database switch
 within ``NOTIFY_EMERGENCY_STATE_REFRESH_SECONDS``, and the check says so.
 """
@@ -24,13 +25,10 @@ import threading
 import time
 from typing import Any
 
-from flask import request
-
 log = logging.getLogger("flask_notify_emergency")
 
 REPORT_TTL = 120
 HEARTBEAT = 30.0
-from .workers import SYNTHETIC
 
 
 def _client(ext: Any) -> Any:
@@ -46,20 +44,17 @@ class WorkerModeReporter:
         self.ext = ext
         self.key = f"{ext.state.prefix}:worker-mode:{ext.state.process_id}"
         self._client: Any = None
-        self._started = False
-        self._last = 0.0
-        self._lock = threading.Lock()
+        self._stop = threading.Event()
 
-    def on_request(self) -> None:
-        if request.environ.get(SYNTHETIC):
-            return
-        if not self._started:
-            with self._lock:
-                if not self._started:
-                    self._started = True
-                    self.ext.state.on_change(self._changed)
-                    atexit.register(self.withdraw)
-        if time.monotonic() - self._last >= HEARTBEAT:
+    def start(self) -> None:
+        """Report now, on every change of mode or pause, and every HEARTBEAT seconds."""
+        self.ext.state.on_change(self._changed)
+        atexit.register(self.withdraw)
+        self.report()
+        threading.Thread(target=self._heartbeat, name="notify-emergency-worker-mode", daemon=True).start()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(HEARTBEAT):
             self.report()
 
     def _changed(self, key: str, value: Any) -> None:
@@ -67,7 +62,6 @@ class WorkerModeReporter:
             self.report()
 
     def report(self) -> None:
-        self._last = time.monotonic()
         state = self.ext.state
         body = {"mode": state.get("mode", "normal") or "normal", "paused": dict(state.get("paused") or {}),
                 "host": socket.gethostname(), "pid": os.getpid(), "process_id": state.process_id,
@@ -76,10 +70,11 @@ class WorkerModeReporter:
             if self._client is None:
                 self._client = _client(self.ext)
             self._client.set(self.key, json.dumps(body), ex=REPORT_TTL)
-        except Exception as exc:  # reporting must never break a request
+        except Exception as exc:  # reporting must never break the worker
             log.debug("flask-notify-emergency: could not report the worker's mode: %s", exc)
 
     def withdraw(self) -> None:
+        self._stop.set()
         try:
             if self._client is not None:
                 self._client.delete(self.key)
@@ -93,7 +88,7 @@ def init_app(app: Any, ext: Any) -> None:
         return
     reporter = WorkerModeReporter(ext)
     ext.worker_mode_reporter = reporter
-    app.before_request(reporter.on_request)
+    ext.worker_start.add(reporter.start)
 
 
 def worker_reports(ext: Any) -> list[dict[str, Any]]:
