@@ -107,7 +107,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("MESSAGE_MAX_LENGTH", 5000, "Longest notification message accepted by `send()`.", _positive_int),
     S("CATEGORY_MAX_LENGTH", 64, "Longest category name accepted by `send()`.", _positive_int),
     S("ACK_TIMEOUT", 5.0, "Seconds to wait for the browser's acknowledgement before falling back.", _positive_number),
-    S("NOTIFIER_TIMEOUT", 2.0, "Seconds a host-supplied `notifier=` callable may take before it counts as failed.", _positive_number),
+    S("NOTIFIER_TIMEOUT", 2.0, "Seconds the primary notifier (a host `notifier=` callable, or an emit through Socket.IO's message queue) may take before it counts as failed.", _positive_number),
     S("FLASH_BATCH_SIZE", 3, "Pending notifications flashed per page request (keeps the session cookie small).", _positive_int),
     S("FLASH_MESSAGE_MAX_LENGTH", 300, "A flashed notification's text is cut to this many characters.", _positive_int),
     S("FLASH_CATEGORIES", {"low": "info", "normal": "info", "high": "warning", "critical": "danger"},

@@ -60,7 +60,8 @@ class NotifyEmergencyState:
         if notifier is not None:
             self.notifier: Any = CallableNotifier(notifier, cfg["NOTIFY_EMERGENCY_NOTIFIER_TIMEOUT"])
         elif socketio is not None:
-            self.notifier = SocketIONotifier(socketio, self.namespace, cfg["NOTIFY_EMERGENCY_USER_ROOM_PREFIX"])
+            self.notifier = SocketIONotifier(socketio, self.namespace, cfg["NOTIFY_EMERGENCY_USER_ROOM_PREFIX"],
+                                             cfg["NOTIFY_EMERGENCY_NOTIFIER_TIMEOUT"])
         else:
             self.notifier = None
         self.worker_start = WorkerStart()

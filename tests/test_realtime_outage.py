@@ -135,3 +135,52 @@ def test_the_canary_also_proves_this_workers_own_queue_listener(make_app, queue)
     finally:
         client.disconnect()
         server.shutdown()
+
+
+def test_a_hung_queue_cannot_hang_send(make_app, queue):
+    """A queue server that accepts and never answers (SIGSTOP): send() gives up after
+    NOTIFIER_TIMEOUT, the breaker counts the failure and the notification falls back."""
+    import requests
+    import socketio as python_socketio
+    from werkzeug.serving import make_server
+
+    from flask_notify_emergency import signals
+
+    app, ext = queued_app(make_app, queue, NOTIFY_EMERGENCY_NOTIFIER_TIMEOUT=0.5)
+    port = free_port()
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    session = requests.Session()
+    assert session.post(f"http://127.0.0.1:{port}/login", data={"username": "alice", "password": "alice"},
+                        allow_redirects=False, timeout=10).status_code == 302
+    client = python_socketio.Client(reconnection=False)
+    fallbacks: list[str] = []
+
+    @signals.notification_fallback.connect_via(app)
+    def on_fallback(sender: Any, notification: dict[str, Any], reason: str, **extra: Any) -> None:
+        fallbacks.append(reason)
+
+    uid = user_id(app, "alice")
+    try:
+        client.connect(f"http://127.0.0.1:{port}", namespaces=["/notify-emergency"], transports=["polling"],
+                       headers={"Cookie": "; ".join(f"{k}={v}" for k, v in session.cookies.items())},
+                       wait_timeout=10)
+        wait_until(lambda: ext.state.is_connected(uid), timeout=10, message="alice's socket to register")
+        queue.freeze()
+        sent = threading.Event()
+
+        def send() -> None:
+            with app.app_context():
+                app.extensions["demo"]["notify"].send(uid, "Held up", "The queue hung.")
+            sent.set()
+
+        threading.Thread(target=send, daemon=True).start()
+        assert sent.wait(15), "send() hung on the frozen message queue"
+        assert fallbacks == ["failed"]
+        assert ext.state.may_have_pending(uid)
+        row = next(r for r in notification_rows(app) if r["title"] == "Held up")
+        assert row["delivered"] is False and row["realtime_deadline"] is None
+    finally:
+        queue.thaw()
+        client.disconnect()
+        server.shutdown()

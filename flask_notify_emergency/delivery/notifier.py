@@ -21,20 +21,52 @@ class NotifierTimeout(TimeoutError):
 
 
 class SocketIONotifier:
-    """Emits to the user's room; the browser's ``notify_emergency:ack`` confirms delivery."""
+    """Emits to the user's room; the browser's ``notify_emergency:ack`` confirms delivery.
+
+    With a message queue (``SocketIO(message_queue=...)``) an emit is a publish to that queue,
+    which blocks for as long as a hung queue server holds it; then the emit runs in a small
+    pool and ``send()`` waits at most ``timeout`` seconds before the notification falls back.
+    Without a queue an emit only hands the packet to local sockets and runs inline.
+    """
 
     needs_connection = True
 
-    def __init__(self, socketio: Any, namespace: str, room_prefix: str) -> None:
+    def __init__(self, socketio: Any, namespace: str, room_prefix: str, timeout: float) -> None:
         self.socketio = socketio
         self.namespace = namespace
         self.room_prefix = room_prefix
+        self.timeout = timeout
+        self._queued: bool | None = None  # decided once the Socket.IO server exists
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     def room(self, user_id: str) -> str:
         return f"{self.room_prefix}{user_id}"
 
+    def _uses_queue(self) -> bool:
+        if self._queued is None:
+            server = getattr(self.socketio, "server", None)
+            if server is None:
+                return False
+            import socketio as python_socketio
+
+            self._queued = isinstance(getattr(server, "manager", None), python_socketio.PubSubManager)
+            if self._queued:
+                self._pool = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=4, thread_name_prefix="notify-emergency-emit")
+        return self._queued
+
     def deliver(self, user_id: str, payload: dict[str, Any]) -> bool | None:
-        self.socketio.emit(EVENT, payload, to=self.room(user_id), namespace=self.namespace)
+        if not self._uses_queue():
+            self.socketio.emit(EVENT, payload, to=self.room(user_id), namespace=self.namespace)
+            return None
+        assert self._pool is not None
+        future = self._pool.submit(self.socketio.emit, EVENT, payload, to=self.room(user_id),
+                                   namespace=self.namespace)
+        try:
+            future.result(timeout=self.timeout)
+        except concurrent.futures.TimeoutError:
+            raise NotifierTimeout(
+                f"the Socket.IO message queue did not take the notification within {self.timeout}s") from None
         return None
 
     def broadcast_banner(self, banner: dict[str, Any]) -> None:
