@@ -229,6 +229,9 @@ def test_ctrl_c_aborts_the_drill_and_restores_everything(make_app, tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         wait_until(lambda: any(e["status"] == "open" for e in event_rows(app)), 30, message="the drill's event")
+        # the drill is under way once it has stored its probe; Ctrl-C comes while it runs
+        wait_until(lambda: drill_rows(app) and (drill_rows(app)[-1]["result"] or {}).get("probe"), 30,
+                   message="the drill to send its probe")
         assert (stored_switch(app, "paused", {}) or {}).get("realtime") is True
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=30)
@@ -238,6 +241,6 @@ def test_ctrl_c_aborts_the_drill_and_restores_everything(make_app, tmp_path):
     assert proc.returncode == 1, output.decode()
     drill = drill_rows(app)[-1]
     assert drill["result"]["status"] == "aborted" and drill["ended_at"] is not None
-    assert drill["result"]["restored"]["all"] is True
+    assert drill["result"]["restored"]["all"] is True, (drill["result"], output.decode())
     calm(app)
     assert app.extensions["notify_emergency"].control.read("breaker")["state"] == "closed"
