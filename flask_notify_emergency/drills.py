@@ -229,12 +229,13 @@ def execute_drill(ext: Any, *, drill_type: str, duration: float, participants: l
     injected_at = utcnow()
     detected_at: float | None = None
     try:
+        # each injection is noted before it is made, so a Ctrl-C between the two still undoes it
         if "realtime" in kind.injects:
-            ext.control.set_paused("realtime", True, actor)
             result["injected"].append("realtime")
+            ext.control.set_paused("realtime", True, actor)
         if "breaker" in kind.injects:
-            ext.breaker.trip()
             result["injected"].append("breaker")
+            ext.breaker.trip()
         if "database" in kind.injects:
             result["evidence"]["database"] = simulate_database_outage()
             result["injected"].append("database")
