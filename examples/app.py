@@ -75,9 +75,13 @@ def create_app(config: dict[str, Any] | None = None) -> tuple[Flask, SocketIO]:
     @app.route("/send", methods=["POST"])
     @login_required
     def send() -> Any:
+        title, message = request.form.get("title", ""), request.form.get("message", "")
+        priority = request.form.get("priority", "normal")
         try:
-            notify.send(request.form.get("user_id", ""), request.form.get("title", ""),
-                        request.form.get("message", ""), priority=request.form.get("priority", "normal"))
+            if "user_ids" in request.form:  # several users at once: "1,2,3"
+                notify.send_many(request.form["user_ids"].split(","), title, message, priority=priority)
+            else:
+                notify.send(request.form.get("user_id", ""), title, message, priority=priority)
         except ValueError as exc:
             flash(f"Not sent: {exc}", "danger")
         else:

@@ -135,6 +135,7 @@ SETTINGS: tuple[Setting, ...] = (
     # --- identity and access --------------------------------------------------------------
     S("IS_ADMIN", None, "Callable `(user) -> bool`; default: `user.is_admin` or an 'admin' role.", _optional_callable),
     S("ADMIN_USER_IDS", None, "Callable `() -> list of ids` of admins (used for `--target admins`).", _optional_callable),
+    S("ALL_USER_IDS", None, "Callable `() -> iterable of ids` of every user; with it, `send-notification --target all` sends each one a notification (`send_many`) instead of posting a banner.", _optional_callable),
     S("URL_PREFIX", "/emergency", "URL prefix of the admin dashboard and the client API.", _url_prefix),
     S("BLUEPRINT_NAME", "notify_emergency", "Name of the extension's blueprint.", _str),
     S("CLI_GROUP", "emergency", "Name of the `flask` command group (None: no CLI).", _optional_str),

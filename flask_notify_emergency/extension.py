@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from flask import Flask, current_app
 
@@ -202,6 +202,18 @@ class NotifyEmergency:
         """
         return self.state_for().dispatcher.send(user_id, title, message, priority, category, data,
                                                 action_url, expires_in)
+
+    def send_many(self, user_ids: Iterable[int | str], title: str, message: str, priority: str = "normal",
+                  category: str = "system", data: Any = None, *, action_url: str | None = None,
+                  expires_in: float | None = None) -> list[int]:
+        """The same notification for many users, each delivered exactly once; their ids in order.
+
+        Much cheaper than a loop of :meth:`send`: batched inserts and one commit, one emit per
+        connected user, the offline users' pending markers set together. Raises
+        :class:`ValueError` (storing nothing) when any input or any user id is unusable.
+        """
+        return self.state_for().dispatcher.send_many(user_ids, title, message, priority, category, data,
+                                                     action_url, expires_in)
 
     def broadcast(self, message: str, level: str = "warning", title: str | None = None, *,
                   starts_at: Any = None, ends_at: Any = None, created_by: str | None = None) -> int:

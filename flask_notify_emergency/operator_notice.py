@@ -75,6 +75,8 @@ def send_notice(ext: Any, *, title: str, message: str, priority: str, target: st
         raise ValueError(f"unknown --priority {priority!r}: use one of {', '.join(PRIORITIES)}.")
     kind, ids = parse_target(target)
     arguments = {"title": title, "priority": priority, "target": target}
+    if kind == "all" and ext.app.config.get("NOTIFY_EMERGENCY_ALL_USER_IDS") is not None:
+        return _send_to_everyone(ext, title=title, message=message, priority=priority, actor=actor, source=source)
     if kind == "all":
         from .fallback_control import post_banner
 
@@ -86,7 +88,7 @@ def send_notice(ext: Any, *, title: str, message: str, priority: str, target: st
         ids = admin_ids(ext)
     # check every recipient before storing anything
     users = [_checked(ext, uid, title, message, priority) for uid in ids]
-    sent = {uid: ext.dispatcher.send(uid, title, message, priority, "emergency") for uid in users}
+    sent = dict(zip(users, ext.dispatcher.send_many(users, title, message, priority, "emergency")))
     rows = _wait_for_outcome(ext, list(sent.values()),
                              ext.app.config["NOTIFY_EMERGENCY_ACK_TIMEOUT"] + 1.0 if wait else 0.0)
     recipients = []
@@ -102,3 +104,22 @@ def send_notice(ext: Any, *, title: str, message: str, priority: str, target: st
     ext.audit.record(actor, "send-notification", source, dict(arguments, users=users),
                      detail=f"notifications {', '.join('#' + str(n) for n in sent.values())}")
     return {"ok": True, "target": kind, "recipients": recipients}
+
+
+def _send_to_everyone(ext: Any, *, title: str, message: str, priority: str, actor: str,
+                      source: str) -> dict[str, Any]:
+    """One notification for each id of ``NOTIFY_EMERGENCY_ALL_USER_IDS()``, in one bulk send."""
+    users = [str(uid) for uid in ext.app.config["NOTIFY_EMERGENCY_ALL_USER_IDS"]() or []]
+    if not users:
+        raise NoticeError("NOTIFY_EMERGENCY_ALL_USER_IDS returned no user ids: nobody to notify.")
+    try:
+        ids = ext.dispatcher.send_many(users, title, message, priority, "emergency")
+    except ValueError as exc:
+        raise ValueError(f"{exc} (a user id from NOTIFY_EMERGENCY_ALL_USER_IDS)") from None
+    arguments = {"title": title, "priority": priority, "target": "all"}
+    ext.audit.record(actor, "send-notification", source, dict(arguments, users=len(users)),
+                     detail=f"{len(ids)} notifications #{min(ids)}-#{max(ids)}")
+    return {"ok": True, "target": "all", "banner": None, "notifications": len(ids),
+            "first_id": min(ids), "last_id": max(ids),
+            "detail": f"{len(ids)} notifications (#{min(ids)}-#{max(ids)}): connected users get theirs in "
+                      "real time, the others on their next page or poll"}

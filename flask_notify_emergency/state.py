@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 log = logging.getLogger("flask_notify_emergency")
 
@@ -124,6 +124,11 @@ class SharedState:
     def mark_pending(self, user_id: str) -> None:
         with self._lock:
             self._pending.add(user_id)
+
+    def mark_pending_many(self, user_ids: Iterable[str]) -> None:
+        """:meth:`mark_pending` for many users at once (a bulk send)."""
+        with self._lock:
+            self._pending.update(user_ids)
 
     def clear_pending(self, user_id: str) -> None:
         with self._lock:
@@ -307,6 +312,20 @@ class RedisState(SharedState):
         except self._redis_mod.RedisError as exc:
             self._degrade(exc)
 
+    def _publish_many(self, messages: list[dict[str, Any]]) -> None:
+        """:meth:`_publish` for many messages, in pipelined round trips."""
+        if not self._healthy or not messages:
+            return
+        try:
+            for start in range(0, len(messages), 1000):
+                pipe = self._client.pipeline(transaction=False)
+                for message in messages[start:start + 1000]:
+                    message["from"] = self.process_id
+                    pipe.publish(self.channel, json.dumps(message))
+                pipe.execute()
+        except self._redis_mod.RedisError as exc:
+            self._degrade(exc)
+
     def _listen(self) -> None:
         while not self._stop.is_set():
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
@@ -367,6 +386,18 @@ class RedisState(SharedState):
             except self._redis_mod.RedisError as exc:
                 self._degrade(exc)
         self._publish({"t": "pending+", "u": user_id})
+
+    def mark_pending_many(self, user_ids: Iterable[str]) -> None:
+        # one round trip for the set, one for the messages, however many users
+        users = sorted(set(user_ids))
+        super().mark_pending_many(users)
+        if self._healthy and users:
+            try:
+                for start in range(0, len(users), 10_000):
+                    self._client.sadd(self._key("pending"), *users[start:start + 10_000])
+            except self._redis_mod.RedisError as exc:
+                self._degrade(exc)
+        self._publish_many([{"t": "pending+", "u": uid} for uid in users])
 
     def clear_pending(self, user_id: str) -> None:
         super().clear_pending(user_id)

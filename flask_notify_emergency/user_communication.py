@@ -110,13 +110,11 @@ def send_user_notification(ext: Any, *, message: str, title: str | None, channel
     full_title = title or DEFAULT_TITLE
     # validate every recipient before storing anything: bad input loses nothing, sends nothing
     uids = [ext.dispatcher.validate(uid, full_title, message, priority, "emergency", None, None) for uid in users]
-    ids: list[dict[str, Any]] = []
-    for uid in uids:
-        if channel == "fallback":
-            nid = _fallback_only(ext, uid, full_title, message, priority)
-        else:
-            nid = ext.dispatcher.send(uid, full_title, message, priority, "emergency")
-        ids.append({"user_id": uid, "notification_id": nid})
+    if channel == "fallback":
+        sent = [_fallback_only(ext, uid, full_title, message, priority) for uid in uids]
+    else:
+        sent = ext.dispatcher.send_many(uids, full_title, message, priority, "emergency")
+    ids = [{"user_id": uid, "notification_id": nid} for uid, nid in zip(uids, sent)]
     ext.audit.record(actor, "send-user-notification", source, arguments,
                      detail=f"{len(ids)} notification(s): " + ", ".join(str(i["notification_id"]) for i in ids))
     return {"ok": True, "channel": channel, "target": target, "banner": None, "notifications": ids}

@@ -106,3 +106,17 @@ def user_id(app: Any, username: str) -> str:
     User = app.extensions["demo"]["User"]
     with app.app_context():
         return str(User.query.filter_by(username=username).one().id)
+
+
+@pytest.fixture
+def any_database(database_url: str) -> Iterator[str]:
+    """Each test using it runs on SQLite, MariaDB and PostgreSQL, the last two in a database of
+    the test's own (tables in the shared ``test`` database are used by everyone at once)."""
+    from tests.support import databases
+
+    kind = databases.kind_of(database_url)
+    if kind == "sqlite":
+        yield database_url
+        return
+    with databases.own_database(kind) as url:
+        yield url

@@ -194,6 +194,24 @@ def test_send_to_all_posts_one_banner(example):
     assert notification_rows(app) == []
 
 
+def test_send_to_all_with_every_users_id_sends_each_one_notification(make_app):
+    every: list[str] = []
+    app, _ = make_app(NOTIFY_EMERGENCY_ALL_USER_IDS=lambda: list(every))
+    every += [user_id(app, name) for name in ("admin", "alice", "bob")]
+    code, data = invoke_json(app, "send-notification", "--title", "Heads up", "--message", "Delays expected",
+                             "--priority", "high", "--target", "all")
+    assert code == 0, data
+    rows = notification_rows(app)
+    assert [r["user_id"] for r in rows] == every
+    assert {(r["title"], r["message"], r["priority"]) for r in rows} == {("Heads up", "Delays expected", "high")}
+    assert (data["notifications"], data["first_id"], data["last_id"]) == (3, rows[0]["id"], rows[-1]["id"])
+    assert banner_rows(app) == []
+    entry = audit_rows(app, "send-notification")[0]
+    assert (entry["arguments"]["target"], entry["arguments"]["users"]) == ("all", 3)
+    result = invoke(app, "send-notification", "--title", "Again", "--message", "Still slow", "--target", "all")
+    assert result.exit_code == 0 and "Sent to every user: 3 notifications" in result.output
+
+
 def test_send_to_unknown_user_stores_nothing(example):
     app, _ = example
     alice = user_id(app, "alice")

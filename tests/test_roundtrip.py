@@ -51,9 +51,11 @@ class User:
         assert response.status_code == 200
         return response.text
 
-    def send_form(self, to: str, title: str, message: str) -> None:
-        """The demo's own send form (what a person clicking "Send" does)."""
-        response = self.http.post(f"{self.url}/send", data={"user_id": to, "title": title, "message": message},
+    def send_form(self, to: str, title: str, message: str, way: str = "send") -> None:
+        """The demo's own send form (what a person clicking "Send" does); ``way="send_many"``
+        sends it through ``notify.send_many()``."""
+        who = {"user_ids": to} if way == "send_many" else {"user_id": to}
+        response = self.http.post(f"{self.url}/send", data=dict(who, title=title, message=message),
                                   allow_redirects=False, timeout=10)
         assert response.status_code == 302
         assert flashes(self.page()) == ["Sent."]
@@ -68,6 +70,12 @@ class User:
         if self.sio is not None and self.sio.connected:
             self.sio.disconnect()
         self.http.close()
+
+
+@pytest.fixture(params=["send", "send_many"])
+def way(request: pytest.FixtureRequest) -> str:
+    """Each round trip runs with ``notify.send()`` and with ``notify.send_many()``."""
+    return str(request.param)
 
 
 @pytest.fixture
@@ -94,12 +102,12 @@ def rows(engine: sa.engine.Engine) -> list[dict[str, Any]]:
         return [dict(r._mapping) for r in result]
 
 
-def test_notification_arrives_over_the_socket_and_the_ack_marks_it_delivered(served):
+def test_notification_arrives_over_the_socket_and_the_ack_marks_it_delivered(served, way):
     app, engine = served
     alice, admin = User(app, "alice"), User(app, "admin")
     try:
         sio = alice.connect()
-        admin.send_form(user_ids(engine)["alice"], "Report ready", "Your monthly report is ready.")
+        admin.send_form(user_ids(engine)["alice"], "Report ready", "Your monthly report is ready.", way)
 
         wait_until(lambda: alice.received, timeout=10, message="the notification over the socket")
         (note,) = alice.received
@@ -119,12 +127,12 @@ def test_notification_arrives_over_the_socket_and_the_ack_marks_it_delivered(ser
         admin.close()
 
 
-def test_without_the_ack_the_notification_arrives_by_the_fallback_exactly_once(served):
+def test_without_the_ack_the_notification_arrives_by_the_fallback_exactly_once(served, way):
     app, engine = served
     alice, admin = User(app, "alice"), User(app, "admin")
     try:
         alice.connect()  # receives, but never acknowledges
-        admin.send_form(user_ids(engine)["alice"], "Report ready", "Your monthly report is ready.")
+        admin.send_form(user_ids(engine)["alice"], "Report ready", "Your monthly report is ready.", way)
         wait_until(lambda: alice.received, timeout=10, message="the notification over the socket")
 
         shown = wait_until(lambda: flashes(alice.page()), timeout=10, interval=0.2,
@@ -140,13 +148,13 @@ def test_without_the_ack_the_notification_arrives_by_the_fallback_exactly_once(s
         admin.close()
 
 
-def test_without_the_ack_an_open_page_gets_it_by_polling_exactly_once(served):
+def test_without_the_ack_an_open_page_gets_it_by_polling_exactly_once(served, way):
     app, engine = served
     alice, admin = User(app, "alice"), User(app, "admin")
     try:
         token = client_settings(alice.page())["csrfToken"]
         alice.connect()
-        admin.send_form(user_ids(engine)["alice"], "Build failed", "main is red.")
+        admin.send_form(user_ids(engine)["alice"], "Build failed", "main is red.", way)
         wait_until(lambda: alice.received, timeout=10, message="the notification over the socket")
 
         got = wait_until(lambda: alice.poll(token), timeout=10, interval=0.2,
@@ -160,11 +168,11 @@ def test_without_the_ack_an_open_page_gets_it_by_polling_exactly_once(served):
         admin.close()
 
 
-def test_a_user_without_a_socket_gets_it_on_the_next_page(served):
+def test_a_user_without_a_socket_gets_it_on_the_next_page(served, way):
     app, engine = served
     bob, admin = User(app, "bob"), User(app, "admin")
     try:
-        admin.send_form(user_ids(engine)["bob"], "Hello", "From the admin.")
+        admin.send_form(user_ids(engine)["bob"], "Hello", "From the admin.", way)
         assert flashes(bob.page()) == ["Hello: From the admin."]
         assert flashes(bob.page()) == []
         assert bob.received == []

@@ -28,9 +28,21 @@ def demo(make_app: Any) -> tuple[Any, Any, Any]:
     return app, socketio, app.extensions["demo"]["notify"]
 
 
+#: The two ways to send: one call per user, or one call for many (here with one user in it).
+WAYS = ["send", "send_many"]
+
+
+@pytest.fixture(params=WAYS)
+def way(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 def send(app: Any, notify: Any, to: Any, title: str = "Caption ready",
-         message: str = "Your image has alt text now.", **kwargs: Any) -> int:
+         message: str = "Your image has alt text now.", way: str = "send", **kwargs: Any) -> int:
     with app.app_context():
+        if way == "send_many":
+            (nid,) = notify.send_many([to], title, message, **kwargs)
+            return int(nid)
         return int(notify.send(to, title, message, **kwargs))
 
 
@@ -42,12 +54,12 @@ def connect_socket(socketio: Any, app: Any, client: Any) -> Any:
 
 # -- the real-time path ----------------------------------------------------------------------
 
-def test_connected_user_gets_it_over_the_socket_and_the_ack_marks_it_delivered(demo):
+def test_connected_user_gets_it_over_the_socket_and_the_ack_marks_it_delivered(demo, way):
     app, socketio, notify = demo
     client = app.test_client()
     login(client, "alice")
     sio = connect_socket(socketio, app, client)
-    nid = send(app, notify, user_id(app, "alice"), data={"image": 7})
+    nid = send(app, notify, user_id(app, "alice"), data={"image": 7}, way=way)
 
     got = received(sio, EVENT)
     assert [n["id"] for n in got] == [nid]
@@ -95,13 +107,13 @@ def test_anonymous_socket_is_refused(demo):
 
 # -- the flash fallback ------------------------------------------------------------------------
 
-def test_disconnected_user_gets_it_as_a_flash_exactly_once(demo):
+def test_disconnected_user_gets_it_as_a_flash_exactly_once(demo, way):
     app, socketio, notify = demo
     client = app.test_client()
     login(client, "alice")
     sio = connect_socket(socketio, app, client)
     sio.disconnect(NAMESPACE)
-    send(app, notify, user_id(app, "alice"))
+    send(app, notify, user_id(app, "alice"), way=way)
 
     first = flashes(client.get("/").get_data(as_text=True))
     second = flashes(client.get("/").get_data(as_text=True))
@@ -119,14 +131,14 @@ def test_flash_category_follows_priority(demo):
     assert '<div class="flash danger" role="status">Disk: Almost full.</div>' in client.get("/").get_data(as_text=True)
 
 
-def test_flash_batch_limit_spreads_a_backlog_over_pages_once_each(make_app):
+def test_flash_batch_limit_spreads_a_backlog_over_pages_once_each(make_app, way):
     app, _ = make_app(NOTIFY_EMERGENCY_FLASH_BATCH_SIZE=3, **FAST)
     notify = app.extensions["demo"]["notify"]
     client = app.test_client()
     login(client, "alice")
     uid = user_id(app, "alice")
     for i in range(10):
-        send(app, notify, uid, title=f"Item {i}", message="ready")
+        send(app, notify, uid, title=f"Item {i}", message="ready", way=way)
 
     pages: list[list[str]] = []
     while len(pages) < 10:
@@ -142,7 +154,7 @@ def test_flash_batch_limit_spreads_a_backlog_over_pages_once_each(make_app):
 
 # -- isolation -----------------------------------------------------------------------------------
 
-def test_another_user_never_sees_someone_elses_notification(demo):
+def test_another_user_never_sees_someone_elses_notification(demo, way):
     app, socketio, notify = demo
     bob = app.test_client()
     login(bob, "bob")
@@ -150,7 +162,7 @@ def test_another_user_never_sees_someone_elses_notification(demo):
     bob_sio = connect_socket(socketio, app, bob)
     received(bob_sio, EVENT)
 
-    send(app, notify, user_id(app, "alice"), title="For Alice", message="only")
+    send(app, notify, user_id(app, "alice"), title="For Alice", message="only", way=way)
 
     assert received(bob_sio, EVENT) == []
     assert poll(bob, bob_token).get_json()["notifications"] == []
@@ -181,14 +193,18 @@ BAD_INPUT = [
 
 
 @pytest.mark.parametrize("change,problem", BAD_INPUT, ids=[p for _, p in BAD_INPUT])
-def test_send_rejects_bad_input_naming_the_problem_and_stores_nothing(make_app, change, problem):
+def test_send_rejects_bad_input_naming_the_problem_and_stores_nothing(make_app, change, problem, way):
     app, _ = make_app(NOTIFY_EMERGENCY_TITLE_MAX_LENGTH=20, NOTIFY_EMERGENCY_MESSAGE_MAX_LENGTH=40, **FAST)
     notify = app.extensions["demo"]["notify"]
     args = {"user_id": user_id(app, "alice"), "title": "Fine", "message": "Fine too."}
     args.update(change)
     with app.app_context():
         with pytest.raises(ValueError) as err:
-            notify.send(args.pop("user_id"), args.pop("title"), args.pop("message"), **args)
+            if way == "send_many":  # a good user first: the bad one must still stop everything
+                notify.send_many([user_id(app, "bob"), args.pop("user_id")], args.pop("title"),
+                                 args.pop("message"), **args)
+            else:
+                notify.send(args.pop("user_id"), args.pop("title"), args.pop("message"), **args)
     assert problem in str(err.value)
     assert notification_rows(app) == []
 
@@ -206,12 +222,12 @@ def test_user_id_may_be_int_or_str(demo, as_type):
 
 # -- polling -----------------------------------------------------------------------------------
 
-def test_poll_returns_pending_notifications_exactly_once(demo):
+def test_poll_returns_pending_notifications_exactly_once(demo, way):
     app, _, notify = demo
     client = app.test_client()
     login(client, "alice")
     token = csrf_from_page(client)
-    ids = [send(app, notify, user_id(app, "alice"), title=f"N{i}") for i in range(2)]
+    ids = [send(app, notify, user_id(app, "alice"), title=f"N{i}", way=way) for i in range(2)]
 
     first = poll(client, token)
     assert first.status_code == 200
@@ -247,7 +263,7 @@ def test_poll_refuses_anonymous_users(demo):
 # -- modes, timeouts, fallbacks ------------------------------------------------------------------
 
 @pytest.mark.parametrize("mode", ["emergency", "legacy"])
-def test_emergency_and_legacy_mode_send_a_connected_user_to_the_fallback(demo, mode):
+def test_emergency_and_legacy_mode_send_a_connected_user_to_the_fallback(demo, mode, way):
     app, socketio, notify = demo
     client = app.test_client()
     login(client, "alice")
@@ -263,7 +279,7 @@ def test_emergency_and_legacy_mode_send_a_connected_user_to_the_fallback(demo, m
         ext.control.set_mode(mode, "test")
     received(sio, EVENT)
     with signals.notification_fallback.connected_to(on_fallback, sender=app):
-        nid = send(app, notify, user_id(app, "alice"))
+        nid = send(app, notify, user_id(app, "alice"), way=way)
 
     assert reasons == [f"mode-{mode}"]
     assert received(sio, EVENT) == []
@@ -272,13 +288,13 @@ def test_emergency_and_legacy_mode_send_a_connected_user_to_the_fallback(demo, m
     assert body["mode"] == mode
 
 
-def test_a_notification_that_is_never_acknowledged_reaches_the_user_after_the_timeout(demo):
+def test_a_notification_that_is_never_acknowledged_reaches_the_user_after_the_timeout(demo, way):
     app, socketio, notify = demo
     client = app.test_client()
     login(client, "alice")
     token = csrf_from_page(client)
     sio = connect_socket(socketio, app, client)
-    nid = send(app, notify, user_id(app, "alice"))
+    nid = send(app, notify, user_id(app, "alice"), way=way)
     assert [n["id"] for n in received(sio, EVENT)] == [nid]  # shown, but the client never acks
 
     # while the ack may still come, the fallbacks leave the row alone
@@ -291,7 +307,7 @@ def test_a_notification_that_is_never_acknowledged_reaches_the_user_after_the_ti
     assert [(r["delivered"], r["channel"]) for r in notification_rows(app)] == [(True, "poll")]
 
 
-def test_a_hosts_own_fallback_receiver_gets_the_notification_and_reason(demo):
+def test_a_hosts_own_fallback_receiver_gets_the_notification_and_reason(demo, way):
     app, _, notify = demo
     calls: list[tuple[Any, dict[str, Any], str]] = []
 
@@ -299,7 +315,7 @@ def test_a_hosts_own_fallback_receiver_gets_the_notification_and_reason(demo):
         calls.append((sender, notification, reason))
 
     with signals.notification_fallback.connected_to(to_pager, sender=app):
-        nid = send(app, notify, user_id(app, "alice"), title="Disk", message="Almost full.", priority="high")
+        nid = send(app, notify, user_id(app, "alice"), title="Disk", message="Almost full.", priority="high", way=way)
     assert len(calls) == 1
     sender, notification, reason = calls[0]
     assert sender is app
@@ -309,7 +325,7 @@ def test_a_hosts_own_fallback_receiver_gets_the_notification_and_reason(demo):
         ("Disk", "Almost full.", "high")
 
 
-def test_a_hosts_fallback_receiver_gets_the_whole_notification_after_an_ack_timeout(demo):
+def test_a_hosts_fallback_receiver_gets_the_whole_notification_after_an_ack_timeout(demo, way):
     app, socketio, notify = demo
     client = app.test_client()
     login(client, "alice")
@@ -320,7 +336,7 @@ def test_a_hosts_fallback_receiver_gets_the_whole_notification_after_an_ack_time
         calls.append((notification, reason))
 
     with signals.notification_fallback.connected_to(to_pager, sender=app):
-        nid = send(app, notify, user_id(app, "alice"), title="Disk", message="Almost full.", priority="high")
+        nid = send(app, notify, user_id(app, "alice"), title="Disk", message="Almost full.", priority="high", way=way)
         wait_until(lambda: calls, timeout=10, message="the fallback after the ack timeout")
     (notification, reason), = calls
     assert reason == "ack-timeout"
@@ -331,7 +347,7 @@ def test_a_hosts_fallback_receiver_gets_the_whole_notification_after_an_ack_time
     sio.disconnect(NAMESPACE)
 
 
-def test_sent_and_delivered_signals_fire_with_their_documented_arguments(demo):
+def test_sent_and_delivered_signals_fire_with_their_documented_arguments(demo, way):
     app, socketio, notify = demo
     client = app.test_client()
     login(client, "alice")
@@ -350,11 +366,11 @@ def test_sent_and_delivered_signals_fire_with_their_documented_arguments(demo):
 
     with signals.notification_sent.connected_to(on_sent, sender=app), \
             signals.notification_delivered.connected_to(on_delivered, sender=app):
-        nid = send(app, notify, uid, category="captions", data={"n": 1})
+        nid = send(app, notify, uid, category="captions", data={"n": 1}, way=way)
         assert delivered == []  # stored and emitted is not delivered
         sio.emit(ACK_EVENT, {"id": nid}, namespace=NAMESPACE, callback=True)
         sio.disconnect(NAMESPACE)
-        nid2 = send(app, notify, uid, title="Second")
+        nid2 = send(app, notify, uid, title="Second", way=way)
         client.get("/")
 
     assert [set(k) for k in sent] == [{"notification"}, {"notification"}]
@@ -368,14 +384,14 @@ def test_sent_and_delivered_signals_fire_with_their_documented_arguments(demo):
     ]
 
 
-def test_acks_and_claims_racing_for_one_notification_deliver_it_once(demo):
+def test_acks_and_claims_racing_for_one_notification_deliver_it_once(demo, way):
     app, socketio, notify = demo
     client = app.test_client()
     login(client, "alice")
     sio = connect_socket(socketio, app, client)
     uid = user_id(app, "alice")
     ext = app.extensions["notify_emergency"]
-    nid = send(app, notify, uid)
+    nid = send(app, notify, uid, way=way)
     wins: list[str] = []
     start = threading.Barrier(2)
 

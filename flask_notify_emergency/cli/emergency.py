@@ -121,7 +121,7 @@ def send_notification_command(title: str, message: str, priority: str, target: s
 
     def lines() -> list[str]:
         if result["target"] == "all":
-            return [f"Posted to every user: {result['detail']}."]
+            return [f"{'Posted' if result['banner'] else 'Sent'} to every user: {result['detail']}."]
         return [f"Sent to {len(result['recipients'])} user(s):"] + [
             f"  user {r['user_id']}: notification #{r['notification_id']} {r['outcome']}"
             for r in result["recipients"]]

@@ -69,6 +69,12 @@ class Dispatcher:
 
     def validate(self, user_id: Any, title: Any, message: Any, priority: Any, category: Any,
                  data: Any, action_url: Any) -> str:
+        self.validate_content(title, message, priority, category, data, action_url)
+        return self._user(user_id)
+
+    def validate_content(self, title: Any, message: Any, priority: Any, category: Any, data: Any,
+                         action_url: Any) -> None:
+        """Everything but the recipient; ValueError naming what to fix."""
         if not isinstance(title, str) or not title.strip():
             raise ValueError("title must be a non-empty string.")
         if len(title) > self.title_max:
@@ -91,18 +97,14 @@ class Dispatcher:
         if action_url is not None and (not isinstance(action_url, str) or len(action_url) > 500
                                        or not action_url.startswith(("/", "http://", "https://"))):
             raise ValueError("action_url must be a path starting with '/' or an http(s) URL of at most 500 characters.")
-        return self._user(user_id)
 
     # -- sending -----------------------------------------------------------------------
     def route(self, user_id: str) -> str | None:
         """None if the primary path should be tried, else the reason it is skipped."""
-        if self.notifier is None:
-            return "no-primary"
-        mode = self.state.get("mode", "normal")
-        if mode != "normal":
-            return f"mode-{mode}"
-        if (self.state.get("paused") or {}).get("realtime"):
-            return "paused"
+        shared = self.route_all()
+        if shared is not None:
+            return shared
+        assert self.notifier is not None  # route_all() said so
         if self.notifier.needs_connection and not self.state.is_connected(user_id):
             return "offline"
         if not self.breaker.allow():
@@ -115,23 +117,103 @@ class Dispatcher:
         uid = self.validate(user_id, title, message, priority, category, data, action_url)
         now = utcnow()
         skip = self.route(uid)
-        expiry = expires_in if expires_in is not None else self.default_expiry
-        values = {
-            "user_id": uid, "audience": audience, "title": title, "message": message,
-            "priority": priority, "category": category, "data": data, "action_url": action_url,
-            "created_at": now, "delivered": False, "attempts": 0 if skip else 1,
-            "expires_at": now + dt.timedelta(seconds=expiry) if expiry else None,
-            "realtime_deadline": None if skip else now + dt.timedelta(seconds=self.ack_timeout),
-        }
-        nid = self.store.create(values)
-        payload = {"id": nid, "user_id": uid, "title": title, "message": message, "priority": priority,
-                   "category": category, "data": data, "action_url": action_url,
-                   "created_at": now.isoformat() + "Z"}
+        common = self._common(title, message, priority, category, data, action_url, expires_in, audience, now)
+        nid = self.store.create(self._row(common, uid, skip, now))
+        payload = self._payload(common, nid, uid, now)
         if signals.notification_sent.receivers:
             signals.notification_sent.send(self.app, notification=payload)
         if skip:
             self.fallback(payload, skip)
             return nid
+        self._offer(nid, uid, payload)
+        return nid
+
+    def send_many(self, user_ids: Any, title: str, message: str, priority: str = "normal",
+                  category: str = "system", data: Any = None, action_url: str | None = None,
+                  expires_in: float | None = None, audience: str = "user") -> list[int]:
+        """One notification per user id, stored in batched inserts; the ids in ``user_ids``' order.
+
+        Everything is validated before anything is stored. Connected users get one emit
+        each, awaiting its acknowledgement as with :meth:`send`; the others go to the
+        fallbacks, their pending markers set in one call.
+        """
+        if isinstance(user_ids, (str, bytes)) or not hasattr(user_ids, "__iter__"):
+            raise ValueError("user_ids must be a list (or other iterable) of user ids, not "
+                             f"{type(user_ids).__name__}; for one user, use send().")
+        self.validate_content(title, message, priority, category, data, action_url)
+        uids = []
+        for position, user_id in enumerate(user_ids):
+            try:
+                uids.append(self._user(user_id))
+            except ValueError as exc:
+                raise ValueError(f"user_ids[{position}]: {exc} Nothing was sent.") from None
+        if not uids:
+            return []
+        now = utcnow()
+        skipped = self._route_many(uids)
+        common = self._common(title, message, priority, category, data, action_url, expires_in, audience, now)
+        ids = self.store.create_many([self._row(common, uid, skipped.get(uid), now) for uid in uids])
+        payloads = [self._payload(common, nid, uid, now) for nid, uid in zip(ids, uids)]
+        if signals.notification_sent.receivers:
+            for payload in payloads:
+                signals.notification_sent.send(self.app, notification=payload)
+        offline = [(payload, skipped[payload["user_id"]]) for payload in payloads if payload["user_id"] in skipped]
+        if offline:
+            # one marker per user, set together; the receivers still hear of every row
+            self.state.mark_pending_many({payload["user_id"] for payload, _ in offline})
+            for payload, reason in offline:
+                signals.notification_fallback.send(self.app, notification=payload, reason=reason, marked=True)
+        for nid, payload in zip(ids, payloads):
+            if payload["user_id"] not in skipped:
+                self._offer(nid, payload["user_id"], payload)
+        return ids
+
+    def _route_many(self, uids: list[str]) -> dict[str, str]:
+        """user id -> why the primary path is skipped, for the users it is skipped for."""
+        shared = self.route_all()
+        skipped: dict[str, str] = {}
+        for uid in uids:
+            if uid in skipped:
+                continue
+            if shared is not None:
+                skipped[uid] = shared
+            elif self.notifier is not None and self.notifier.needs_connection and not self.state.is_connected(uid):
+                skipped[uid] = "offline"
+            elif not self.breaker.allow():
+                skipped[uid] = "breaker-open"
+        return skipped
+
+    def route_all(self) -> str | None:
+        """The reason every user skips the primary path now (no notifier, mode, paused), or None."""
+        if self.notifier is None:
+            return "no-primary"
+        mode = self.state.get("mode", "normal")
+        if mode != "normal":
+            return f"mode-{mode}"
+        if (self.state.get("paused") or {}).get("realtime"):
+            return "paused"
+        return None
+
+    def _common(self, title: str, message: str, priority: str, category: str, data: Any,
+                action_url: str | None, expires_in: float | None, audience: str,
+                now: dt.datetime) -> dict[str, Any]:
+        expiry = expires_in if expires_in is not None else self.default_expiry
+        return {"audience": audience, "title": title, "message": message, "priority": priority,
+                "category": category, "data": data, "action_url": action_url, "created_at": now,
+                "delivered": False, "expires_at": now + dt.timedelta(seconds=expiry) if expiry else None}
+
+    def _row(self, common: dict[str, Any], uid: str, skip: str | None, now: dt.datetime) -> dict[str, Any]:
+        return dict(common, user_id=uid, attempts=0 if skip else 1,
+                    realtime_deadline=None if skip else now + dt.timedelta(seconds=self.ack_timeout))
+
+    @staticmethod
+    def _payload(common: dict[str, Any], nid: int, uid: str, now: dt.datetime) -> dict[str, Any]:
+        return {"id": nid, "user_id": uid, "title": common["title"], "message": common["message"],
+                "priority": common["priority"], "category": common["category"], "data": common["data"],
+                "action_url": common["action_url"], "created_at": now.isoformat() + "Z"}
+
+    def _offer(self, nid: int, uid: str, payload: dict[str, Any]) -> None:
+        """Try the primary notifier for a stored row; any failure hands it to the fallbacks."""
         try:
             result = self.notifier.deliver(uid, payload)
             if result is False:
@@ -141,12 +223,11 @@ class Dispatcher:
             self.store.release_realtime([nid])
             signals.notification_failed.send(self.app, notification=payload, error=str(exc), exception=exc)
             self.fallback(payload, "failed")
-            return nid
+            return
         if result is True:
             self.acknowledge(nid, uid)
         else:
             self._track(nid, uid)
-        return nid
 
     def fallback(self, payload: dict[str, Any], reason: str) -> None:
         signals.notification_fallback.send(self.app, notification=payload, reason=reason)

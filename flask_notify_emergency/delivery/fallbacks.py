@@ -17,8 +17,10 @@ from ..access import current_user_id
 def connect_receivers(app: Any, ext_state: Any) -> None:
     """Connect the built-in receivers for ``app`` (kept alive by ``ext_state``)."""
 
-    def mark_pending(sender: Any, notification: dict[str, Any], reason: str, **_: Any) -> None:
-        ext_state.state.mark_pending(str(notification["user_id"]))
+    def mark_pending(sender: Any, notification: dict[str, Any], reason: str, marked: bool = False,
+                     **_: Any) -> None:
+        if not marked:  # ``send_many`` sets a whole batch's markers in one call first
+            ext_state.state.mark_pending(str(notification["user_id"]))
 
     ext_state.receivers.append(mark_pending)
     signals.notification_fallback.connect(mark_pending, sender=app, weak=False)

@@ -17,6 +17,8 @@ from ..models import Models, notification_payload, utcnow
 
 #: Claiming transactions one claim may run when other claimers keep taking its rows.
 CLAIM_ROUNDS = 5
+#: Rows per statement of a bulk insert (``send_many``).
+INSERT_BATCH = 1000
 
 
 def _inserted_id(result: sa.engine.CursorResult[Any]) -> int:
@@ -41,6 +43,24 @@ class NotificationStore:
         with self.engine.begin() as conn:
             result = conn.execute(self.table.insert().values(**values))
         return _inserted_id(result)
+
+    def create_many(self, rows: list[dict[str, Any]]) -> list[int]:
+        """Insert many notification rows in one transaction; their ids, in the order given.
+
+        Multi-row INSERTs with RETURNING where the database has it (SQLite 3.35+, MariaDB
+        10.5+, PostgreSQL), else one INSERT per row; one commit either way.
+        """
+        if not rows:
+            return []
+        ids: list[int] = []
+        with self.engine.begin() as conn:
+            if conn.dialect.insert_executemany_returning_sort_by_parameter_order:
+                stmt = self.table.insert().returning(self.table.c.id, sort_by_parameter_order=True)
+                for start in range(0, len(rows), INSERT_BATCH):
+                    ids += [int(r[0]) for r in conn.execute(stmt, rows[start:start + INSERT_BATCH])]
+            else:
+                ids = [_inserted_id(conn.execute(self.table.insert().values(**row))) for row in rows]
+        return ids
 
     def claim(self, user_id: str, limit: int, channel: str) -> list[dict[str, Any]]:
         """Atomically take up to ``limit`` claimable rows of a user and mark them delivered.
