@@ -137,12 +137,7 @@ def clear_queues(ext: Any, actor: str = "monitor", source: str = "cli",
     for nid, uid in released:
         signals.notification_fallback.send(ext.app, notification=payloads.get(nid) or {"id": nid, "user_id": uid},
                                            reason="queue-cleared")
-    deleted = 0
-    if expired:
-        with ext.engine.begin() as conn:
-            deleted = conn.execute(t.delete().where(
-                t.c.id.in_([int(r["id"]) for r in expired]), t.c.delivered == sa.false(),
-                t.c.expires_at.is_not(None), t.c.expires_at <= utcnow())).rowcount or 0
+    deleted = ext.store.delete_expired([int(r["id"]) for r in expired])
     result = {"ok": True, "action": "clear-queues", "outcome": "ok", "backup": path,
               "released": len(released), "expired_deleted": int(deleted),
               "more": len(stuck) >= MAX_ROWS or len(expired) >= MAX_ROWS}

@@ -150,6 +150,8 @@ def restore_backup(ext: Any, backup_id: str | None, *, confirm: bool, actor: str
                 conn.execute(table.update().where(pk == row[pk.name])
                              .values({k: v for k, v in row.items() if k != pk.name}))
     _fix_sequences(ext)
+    if plan["tables"].get("notifications", {}).get("insert") or plan["tables"].get("notifications", {}).get("update"):
+        ext.store.hourly.invalidate()  # rows changed behind the store: recount before trusting the rollup
     _spread_switches(ext, actions["control"]["insert"] + actions["control"]["update"],
                      bool(actions["banners"]["insert"] or actions["banners"]["update"]))
     ext.audit.record(actor, "restore-backup", source, dict(args, safety_backup=safety, totals=plan["totals"]))

@@ -2,8 +2,10 @@
 
 Every metric is an aggregate computed by the database (``COUNT``/``SUM``/``AVG`` with
 ``GROUP BY``), never a Python loop over rows, and every windowed query is a range on an
-indexed time column (``notification.created_at``, ``event.detected_at``). The deliveries
-query is answered from the index ``(created_at, channel)`` alone, without reading rows.
+indexed time column (``notification.created_at``, ``event.detected_at``). The deliveries of
+a window with whole-hour buckets (24h, 7d, 30d) come from the hourly counts
+(:mod:`.delivery.hourly`), the same numbers as counting the rows; the 1h window's from the
+index ``(created_at, channel)`` alone, without reading rows.
 
 Definitions (``window`` = the last 1h/24h/7d/30d, by creation or detection time):
 
@@ -40,6 +42,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .delivery.hourly import BackgroundRebuild, hour_of
 from .models import utcnow
 
 #: name -> (length in seconds, bucket size in seconds) of the time series.
@@ -106,10 +109,16 @@ def seconds_between(dialect: str, start: Any, end: Any) -> Any:
 
 def bucket_index(dialect: str, column: Any, since: dt.datetime, bucket_seconds: int) -> Any:
     """SQL expression: which bucket of ``bucket_seconds`` after ``since`` ``column`` falls in."""
+    if dialect == "sqlite":
+        # whole seconds (the fraction cut off as text: SQLite rounds it to milliseconds, so
+        # xx:59.9999 would become the next minute) and integer division; julianday()'s
+        # floating point put a row stored exactly on a boundary into the bucket before
+        since_epoch = int((since - dt.datetime(1970, 1, 1)).total_seconds())
+        whole = sa.func.strftime("%s", sa.func.substr(column, 1, 19))
+        seconds = (sa.cast(whole, sa.Integer) - since_epoch).self_group()
+        return seconds.op("/")(bucket_seconds)
     start = sa.literal(since, sa.DateTime)
     diff = seconds_between(dialect, start, column)
-    if dialect == "sqlite":  # CAST truncates, which is floor for the window's rows (all >= since)
-        return sa.cast(diff / bucket_seconds, sa.Integer)
     if dialect in ("mysql", "mariadb"):  # integer division: half the time of FLOOR(x / n) there
         return diff.op("DIV")(bucket_seconds)
     return sa.cast(sa.func.floor(diff / bucket_seconds), sa.Integer)
@@ -124,18 +133,45 @@ def _rate(part: int | float, whole: int | float) -> float | None:
 
 
 # -- notifications -----------------------------------------------------------------------
-def delivery_metrics(ext: Any, window: Window) -> dict[str, Any]:
-    """Success rate, totals by channel and the time series, from one GROUP BY query."""
+def counted_by_hour(window: Window) -> bool:
+    """Can this window be answered from whole hours? (Its buckets start on hour boundaries.)"""
+    return window.bucket_seconds % 3600 == 0 and window.since == hour_of(window.since)
+
+
+def delivery_groups_from_rows(ext: Any, window: Window) -> list[tuple[Any, Any, int]]:
+    """(bucket, channel, count) of the window's rows: one GROUP BY over the rows in range."""
     t = ext.models.Notification.__table__
     bucket = bucket_index(_dialect(ext), t.c.created_at, window.since, window.bucket_seconds).label("bucket")
     q = (sa.select(bucket, t.c.channel, sa.func.count().label("n"))
          .where(t.c.created_at >= window.since)
          .group_by(bucket, t.c.channel))
+    with ext.engine.connect() as conn:
+        return [(r[0], r[1], int(r[2])) for r in conn.execute(q)]
+
+
+def delivery_groups_from_hours(ext: Any, window: Window) -> list[tuple[Any, Any, int]]:
+    """The same from the hourly counts: a few hundred rows, however many notifications."""
+    if not counted_by_hour(window):
+        raise ValueError(f"the {window.name} window's buckets are not whole hours")
+    return [(int((hour - window.since).total_seconds()) // window.bucket_seconds, channel or None, total)
+            for hour, channel, total in ext.store.hourly.since(window.since)]
+
+
+def delivery_metrics(ext: Any, window: Window, *, from_hours: bool | None = None) -> dict[str, Any]:
+    """Success rate, totals by channel and the time series of the window.
+
+    ``from_hours`` None: from the hourly counts when they are built and the window's
+    buckets are whole hours (else from the rows, and the counts are built in the
+    background); True/False forces one source.
+    """
+    if from_hours is None:
+        from_hours = counted_by_hour(window) and ext.store.hourly.ready()
+        if counted_by_hour(window) and not from_hours:
+            cache_for(ext).rebuild.start(ext)
+    groups = delivery_groups_from_hours(ext, window) if from_hours else delivery_groups_from_rows(ext, window)
     series = {name: [0] * window.buckets for name in CHANNELS}
     totals = dict.fromkeys(CHANNELS, 0)
     other = 0
-    with ext.engine.connect() as conn:
-        groups = conn.execute(q).all()
     for index, channel, count in groups:  # one row per (bucket, channel): a few hundred at most
         name = channel if channel in CHANNELS else ("undelivered" if channel is None else None)
         if name is None:
@@ -153,6 +189,7 @@ def delivery_metrics(ext: Any, window: Window) -> dict[str, Any]:
         "success_rate": _rate(delivered, attempted),
         "realtime_share": _rate(totals["realtime"], attempted),
         "series": {"bucket_seconds": window.bucket_seconds, "starts": starts, "channels": series},
+        "source": "hourly counts" if from_hours else "rows",
     }
 
 
@@ -257,6 +294,7 @@ class MetricsCache:
         self.health: dict[str, Any] | None = None
         self.health_at = 0.0
         self.refreshing = False
+        self.rebuild = BackgroundRebuild()
 
     def refresh_in_background(self, ext: Any) -> None:
         """Re-run the checks in a thread; the page keeps the last report meanwhile."""

@@ -35,6 +35,8 @@ class Models:
     RollbackStep: Any
     Drill: Any
     Incident: Any
+    #: derived from ``Notification`` (rebuilt by ``rebuild-metrics``), so not in :attr:`all`
+    NotificationHour: Any = None
 
     @property
     def all(self) -> tuple[Any, ...]:
@@ -184,7 +186,21 @@ def _build(db: Any) -> Models:
         created_by = sa.Column(sa.String(128), nullable=True)
         closed_at = sa.Column(sa.DateTime, nullable=True)
 
-    return Models(Notification, Banner, EmergencyEvent, AuditEntry, ControlState, RollbackStep, Drill, Incident)
+    class NotificationHour(db.Model):
+        """How many notifications created in one hour are in one channel now (the dashboard's rollup).
+
+        Kept by the notification store in the transaction of every write that adds a row,
+        delivers one or deletes one; ``channel`` is ``''`` for rows not delivered yet. One
+        row per (hour, channel); the row at ``READY_HOUR`` marks the table as built.
+        """
+
+        __tablename__ = "notify_emergency_notification_hour"
+        hour = sa.Column(sa.DateTime, primary_key=True)
+        channel = sa.Column(sa.String(16), primary_key=True)
+        total = sa.Column(sa.BigInteger, nullable=False, default=0)
+
+    return Models(Notification, Banner, EmergencyEvent, AuditEntry, ControlState, RollbackStep, Drill, Incident,
+                  NotificationHour)
 
 
 def notification_payload(row: Any) -> dict[str, Any]:

@@ -63,7 +63,7 @@ def test_the_readme_cli_lines_run_against_the_example_app(tmp_path):
 def _reasons_used_in_code() -> set[str]:
     """Every ``reason`` the package hands to ``notification_fallback``: literal arguments of
     ``.fallback(payload, reason)`` and ``notification_fallback.send(..., reason=...)``,
-    module constants passed there, and what ``Dispatcher.route`` returns."""
+    module constants passed there, and what ``Dispatcher.route`` / ``route_all`` return."""
     import ast
 
     from flask_notify_emergency.config import MODES
@@ -95,7 +95,7 @@ def _reasons_used_in_code() -> set[str]:
                     if node.func.attr == "send" and "notification_fallback" in ast.unparse(node.func):
                         args += [k.value for k in node.keywords if k.arg == "reason"]
                     found.update(v for v in map(value, args) if v)
-                if isinstance(node, ast.FunctionDef) and node.name == "route":
+                if isinstance(node, ast.FunctionDef) and node.name in ("route", "route_all"):
                     for ret in (n for n in ast.walk(node) if isinstance(n, ast.Return) and n.value is not None):
                         if isinstance(ret.value, ast.JoinedStr):  # f"mode-{mode}"
                             found.update(f"mode-{m}" for m in MODES if m != "normal")

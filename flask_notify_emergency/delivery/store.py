@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..models import Models, notification_payload, utcnow
+from .hourly import HourlyCounts
 
 
 #: Claiming transactions one claim may run when other claimers keep taking its rows.
@@ -37,11 +38,14 @@ class NotificationStore:
         self.models = models
         self.table = models.Notification.__table__
         self.banners = models.Banner.__table__
+        self.hourly = HourlyCounts(engine, models)
 
     def create(self, values: dict[str, Any]) -> int:
         """Insert one notification row and commit it; return its id."""
+        values = dict(values, created_at=values.get("created_at") or utcnow())
         with self.engine.begin() as conn:
             result = conn.execute(self.table.insert().values(**values))
+            self.hourly.added(conn, [values])
         return _inserted_id(result)
 
     def create_many(self, rows: list[dict[str, Any]]) -> list[int]:
@@ -53,6 +57,8 @@ class NotificationStore:
         if not rows:
             return []
         ids: list[int] = []
+        now = utcnow()
+        rows = [row if row.get("created_at") else dict(row, created_at=now) for row in rows]
         with self.engine.begin() as conn:
             if conn.dialect.insert_executemany_returning_sort_by_parameter_order:
                 stmt = self.table.insert().returning(self.table.c.id, sort_by_parameter_order=True)
@@ -60,6 +66,7 @@ class NotificationStore:
                     ids += [int(r[0]) for r in conn.execute(stmt, rows[start:start + INSERT_BATCH])]
             else:
                 ids = [_inserted_id(conn.execute(self.table.insert().values(**row))) for row in rows]
+            self.hourly.added(conn, rows)
         return ids
 
     def claim(self, user_id: str, limit: int, channel: str) -> list[dict[str, Any]]:
@@ -88,8 +95,9 @@ class NotificationStore:
             sa.or_(t.c.expires_at.is_(None), t.c.expires_at > now),
         )
         with self.engine.begin() as conn:
-            ids = [r[0] for r in conn.execute(
-                sa.select(t.c.id).where(claimable).order_by(t.c.id).limit(limit))]
+            before = {r[0]: r[1] for r in conn.execute(
+                sa.select(t.c.id, t.c.channel).where(claimable).order_by(t.c.id).limit(limit))}
+            ids = list(before)
             if not ids:
                 return 0, []
             conn.execute(
@@ -99,18 +107,45 @@ class NotificationStore:
                         attempts=t.c.attempts + 1)
             )
             rows = conn.execute(sa.select(t).where(t.c.claim_token == token).order_by(t.c.id)).all()
+            self.hourly.moved(conn, [(r.created_at, before.get(r.id), channel) for r in rows])
         return len(ids), [dict(notification_payload(r), user_id=r.user_id) for r in rows]
 
     def acknowledge(self, notification_id: int, user_id: str, channel: str = "realtime") -> bool:
         """Mark one row delivered if it is the user's and not yet delivered; True if we did."""
         t = self.table
         with self.engine.begin() as conn:
+            # created_at never changes, and an undelivered row's channel changes only with
+            # ``delivered``: what this reads is what the UPDATE below changes, if it does
+            before = conn.execute(sa.select(t.c.created_at, t.c.channel).where(t.c.id == notification_id)).first()
             result = conn.execute(
                 t.update()
                 .where(t.c.id == notification_id, t.c.user_id == user_id, t.c.delivered == sa.false())
                 .values(delivered=True, delivered_at=utcnow(), channel=channel)
             )
+            if result.rowcount and before is not None:
+                self.hourly.moved(conn, [(before[0], before[1], channel)])
         return bool(result.rowcount)
+
+    def delete_expired(self, ids: list[int]) -> int:
+        """Delete those of these rows that are undelivered and past ``expires_at``; how many."""
+        if not ids:
+            return 0
+        t = self.table
+        now = utcnow()
+        gone = sa.and_(t.c.id.in_(ids), t.c.delivered == sa.false(), t.c.expires_at.is_not(None),
+                       t.c.expires_at <= now)
+        deleted = 0
+        with self.engine.begin() as conn:
+            found = conn.execute(sa.select(t.c.id, t.c.created_at, t.c.channel).where(gone)).all()
+            # one DELETE per (hour, channel), so each one's row count says what left that hour
+            groups: dict[tuple[Any, Any], list[int]] = {}
+            for nid, created_at, channel in found:
+                groups.setdefault((created_at.replace(minute=0, second=0, microsecond=0), channel), []).append(nid)
+            for (hour, channel), group in sorted(groups.items(), key=lambda g: (g[0][0], g[0][1] or "")):
+                count = int(conn.execute(t.delete().where(gone, t.c.id.in_(group))).rowcount or 0)
+                self.hourly.removed(conn, [(hour, channel)] * count)
+                deleted += count
+        return deleted
 
     def release_realtime(self, ids: list[int]) -> list[tuple[int, str]]:
         """Hand rows whose ack never came to the fallbacks; return (id, user) still undelivered."""
