@@ -29,7 +29,8 @@ if ROOT not in sys.path:
 from bench.timing import Options, progress  # noqa: E402  (needs ROOT on sys.path)
 
 #: Benchmark modules, in the order they run; missing ones are skipped.
-MODULES = ("bench.core", "bench.emergency", "bench.emergency_mode", "bench.bulk", "bench.dashboard")
+MODULES = ("bench.core", "bench.emergency", "bench.emergency_mode", "bench.bulk", "bench.capacity",
+           "bench.dashboard")
 
 Benchmark = Callable[[Options], "dict[str, Any]"]
 

@@ -296,7 +296,10 @@ def _backdate(ext: Any, event_id: int, started_at: Any) -> None:
     """The drill's failure started when it was injected, not when the event was opened."""
     t = ext.models.EmergencyEvent.__table__
     with ext.engine.begin() as conn:
+        before = conn.execute(sa.select(t.c.detected_at, t.c.started_at).where(t.c.id == event_id)).first()
         conn.execute(t.update().where(t.c.id == event_id).values(started_at=started_at))
+        if before is not None:
+            ext.store.hourly.event_started_at_changed(conn, before[0], before[1], started_at)
 
 
 def _restore(ext: Any, result: dict[str, Any], snapshot: dict[str, Any], actor: str, source: str) -> None:

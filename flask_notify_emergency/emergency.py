@@ -125,6 +125,7 @@ def open_event(ext: Any, *, level: int, failure_type: str, reason: str, triggere
             level=level, failure_type=failure_type, status="open", reason=reason, evidence=evidence,
             affected_users=affected_users, triggered_by=triggered_by, started_at=started_at or now,
             detected_at=now, actions=[], manual_intervention=manual))
+        ext.store.hourly.event_opened(conn, now, started_at or now)
     event = get_event(ext, int(result.inserted_primary_key[0]))
     assert event is not None
     signals.emergency_detected.send(ext.app, event=event)
@@ -163,9 +164,13 @@ def acknowledge_event(ext: Any, event_id: int, actor: str, source: str) -> dict[
 
 def resolve_event(ext: Any, event_id: int, resolved_by: str, recovered: bool) -> dict[str, Any] | None:
     t = _table(ext)
+    now = utcnow()
     with ext.engine.begin() as conn:
-        conn.execute(t.update().where(t.c.id == event_id, t.c.status == "open").values(
-            status="resolved", resolved_at=utcnow(), resolved_by=resolved_by, recovered=recovered))
+        detected = conn.execute(sa.select(t.c.detected_at).where(t.c.id == event_id)).scalar()
+        done = conn.execute(t.update().where(t.c.id == event_id, t.c.status == "open").values(
+            status="resolved", resolved_at=now, resolved_by=resolved_by, recovered=recovered)).rowcount
+        if done and detected is not None:
+            ext.store.hourly.event_resolved(conn, detected, now, bool(recovered))
     event = get_event(ext, event_id)
     if event is not None:
         signals.emergency_resolved.send(ext.app, event=event)

@@ -3,8 +3,8 @@
 Every metric is an aggregate computed by the database (``COUNT``/``SUM``/``AVG`` with
 ``GROUP BY``), never a Python loop over rows, and every windowed query is a range on an
 indexed time column (``notification.created_at``, ``event.detected_at``). The deliveries of
-a window with whole-hour buckets (24h, 7d, 30d) come from the hourly counts
-(:mod:`.delivery.hourly`), the same numbers as counting the rows; the 1h window's from the
+a window with whole-hour buckets (24h, 7d, 30d) come from the hourly totals
+(:mod:`.hourly`), the same numbers as counting the rows; the 1h window's from the
 index ``(created_at, channel)`` alone, without reading rows.
 
 Definitions (``window`` = the last 1h/24h/7d/30d, by creation or detection time):
@@ -42,7 +42,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .delivery.hourly import BackgroundRebuild, hour_of
+from .hourly import EVENT, NOTIFICATION, BackgroundRebuild, hour_of
 from .models import utcnow
 
 #: name -> (length in seconds, bucket size in seconds) of the time series.
@@ -150,24 +150,21 @@ def delivery_groups_from_rows(ext: Any, window: Window) -> list[tuple[Any, Any, 
 
 
 def delivery_groups_from_hours(ext: Any, window: Window) -> list[tuple[Any, Any, int]]:
-    """The same from the hourly counts: a few hundred rows, however many notifications."""
+    """The same from the hourly totals: a few hundred rows, however many notifications."""
     if not counted_by_hour(window):
         raise ValueError(f"the {window.name} window's buckets are not whole hours")
     return [(int((hour - window.since).total_seconds()) // window.bucket_seconds, channel or None, total)
-            for hour, channel, total in ext.store.hourly.since(window.since)]
+            for hour, channel, total in ext.store.hourly.since(window.since, NOTIFICATION)]
 
 
 def delivery_metrics(ext: Any, window: Window, *, from_hours: bool | None = None) -> dict[str, Any]:
     """Success rate, totals by channel and the time series of the window.
 
-    ``from_hours`` None: from the hourly counts when they are built and the window's
+    ``from_hours`` None: from the hourly totals when they are built and the window's
     buckets are whole hours (else from the rows, and the counts are built in the
     background); True/False forces one source.
     """
-    if from_hours is None:
-        from_hours = counted_by_hour(window) and ext.store.hourly.ready()
-        if counted_by_hour(window) and not from_hours:
-            cache_for(ext).rebuild.start(ext)
+    from_hours = from_hourly_totals(ext, window, from_hours)
     groups = delivery_groups_from_hours(ext, window) if from_hours else delivery_groups_from_rows(ext, window)
     series = {name: [0] * window.buckets for name in CHANNELS}
     totals = dict.fromkeys(CHANNELS, 0)
@@ -189,7 +186,7 @@ def delivery_metrics(ext: Any, window: Window, *, from_hours: bool | None = None
         "success_rate": _rate(delivered, attempted),
         "realtime_share": _rate(totals["realtime"], attempted),
         "series": {"bucket_seconds": window.bucket_seconds, "starts": starts, "channels": series},
-        "source": "hourly counts" if from_hours else "rows",
+        "source": "hourly totals" if from_hours else "rows",
     }
 
 
@@ -245,8 +242,27 @@ def database_metrics(ext: Any) -> dict[str, Any]:
 
 
 # -- events ------------------------------------------------------------------------------
-def event_metrics(ext: Any, window: Window) -> dict[str, Any]:
-    """Count, open, recovery success rate, MTTD and MTTR of the window's events (one query)."""
+def from_hourly_totals(ext: Any, window: Window, from_hours: bool | None) -> bool:
+    """Read the window from the hourly totals? (None: when they are built and the window's
+    buckets are whole hours; while they are not built, build them in the background.)"""
+    if from_hours is not None:
+        return from_hours
+    if not counted_by_hour(window):
+        return False
+    if ext.store.hourly.ready():
+        return True
+    cache_for(ext).rebuild.start(ext)
+    return False
+
+
+def event_metrics(ext: Any, window: Window, *, from_hours: bool | None = None) -> dict[str, Any]:
+    """Count, open, recovery success rate, MTTD and MTTR of the window's events."""
+    if from_hourly_totals(ext, window, from_hours):
+        totals = ext.store.hourly.totals_since(window.since, EVENT)
+        count, open_, resolved_n, recovered_n = (totals[k] for k in ("events", "open", "resolved", "recovered"))
+        mttd = totals["mttd_us"] / totals["mttd_n"] / 1e6 if totals["mttd_n"] else None
+        mttr = totals["mttr_us"] / totals["mttr_n"] / 1e6 if totals["mttr_n"] else None
+        return _event_result(count, open_, resolved_n, recovered_n, mttd, mttr, "hourly totals")
     t = ext.models.EmergencyEvent.__table__
     dialect = _dialect(ext)
     resolved = t.c.status == "resolved"
@@ -261,12 +277,18 @@ def event_metrics(ext: Any, window: Window) -> dict[str, Any]:
     ).where(t.c.detected_at >= window.since)
     with ext.engine.connect() as conn:
         count, open_, resolved_n, recovered_n, mttd, mttr = conn.execute(q).one()
+    return _event_result(count, open_, resolved_n, recovered_n, mttd, mttr, "rows")
+
+
+def _event_result(count: Any, open_: Any, resolved_n: Any, recovered_n: Any, mttd: Any, mttr: Any,
+                  source: str) -> dict[str, Any]:
     resolved_n, recovered_n = int(resolved_n or 0), int(recovered_n or 0)
     return {
         "count": int(count or 0), "open": int(open_ or 0), "resolved": resolved_n, "recovered": recovered_n,
         "recovery_success_rate": _rate(recovered_n, resolved_n),
         "mttd_seconds": None if mttd is None else round(float(mttd), 1),
         "mttr_seconds": None if mttr is None else round(float(mttr), 1),
+        "source": source,
     }
 
 

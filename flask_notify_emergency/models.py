@@ -36,7 +36,7 @@ class Models:
     Drill: Any
     Incident: Any
     #: derived from ``Notification`` (rebuilt by ``rebuild-metrics``), so not in :attr:`all`
-    NotificationHour: Any = None
+    HourlyTotal: Any = None
 
     @property
     def all(self) -> tuple[Any, ...]:
@@ -186,21 +186,23 @@ def _build(db: Any) -> Models:
         created_by = sa.Column(sa.String(128), nullable=True)
         closed_at = sa.Column(sa.DateTime, nullable=True)
 
-    class NotificationHour(db.Model):
-        """How many notifications created in one hour are in one channel now (the dashboard's rollup).
+    class HourlyTotal(db.Model):
+        """One measure of one hour, kept up to date as rows change (the dashboard's rollup).
 
-        Kept by the notification store in the transaction of every write that adds a row,
-        delivers one or deletes one; ``channel`` is ``''`` for rows not delivered yet. One
-        row per (hour, channel); the row at ``READY_HOUR`` marks the table as built.
+        Measures: ``n:<channel>`` how many notifications created in the hour are in that
+        channel now (``n:`` not delivered yet); ``e:events``, ``e:open``, ``e:resolved``,
+        ``e:recovered``, ``e:mttd_us``/``e:mttd_n``, ``e:mttr_us``/``e:mttr_n`` of the events
+        detected in the hour (sums in microseconds, and how many were summed). Written in the
+        transaction of every change of those rows; the row at hour 1970-01-01 marks it built.
         """
 
-        __tablename__ = "notify_emergency_notification_hour"
+        __tablename__ = "notify_emergency_hourly"
         hour = sa.Column(sa.DateTime, primary_key=True)
-        channel = sa.Column(sa.String(16), primary_key=True)
+        measure = sa.Column(sa.String(24), primary_key=True)
         total = sa.Column(sa.BigInteger, nullable=False, default=0)
 
     return Models(Notification, Banner, EmergencyEvent, AuditEntry, ControlState, RollbackStep, Drill, Incident,
-                  NotificationHour)
+                  HourlyTotal)
 
 
 def notification_payload(row: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The dashboard's hourly counts give the same numbers as counting the rows, on SQLite, MariaDB
+"""The dashboard's hourly totals give the same numbers as counting the rows, on SQLite, MariaDB
 and PostgreSQL: rows stored before the counts existed (then counted by ``rebuild-metrics``),
 rows on hour and bucket boundaries, rows delivered late (hours or days after they were
 stored, by ack, flash or poll), rows stored as delivered, deleted rows, an unknown channel,
@@ -9,8 +9,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from flask_notify_emergency.delivery.hourly import hour_of, rebuild
-from flask_notify_emergency.metrics import WINDOWS, counted_by_hour, delivery_metrics, parse_window
+from flask_notify_emergency.hourly import hour_of, rebuild
+from flask_notify_emergency import emergency
+from flask_notify_emergency.drills import _backdate
+from flask_notify_emergency.metrics import WINDOWS, counted_by_hour, delivery_metrics, event_metrics, parse_window
 from flask_notify_emergency.models import utcnow
 from tests.conftest import login
 from tests.support.cli import invoke_json
@@ -33,9 +35,16 @@ def same_numbers(ext: Any, now: dt.datetime) -> dict[str, Any]:
         assert rows.pop("source") == "rows"
         if counted_by_hour(window):
             hours = delivery_metrics(ext, window, from_hours=True)
-            assert hours.pop("source") == "hourly counts"
+            assert hours.pop("source") == "hourly totals"
             assert hours == rows, name
         out[name] = rows
+        events = event_metrics(ext, window, from_hours=False)
+        assert events.pop("source") == "rows"
+        if counted_by_hour(window):
+            from_hours = event_metrics(ext, window, from_hours=True)
+            assert from_hours.pop("source") == "hourly totals"
+            assert from_hours == events, name
+        out[f"events {name}"] = events
     return out
 
 
@@ -50,11 +59,18 @@ def test_hourly_counts_match_the_rows_in_every_window(any_database, make_app):
     # rows from before the counts existed: written straight into the table
     old = [stored(ext, "u1", now - dt.timedelta(days=d, minutes=m), delivered=d % 2 == 0,
                   channel="realtime" if d % 2 == 0 else None) for d in range(0, 40, 3) for m in (0, 59)]
+    events = ext.models.EmergencyEvent.__table__
+    old_events = [{"level": 2, "failure_type": "manual", "status": "resolved" if d % 2 else "open",
+                   "reason": "before", "affected_users": 0, "actions": [], "manual_intervention": False,
+                   "started_at": now - dt.timedelta(days=d, seconds=90), "detected_at": now - dt.timedelta(days=d),
+                   "resolved_at": now - dt.timedelta(days=d) + dt.timedelta(seconds=600) if d % 2 else None,
+                   "recovered": d % 4 == 1} for d in range(0, 40, 3)]
     with ext.engine.begin() as conn:
         conn.execute(table.insert(), old)
+        conn.execute(events.insert(), old_events)
     code, result = invoke_json(app, "rebuild-metrics")
     assert code == 0, result
-    assert result["rows_counted"] == len(old)
+    assert (result["rows_counted"], result["events_counted"]) == (len(old), len(old_events))
     assert ext.store.hourly.ready()
 
     with app.app_context():
@@ -82,19 +98,33 @@ def test_hourly_counts_match_the_rows_in_every_window(any_database, make_app):
                                     expires_at=utcnow() - dt.timedelta(seconds=1))) for i in range(4)]
         assert store.delete_expired(gone) == 4
 
-    numbers = same_numbers(ext, now)
+        # events opened, resolved (recovered or not) and back-dated by a drill, through the code
+        opened = [emergency.open_event(ext, level=2, failure_type="manual", reason=f"e{i}", triggered_by="t",
+                                       started_at=utcnow() - dt.timedelta(seconds=30 * i)) for i in range(4)]
+        emergency.resolve_event(ext, opened[0]["id"], "ops", True)
+        emergency.resolve_event(ext, opened[1]["id"], "ops", False)
+        emergency.resolve_event(ext, opened[1]["id"], "ops", True)  # resolved already: changes nothing
+        _backdate(ext, opened[2]["id"], utcnow() - dt.timedelta(minutes=7))
+        with ext.engine.connect() as conn:  # an old open event (stored before the totals) resolved now
+            old_open = conn.execute(events.select().where(events.c.status == "open", events.c.reason == "before")
+                                    .order_by(events.c.id.desc())).first()
+        emergency.resolve_event(ext, old_open.id, "ops", True)
+
+    numbers = same_numbers(ext, now + dt.timedelta(minutes=1))
     # the comparison is only worth something if the windows hold what was crafted
     assert numbers["30d"]["by_channel"]["poll"] == 7 and numbers["30d"]["by_channel"]["other"] == 1
     assert numbers["7d"]["by_channel"]["flash"] >= 4 and numbers["24h"]["undelivered"] > 0
+    assert numbers["events 24h"]["count"] == 5 and numbers["events 24h"]["resolved"] == 2
+    assert numbers["events 30d"]["mttd_seconds"] is not None and numbers["events 30d"]["recovered"] >= 3
     # and again with the clock on an hour boundary, then a day later
-    same_numbers(ext, hour_of(now) + dt.timedelta(hours=1))
+    same_numbers(ext, hour_of(utcnow()) + dt.timedelta(hours=1))
     same_numbers(ext, now + dt.timedelta(days=1))
 
     # the overview's JSON reads the counts
     client = app.test_client()
     login(client, "admin")
     body = client.get("/emergency/api/overview?window=7d").get_json()
-    assert body["delivery"]["source"] == "hourly counts"
+    assert body["delivery"]["source"] == "hourly totals"
 
 
 def test_the_dashboard_builds_the_counts_on_first_use_and_counts_rows_meanwhile(make_app, tmp_path):
@@ -110,9 +140,9 @@ def test_the_dashboard_builds_the_counts_on_first_use_and_counts_rows_meanwhile(
     login(client, "admin")
     first = client.get("/emergency/api/overview?window=7d").get_json()["delivery"]
     assert first["source"] == "rows" and first["by_channel"]["poll"] > 24
-    wait_until(ext.store.hourly.ready, timeout=20, message="the hourly counts built in the background")
+    wait_until(ext.store.hourly.ready, timeout=20, message="the hourly totals built in the background")
     second = client.get("/emergency/api/overview?window=7d").get_json()["delivery"]
-    assert second["source"] == "hourly counts"
+    assert second["source"] == "hourly totals"
     assert {k: v for k, v in second.items() if k != "source"} == {k: v for k, v in first.items() if k != "source"}
 
 
@@ -122,12 +152,12 @@ def test_rebuilding_twice_gives_the_same_counts_and_a_missing_table_says_what_to
     with app.app_context():
         ext.store.create_many([stored(ext, f"u{i}", utcnow() - dt.timedelta(hours=i)) for i in range(50)])
     first = rebuild(ext.engine, ext.models, ext.store.hourly)
-    before = ext.store.hourly.since(dt.datetime(1971, 1, 1))
+    before = ext.store.hourly.since(dt.datetime(1971, 1, 1), "")
     second = rebuild(ext.engine, ext.models, ext.store.hourly)
     assert first["rows_counted"] == second["rows_counted"] == 50
-    assert sorted(ext.store.hourly.since(dt.datetime(1971, 1, 1))) == sorted(before)
+    assert sorted(ext.store.hourly.since(dt.datetime(1971, 1, 1), "")) == sorted(before)
 
-    ext.models.NotificationHour.__table__.drop(ext.engine)
+    ext.models.HourlyTotal.__table__.drop(ext.engine)
     ext.store.hourly._present = None  # as a fresh process would find it
     with app.app_context():  # sending goes on without the table
         ext.store.create(stored(ext, "u", utcnow()))

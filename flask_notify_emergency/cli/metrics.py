@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from ..alert_targets import CHANNELS, configure, configured_targets, effective_targets, stored_targets
-from ..delivery.hourly import rebuild
+from ..hourly import rebuild
 from ..kpi_report import FORMATS, PERIODS, improvements, period_report, show, show_delta
 from . import emergency_group
 from .output import (SOURCE, actor, done, ext_state, fail, format_with_json_alias, json_option, mark, report,
@@ -131,7 +131,7 @@ def track_improvements_command(baseline: str, as_json: bool) -> None:
 @json_option
 @with_errors
 def rebuild_metrics_command(as_json: bool) -> None:
-    """Recount the dashboard's hourly counts from the stored notifications.
+    """Recount the dashboard's hourly totals from the stored notifications.
 
     Run it once after upgrading (the dashboard also starts it on first use) and after
     changing notification rows behind the extension (a bulk delete, a restore by hand).
@@ -146,4 +146,4 @@ def rebuild_metrics_command(as_json: bool) -> None:
     ext.audit.record(actor(), "rebuild-metrics", SOURCE, None,
                      detail=f"{result['rows_counted']} notifications in {result['hours']} hours")
     report(result, as_json, [f"Counted {result['rows_counted']} notifications in {result['hours']} hours "
-                             f"({result['seconds']} s); the dashboard reads the hourly counts from now on."])
+                             f"({result['seconds']} s); the dashboard reads the hourly totals from now on."])

@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..models import Models, notification_payload, utcnow
-from .hourly import HourlyCounts
+from ..hourly import HourlyTotals
 
 
 #: Claiming transactions one claim may run when other claimers keep taking its rows.
@@ -38,7 +38,7 @@ class NotificationStore:
         self.models = models
         self.table = models.Notification.__table__
         self.banners = models.Banner.__table__
-        self.hourly = HourlyCounts(engine, models)
+        self.hourly = HourlyTotals(engine, models)
 
     def create(self, values: dict[str, Any]) -> int:
         """Insert one notification row and commit it; return its id."""
