@@ -1,5 +1,6 @@
 """Per-unit costs for the capacity model (docs/capacity.md): what one worker, one Redis and
-one database spend per connected user, per send and per poll.
+one database spend per connected user, per send and per poll. The socket and Redis numbers
+are measured by the full run only (``make bench``); ``--quick`` measures the rates.
 
 * ``socket_memory_kb``: resident memory a serving worker adds per connected Socket.IO
   client. The example app (Flask-SocketIO, ``async_mode="threading"``, the extension on
@@ -84,10 +85,12 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -
 
 
 def bench_socket_memory(options: Options) -> dict[str, Any]:
-    """Resident memory and threads a worker adds per connected socket."""
+    """Resident memory and threads a worker adds per connected socket (full run only)."""
     import requests
 
-    clients_n = options.pick(50, 200)
+    if options.quick:
+        return {}
+    clients_n = 200
     with tempfile.TemporaryDirectory(prefix="ne-bench-sockets-") as tmp:
         port = _free_port()
         config = {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp}/app.sqlite", "NOTIFY_EMERGENCY_MONITOR_ENABLED": False,
@@ -157,7 +160,9 @@ def _commands(client: redis.Redis) -> int:
 
 
 def bench_redis_costs(options: Options) -> dict[str, Any]:
-    """Redis memory per connected / pending user, and Redis commands per send."""
+    """Redis memory per connected / pending user, and Redis commands per send (full run only)."""
+    if options.quick:
+        return {}
     if shutil.which("redis-server") is None:
         return {"redis_bytes_per_connected_user_skipped": "no redis-server on this machine"}
     with tempfile.TemporaryDirectory(prefix="ne-bench-redis-") as tmp:

@@ -49,7 +49,7 @@ WINDOWS = ("1h", "24h", "7d", "30d")
 USERS = 5000
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".data")
 #: Bumped whenever the schema or the rows change, so ``--quick`` never measures a stale store.
-DATASET_VERSION = 3
+DATASET_VERSION = 4
 MARIADB_SERVER = os.environ.get("BENCH_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306")
 POSTGRES_SERVER = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432")
 

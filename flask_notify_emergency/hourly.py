@@ -53,6 +53,14 @@ RECHECK_SECONDS = 30.0
 Key = tuple[dt.datetime, str]
 
 
+EPOCH = dt.datetime(1970, 1, 1)
+
+
+def stored_hour(when: dt.datetime) -> int:
+    """The ``hour`` column's value: whole hours since 1970 (an integer compares and reads fast)."""
+    return (when - EPOCH) // dt.timedelta(hours=1)
+
+
 def hour_of(when: dt.datetime) -> dt.datetime:
     return when.replace(minute=0, second=0, microsecond=0)
 
@@ -92,7 +100,7 @@ class HourlyTotals:
 
     def change(self, conn: sa.Connection, deltas: Counter[Key]) -> None:
         """Add ``deltas`` ((hour, measure) -> +n/-n) in the caller's transaction."""
-        rows = [{"hour": hour, "measure": measure, "total": n}
+        rows = [{"hour": stored_hour(hour), "measure": measure, "total": n}
                 for (hour, measure), n in sorted(deltas.items()) if n]
         if not rows or not self.present(conn):
             return
@@ -159,7 +167,7 @@ class HourlyTotals:
                 if not self.present(conn):
                     return False
                 return conn.execute(sa.select(t.c.total).where(
-                    t.c.hour == READY_HOUR, t.c.measure == READY_MEASURE)).first() is not None
+                    t.c.hour == stored_hour(READY_HOUR), t.c.measure == READY_MEASURE)).first() is not None
         except sa.exc.SQLAlchemyError:
             return False
 
@@ -168,16 +176,18 @@ class HourlyTotals:
         assert self.table is not None
         t = self.table
         q = sa.select(t.c.hour, t.c.measure, t.c.total).where(
-            t.c.hour >= start, t.c.measure.startswith(prefix, autoescape=True), t.c.total != 0)
+            t.c.hour >= stored_hour(start), t.c.measure.startswith(prefix, autoescape=True), t.c.total != 0)
+        hour = dt.timedelta(hours=1)
         with self.engine.connect() as conn:
-            return [(r[0], str(r[1])[len(prefix):], int(r[2])) for r in conn.execute(q)]
+            return [(EPOCH + r[0] * hour, str(r[1])[len(prefix):], int(r[2])) for r in conn.execute(q)]
 
     def totals_since(self, start: dt.datetime, prefix: str) -> Counter[str]:
         """Each measure (without ``prefix``) summed over every hour from ``start`` on."""
         assert self.table is not None
         t = self.table
         q = (sa.select(t.c.measure, sa.func.sum(t.c.total))
-             .where(t.c.hour >= start, t.c.measure.startswith(prefix, autoescape=True)).group_by(t.c.measure))
+             .where(t.c.hour >= stored_hour(start), t.c.measure.startswith(prefix, autoescape=True))
+             .group_by(t.c.measure))
         with self.engine.connect() as conn:
             return Counter({str(m)[len(prefix):]: int(v or 0) for m, v in conn.execute(q)})
 
@@ -188,7 +198,7 @@ class HourlyTotals:
         t = self.table
         with self.engine.begin() as conn:
             if self.present(conn):
-                conn.execute(t.delete().where(t.c.hour == READY_HOUR, t.c.measure == READY_MEASURE))
+                conn.execute(t.delete().where(t.c.hour == stored_hour(READY_HOUR), t.c.measure == READY_MEASURE))
 
 
 def _upsert(dialect: str, table: sa.Table, add: bool) -> Any:
@@ -255,14 +265,14 @@ def rebuild(engine: sa.engine.Engine, models: Models, hourly: HourlyTotals) -> d
             raise RuntimeError(f"table {t.name} does not exist: run db.create_all() or your migrations first.")
         bounds = [*conn.execute(sa.select(sa.func.min(n.c.created_at), sa.func.max(n.c.created_at))).one(),
                   *conn.execute(sa.select(sa.func.min(e.c.detected_at), sa.func.max(e.c.detected_at))).one()]
-        conn.execute(t.delete().where(t.c.hour == READY_HOUR, t.c.measure == READY_MEASURE))
+        conn.execute(t.delete().where(t.c.hour == stored_hour(READY_HOUR), t.c.measure == READY_MEASURE))
     hourly._present = True
     known = [_as_datetime(b) for b in bounds if b is not None]
     dialect = engine.dialect.name
     hour = _hour_expression(dialect, n.c.created_at)
     start = hour_of(min(known)) if known else hour_of(utcnow())
     with engine.begin() as conn:  # totals of hours without rows any more
-        conn.execute(t.delete().where(t.c.hour > READY_HOUR, t.c.hour < start))
+        conn.execute(t.delete().where(t.c.hour > stored_hour(READY_HOUR), t.c.hour < stored_hour(start)))
     notifications = events = hours = 0
     chunk = dt.timedelta(hours=REBUILD_CHUNK_HOURS)
     while start <= max([utcnow(), *known]):
@@ -270,7 +280,7 @@ def rebuild(engine: sa.engine.Engine, models: Models, hourly: HourlyTotals) -> d
         with engine.begin() as conn:
             if dialect == "postgresql":  # writers of these hours wait until this chunk is counted
                 conn.execute(sa.text(f"LOCK TABLE {t.name} IN SHARE ROW EXCLUSIVE MODE"))
-            conn.execute(t.delete().where(t.c.hour >= start, t.c.hour < end))
+            conn.execute(t.delete().where(t.c.hour >= stored_hour(start), t.c.hour < stored_hour(end)))
             merged: Counter[Key] = Counter()
             for when, channel, count in conn.execute(
                     sa.select(hour, n.c.channel, sa.func.count())
@@ -282,13 +292,13 @@ def rebuild(engine: sa.engine.Engine, models: Models, hourly: HourlyTotals) -> d
                                  .where(e.c.detected_at >= start, e.c.detected_at < end)).all()
             events += len(found)
             merged.update(_event_deltas(hourly, found))
-            rows = [{"hour": h, "measure": m, "total": v} for (h, m), v in sorted(merged.items()) if v]
+            rows = [{"hour": stored_hour(h), "measure": m, "total": v} for (h, m), v in sorted(merged.items()) if v]
             if rows:
                 conn.execute(t.insert(), rows)
         hours += len({h for h, _ in merged})
         start = end
     with engine.begin() as conn:
-        conn.execute(_upsert(dialect, t, add=False), [{"hour": READY_HOUR, "measure": READY_MEASURE, "total": 1}])
+        conn.execute(_upsert(dialect, t, add=False), [{"hour": stored_hour(READY_HOUR), "measure": READY_MEASURE, "total": 1}])
     return {"rows_counted": notifications, "events_counted": events, "hours": hours,
             "seconds": round(time.perf_counter() - started, 2)}
 

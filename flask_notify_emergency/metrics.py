@@ -42,7 +42,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .hourly import EVENT, NOTIFICATION, BackgroundRebuild, hour_of
+from .hourly import EPOCH, EVENT, NOTIFICATION, BackgroundRebuild, hour_of
 from .models import utcnow
 
 #: name -> (length in seconds, bucket size in seconds) of the time series.
@@ -190,14 +190,25 @@ def delivery_metrics(ext: Any, window: Window, *, from_hours: bool | None = None
     }
 
 
-def backlog_metrics(ext: Any) -> dict[str, Any]:
-    """Undelivered notifications now and the age of the oldest (index on delivered, created_at)."""
+def backlog_metrics(ext: Any, *, from_hours: bool | None = None) -> dict[str, Any]:
+    """Undelivered notifications now and the age of the oldest (index on delivered, created_at).
+
+    The count comes from the hourly totals when they are built (every hour's ``n:``: a row
+    is stored with a channel only when it is delivered, and delivered only with one), else
+    from the index; the oldest is the index's first entry either way.
+    """
     t = ext.models.Notification.__table__
     # "delivered = false", which every database answers from the (delivered, created_at)
     # index; "delivered IS false" makes MariaDB scan all of it
-    q = sa.select(sa.func.count(), sa.func.min(t.c.created_at)).where(t.c.delivered == sa.false())
+    undelivered = t.c.delivered == sa.false()
+    if from_hours is None:
+        from_hours = ext.store.hourly.ready()
     with ext.engine.connect() as conn:
-        count, oldest = conn.execute(q).one()
+        if from_hours:
+            oldest = conn.execute(sa.select(sa.func.min(t.c.created_at)).where(undelivered)).scalar()
+            count = ext.store.hourly.totals_since(EPOCH + dt.timedelta(hours=1), NOTIFICATION)[""]
+        else:
+            count, oldest = conn.execute(sa.select(sa.func.count(), sa.func.min(t.c.created_at)).where(undelivered)).one()
     count = int(count or 0)
     age = (utcnow() - oldest).total_seconds() if oldest else None
     return {"undelivered": count, "oldest_at": iso(oldest), "oldest_age_seconds": round(age, 1) if age else None}

@@ -193,11 +193,11 @@ def _build(db: Any) -> Models:
         channel now (``n:`` not delivered yet); ``e:events``, ``e:open``, ``e:resolved``,
         ``e:recovered``, ``e:mttd_us``/``e:mttd_n``, ``e:mttr_us``/``e:mttr_n`` of the events
         detected in the hour (sums in microseconds, and how many were summed). Written in the
-        transaction of every change of those rows; the row at hour 1970-01-01 marks it built.
+        transaction of every change of those rows; the row at hour 0 (1970-01-01) marks it built.
         """
 
         __tablename__ = "notify_emergency_hourly"
-        hour = sa.Column(sa.DateTime, primary_key=True)
+        hour = sa.Column(sa.Integer, primary_key=True, autoincrement=False)  # hours since 1970-01-01
         measure = sa.Column(sa.String(24), primary_key=True)
         total = sa.Column(sa.BigInteger, nullable=False, default=0)
 

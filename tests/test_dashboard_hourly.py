@@ -12,7 +12,8 @@ from typing import Any
 from flask_notify_emergency.hourly import hour_of, rebuild
 from flask_notify_emergency import emergency
 from flask_notify_emergency.drills import _backdate
-from flask_notify_emergency.metrics import WINDOWS, counted_by_hour, delivery_metrics, event_metrics, parse_window
+from flask_notify_emergency.metrics import (WINDOWS, backlog_metrics, counted_by_hour, delivery_metrics,
+                                            event_metrics, parse_window)
 from flask_notify_emergency.models import utcnow
 from tests.conftest import login
 from tests.support.cli import invoke_json
@@ -28,7 +29,9 @@ def stored(ext: Any, user: str, created_at: dt.datetime, **values: Any) -> dict[
 
 def same_numbers(ext: Any, now: dt.datetime) -> dict[str, Any]:
     """Every window's delivery numbers from both sources; assert they agree, return them."""
-    out = {}
+    out: dict[str, Any] = {"backlog": backlog_metrics(ext, from_hours=False)}
+    assert {k: v for k, v in backlog_metrics(ext, from_hours=True).items() if k != "oldest_age_seconds"} == \
+        {k: v for k, v in out["backlog"].items() if k != "oldest_age_seconds"}
     for name in WINDOWS:
         window = parse_window(name, now)
         rows = delivery_metrics(ext, window, from_hours=False)
@@ -114,6 +117,7 @@ def test_hourly_counts_match_the_rows_in_every_window(any_database, make_app):
     # the comparison is only worth something if the windows hold what was crafted
     assert numbers["30d"]["by_channel"]["poll"] == 7 and numbers["30d"]["by_channel"]["other"] == 1
     assert numbers["7d"]["by_channel"]["flash"] >= 4 and numbers["24h"]["undelivered"] > 0
+    assert numbers["backlog"]["undelivered"] > 300
     assert numbers["events 24h"]["count"] == 5 and numbers["events 24h"]["resolved"] == 2
     assert numbers["events 30d"]["mttd_seconds"] is not None and numbers["events 30d"]["recovered"] >= 3
     # and again with the clock on an hour boundary, then a day later
