@@ -181,12 +181,41 @@ class HourlyTotals:
         with self.engine.connect() as conn:
             return [(EPOCH + r[0] * hour, str(r[1])[len(prefix):], int(r[2])) for r in conn.execute(q)]
 
+    def buckets(self, start: dt.datetime, bucket_hours: int, prefix: str) -> list[tuple[int, str, int]]:
+        """(bucket, measure without ``prefix``, total) of buckets of ``bucket_hours`` from
+        ``start`` (an hour boundary) on, summed by the database: a few rows per bucket."""
+        assert self.table is not None
+        t = self.table
+        offset = (t.c.hour - stored_hour(start)).self_group()
+        # DIV on MariaDB; integer / integer is integer division on SQLite and PostgreSQL
+        divide = "DIV" if self.engine.dialect.name in ("mysql", "mariadb") else "/"
+        bucket = offset.op(divide)(bucket_hours).label("bucket")
+        q = (sa.select(bucket, t.c.measure, sa.func.sum(t.c.total))
+             .where(t.c.hour >= stored_hour(start), *self._family(prefix))
+             .group_by(bucket, t.c.measure))
+        with self.engine.connect() as conn:
+            return [(int(b), str(m)[len(prefix):], int(v or 0)) for b, m, v in conn.execute(q) if v]
+
+    def _family(self, prefix: str) -> list[Any]:
+        """``measure`` starts with ``prefix``, as a range the primary key's index can use."""
+        assert self.table is not None
+        m = self.table.c.measure
+        return [m >= prefix, m < prefix[:-1] + chr(ord(prefix[-1]) + 1)]
+
+    def total(self, measure: str) -> int:
+        """One measure summed over every hour (through the ``(measure, hour)`` index)."""
+        assert self.table is not None
+        t = self.table
+        q = sa.select(sa.func.sum(t.c.total)).where(t.c.measure == measure, t.c.hour > stored_hour(READY_HOUR))
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar() or 0)
+
     def totals_since(self, start: dt.datetime, prefix: str) -> Counter[str]:
         """Each measure (without ``prefix``) summed over every hour from ``start`` on."""
         assert self.table is not None
         t = self.table
         q = (sa.select(t.c.measure, sa.func.sum(t.c.total))
-             .where(t.c.hour >= stored_hour(start), t.c.measure.startswith(prefix, autoescape=True))
+             .where(t.c.hour >= stored_hour(start), *self._family(prefix))
              .group_by(t.c.measure))
         with self.engine.connect() as conn:
             return Counter({str(m)[len(prefix):]: int(v or 0) for m, v in conn.execute(q)})

@@ -42,7 +42,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .hourly import EPOCH, EVENT, NOTIFICATION, BackgroundRebuild, hour_of
+from .hourly import EVENT, NOTIFICATION, BackgroundRebuild, hour_of
 from .models import utcnow
 
 #: name -> (length in seconds, bucket size in seconds) of the time series.
@@ -153,8 +153,8 @@ def delivery_groups_from_hours(ext: Any, window: Window) -> list[tuple[Any, Any,
     """The same from the hourly totals: a few hundred rows, however many notifications."""
     if not counted_by_hour(window):
         raise ValueError(f"the {window.name} window's buckets are not whole hours")
-    return [(int((hour - window.since).total_seconds()) // window.bucket_seconds, channel or None, total)
-            for hour, channel, total in ext.store.hourly.since(window.since, NOTIFICATION)]
+    return [(bucket, channel or None, total) for bucket, channel, total
+            in ext.store.hourly.buckets(window.since, window.bucket_seconds // 3600, NOTIFICATION)]
 
 
 def delivery_metrics(ext: Any, window: Window, *, from_hours: bool | None = None) -> dict[str, Any]:
@@ -206,7 +206,7 @@ def backlog_metrics(ext: Any, *, from_hours: bool | None = None) -> dict[str, An
     with ext.engine.connect() as conn:
         if from_hours:
             oldest = conn.execute(sa.select(sa.func.min(t.c.created_at)).where(undelivered)).scalar()
-            count = ext.store.hourly.totals_since(EPOCH + dt.timedelta(hours=1), NOTIFICATION)[""]
+            count = ext.store.hourly.total(NOTIFICATION)
         else:
             count, oldest = conn.execute(sa.select(sa.func.count(), sa.func.min(t.c.created_at)).where(undelivered)).one()
     count = int(count or 0)

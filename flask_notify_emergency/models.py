@@ -197,6 +197,7 @@ def _build(db: Any) -> Models:
         """
 
         __tablename__ = "notify_emergency_hourly"
+        __table_args__ = (sa.Index("ix_notify_emergency_hourly_measure", "measure", "hour"),)
         hour = sa.Column(sa.Integer, primary_key=True, autoincrement=False)  # hours since 1970-01-01
         measure = sa.Column(sa.String(24), primary_key=True)
         total = sa.Column(sa.BigInteger, nullable=False, default=0)
