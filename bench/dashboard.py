@@ -127,7 +127,7 @@ def _fill_sqlite(engine: sa.engine.Engine, now: dt.datetime, notifications: int)
 
 def _fill_mariadb(engine: sa.engine.Engine, now: dt.datetime, notifications: int) -> None:
     when = f"TIMESTAMPADD(SECOND, -FLOOR(seq * {SPAN_SECONDS} / :n), :now)"
-    with engine.begin() as conn:
+    with engine.connect() as conn:
         for start in range(0, notifications, 1_000_000):  # one statement per million: the undo log stays small
             conn.execute(sa.text(f"""
                 INSERT INTO notify_emergency_notification (user_id, audience, title, message, priority, category,
@@ -145,11 +145,12 @@ def _fill_mariadb(engine: sa.engine.Engine, now: dt.datetime, notifications: int
                 TIMESTAMPADD(SECOND, -FLOOR(seq * {SPAN_SECONDS} / :n) - 60, :now), {when},
                 TIMESTAMPADD(SECOND, -FLOOR(seq * {SPAN_SECONDS} / :n) + 600, :now), '[]', 0, seq % 5 <> 0
             FROM seq_0_to_{EVENTS - 1}"""), {"n": EVENTS, "now": now})
+        conn.commit()
 
 
 def _fill_postgres(engine: sa.engine.Engine, now: dt.datetime, notifications: int) -> None:
     when = f"CAST(:now AS timestamp) - make_interval(secs => floor(i::float8 * {SPAN_SECONDS} / :n))"
-    with engine.begin() as conn:
+    with engine.connect() as conn:
         for start in range(0, notifications, 1_000_000):
             conn.execute(sa.text(f"""
                 INSERT INTO notify_emergency_notification (user_id, audience, title, message, priority, category,
@@ -166,7 +167,9 @@ def _fill_postgres(engine: sa.engine.Engine, now: dt.datetime, notifications: in
             SELECT i % 4 + 1, 'manual', 'resolved', 'bench event ' || i, 0,
                 {when} - interval '60 seconds', {when}, {when} + interval '600 seconds', '[]', false, i % 5 <> 0
             FROM generate_series(0, :n - 1) AS i"""), {"n": EVENTS, "now": now})
+        conn.commit()
         conn.execute(sa.text("ANALYZE"))
+        conn.commit()
 
 
 def _count(engine: sa.engine.Engine, table: str) -> int:
