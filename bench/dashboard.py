@@ -237,7 +237,7 @@ def report(client: Any, options: Options, suffix: str, extra: dict[str, Any]) ->
 
 
 def _rebuild(ext: Any) -> float:
-    from flask_notify_emergency.hourly import rebuild
+    from flask_notify_emergency.delivery.hourly import rebuild
 
     start = time.perf_counter()
     result = rebuild(ext.engine, ext.models, ext.store.hourly)

@@ -13,8 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..models import Models, notification_payload, utcnow
-from ..hourly import HourlyTotals
-
+from .hourly import HourlyTotals
 
 #: Claiming transactions one claim may run when other claimers keep taking its rows.
 CLAIM_ROUNDS = 5
