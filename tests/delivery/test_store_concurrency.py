@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from flask_notify_emergency.delivery.fallbacks import claim_for_user
+from flask_notify_emergency.learn.metrics import delivery_metrics, parse_window
 from tests.conftest import user_id
 from tests.support import databases
 from tests.support.pages import notification_rows
@@ -41,10 +42,13 @@ def own_postgres(postgres_url: str) -> Iterator[str]:
 
 
 def fill_backlog(app: Any, name: str, count: int) -> set[int]:
+    """Half the rows by ``send()``, half by one ``send_many()``: both must be claimed once."""
     notify = app.extensions["demo"]["notify"]
     uid = user_id(app, name)
     with app.app_context():
-        return {int(notify.send(uid, f"n{i}", "backlog")) for i in range(count)}
+        ids = {int(notify.send(uid, f"n{i}", "backlog")) for i in range(count // 2)}
+        ids |= {int(n) for n in notify.send_many([uid] * (count - count // 2), "bulk", "backlog")}
+    return ids
 
 
 def claim_all(claim: Callable[[int], list[dict[str, Any]]], seed: int) -> list[int]:
@@ -97,6 +101,12 @@ def test_concurrent_claimers_deliver_each_notification_exactly_once(own_database
     rows = notification_rows(app, user_id=uid)
     assert all(r["delivered"] and r["channel"] in ("poll", "flash") for r in rows)
     assert not any(r["delivered"] for r in notification_rows(app, user_id=user_id(app, "bob")))
+    # the hourly totals the racing claims kept say what the rows say
+    window = parse_window("24h")
+    from_rows = delivery_metrics(ext, window, from_hours=False)
+    from_hours = delivery_metrics(ext, window, from_hours=True)
+    assert from_hours["by_channel"] == from_rows["by_channel"]
+    assert from_rows["by_channel"]["poll"] + from_rows["by_channel"]["flash"] == BACKLOG
 
 
 def _claim_in_process(database_url: str, name: str, seed: int, start: Any, out: Any) -> None:
