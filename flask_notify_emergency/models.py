@@ -61,6 +61,8 @@ def _build(db: Any) -> Models:
             sa.Index("ix_notify_emergency_notification_claim", "user_id", "delivered", "id"),
             sa.Index("ix_notify_emergency_notification_backlog", "delivered", "created_at"),
             sa.Index("ix_notify_emergency_notification_created", "created_at", "channel"),
+            # the sweep's "deadline passed" looks at rows in flight only, not the whole backlog
+            sa.Index("ix_notify_emergency_notification_deadline", "delivered", "realtime_deadline"),
         )
         id = sa.Column(BigId, primary_key=True, autoincrement=True)
         user_id = sa.Column(sa.String(64), nullable=False)
