@@ -11,7 +11,7 @@ from flask import Flask, current_app
 from . import config as cfgmod
 from .audit import AuditLog
 from .control import Control
-from .delivery import fallbacks
+from .delivery import fallbacks, flashes
 from .delivery.breaker import CircuitBreaker
 from .delivery.dispatcher import Dispatcher
 from .delivery.notifier import CallableNotifier, SocketIONotifier
@@ -40,6 +40,7 @@ class NotifyEmergencyState:
         self.store = NotificationStore(self.engine, self.models)
         self.namespace: str = cfg["NOTIFY_EMERGENCY_SOCKETIO_NAMESPACE"]
         self.blueprint_name: str = cfg["NOTIFY_EMERGENCY_BLUEPRINT_NAME"]
+        self.ack_cookie: str = cfg["NOTIFY_EMERGENCY_ACK_COOKIE_NAME"]
         self.receivers: list[Callable[..., Any]] = []
         self.connected_sids: dict[str, str] = {}
         backend = cfg["NOTIFY_EMERGENCY_STATE_BACKEND"]
@@ -170,6 +171,7 @@ class NotifyEmergency:
         ext_state.worker_start.add(ext_state.dispatcher.start_sweeper)
         app.before_request(ext_state.worker_start.before_request)
         app.before_request(lambda: fallbacks.flash_pending(ext_state))
+        app.after_request(lambda response: flashes.settle_response(ext_state, response))
         # globals rather than a context processor: nothing runs for a template that calls neither
         for name, helper in ext_state.page_helpers.template_globals().items():
             app.add_template_global(helper, name)
