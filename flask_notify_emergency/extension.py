@@ -11,7 +11,7 @@ from flask import Flask, current_app
 from . import config as cfgmod
 from .audit import AuditLog
 from .control import Control
-from .delivery import fallbacks, flashes
+from .delivery import fallbacks
 from .delivery.breaker import CircuitBreaker
 from .delivery.dispatcher import Dispatcher
 from .delivery.notifier import CallableNotifier, SocketIONotifier
@@ -171,7 +171,6 @@ class NotifyEmergency:
         ext_state.worker_start.add(ext_state.dispatcher.start_sweeper)
         app.before_request(ext_state.worker_start.before_request)
         app.before_request(lambda: fallbacks.flash_pending(ext_state))
-        app.after_request(lambda response: flashes.settle_response(ext_state, response))
         # globals rather than a context processor: nothing runs for a template that calls neither
         for name, helper in ext_state.page_helpers.template_globals().items():
             app.add_template_global(helper, name)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import flash, request, session
+from flask import after_this_request, flash, request, session
 
 from .. import signals
 from ..access import current_user_id
 from . import ack_outbox
-from .flashes import flash_message, on_logout, remember_claimed
+from .flashes import flash_message, on_logout, remember_claimed, settle_response
 
 
 def connect_receivers(app: Any, ext_state: Any) -> None:
@@ -91,6 +91,8 @@ def flash_pending(ext_state: Any) -> None:
         return
     categories = cfg["NOTIFY_EMERGENCY_FLASH_CATEGORIES"]
     cut = cfg["NOTIFY_EMERGENCY_FLASH_MESSAGE_MAX_LENGTH"]
-    remember_claimed(uid, [int(row["id"]) for row in rows])  # the response may give them back
+    remember_claimed(uid, [int(row["id"]) for row in rows])
+    # only a request that claimed something pays for looking at its response
+    after_this_request(lambda response: settle_response(ext_state, response))
     for row in rows:
         flash(flash_message(row, cut), categories.get(row["priority"], "info"))

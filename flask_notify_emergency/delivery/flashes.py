@@ -64,7 +64,8 @@ def response_shows_flashes(response: Any) -> bool:
 
 
 def settle_response(ext_state: Any, response: Any) -> Any:
-    """``after_request`` hook: give back the rows claimed for a response that will not show them."""
+    """After a request that claimed rows (``after_this_request``): give them back when its
+    response will not show them."""
     claimed = g.pop(_CLAIMED, None)
     if claimed is None or response_shows_flashes(response):
         return response  # the usual case: nothing was claimed, or the page shows it
