@@ -10,6 +10,11 @@ from typing import Any
 
 from flask import after_this_request, flash, request, session
 
+try:  # a dependency; guarded only so that a host without it still gets the rest
+    from flask_login import user_logged_out
+except ImportError:  # pragma: no cover
+    user_logged_out = None
+
 from .. import signals
 from ..access import current_user_id
 from . import ack_outbox
@@ -25,9 +30,7 @@ def connect_receivers(app: Any, ext_state: Any) -> None:
     ext_state.receivers.append(mark_pending)
     signals.notification_fallback.connect(mark_pending, sender=app, weak=False)
 
-    try:
-        from flask_login import user_logged_out
-    except ImportError:  # pragma: no cover - Flask-Login is a dependency
+    if user_logged_out is None:  # pragma: no cover
         return
 
     def logged_out(sender: Any, user: Any = None, **_: Any) -> None:
