@@ -42,9 +42,12 @@ def flash_message(row: dict[str, Any], max_length: int) -> Markup:
 
 
 def flash_id(message: Any) -> int | None:
-    """The notification id of a flash the extension added, or None for any other flash."""
-    if not isinstance(message, Markup):
-        return None  # ours are Markup; a plain string with the same text is someone else's
+    """The notification id of a flash the extension added, or None for any other flash.
+
+    A string is read too: a session serializer that does not keep ``Markup`` returns ours as one.
+    """
+    if not isinstance(message, str):
+        return None
     match = _MARKER_RE.search(message)
     return int(match.group(1).replace(ZERO, "0").replace(ONE, "1"), 2) if match else None
 
