@@ -10,6 +10,7 @@ from flask import Flask, current_app
 
 from . import config as cfgmod
 from .audit import AuditLog
+from .canary import check_message_queue
 from .control import Control
 from .delivery import fallbacks
 from .delivery.breaker import CircuitBreaker
@@ -162,6 +163,8 @@ class NotifyEmergency:
                                "create SQLAlchemy(app) before NotifyEmergency(app, db=db).")
         cfgmod.apply_defaults(app.config, app.instance_path)
         cfgmod.validate(app.config)
+        if socketio is not None:
+            check_message_queue(socketio)
         user_exists = user_exists or self.user_exists or _login_user_exists(app)
         ext_state = NotifyEmergencyState(app, db, socketio, notifier, user_exists)
         app.extensions[EXTENSION_KEY] = ext_state
