@@ -215,6 +215,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("PLANNED_ROLLBACK_APPROVALS", 1, "Second-admin approvals a planned rollback needs (0: none).", _non_negative_int),
     S("AUTO_ROLLBACK", False, "Roll back automatically after the recovery plan failed, or a long critical emergency.", _bool),
     S("AUTO_ROLLBACK_AFTER", 1800, "Seconds a critical emergency may last before an automatic rollback.", _positive_int),
+    S("METRICS_TOKEN", None, "Bearer token that lets Prometheus scrape `<prefix>/metrics` without an admin session (`Authorization: Bearer <token>`); unset: admins only.", _optional_str),
     S("TEST_PAGES", ["/"], "URLs fetched by `test-pages` and `verify-rollback`.", _str_list),
     S("TEST_USER_ID", None, "User id that receives the test notification of `verify-rollback`.", _optional_str),
 )

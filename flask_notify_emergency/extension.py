@@ -24,6 +24,7 @@ from .automation.startup import WorkerStart
 from . import cli
 from .automation import monitor
 from .communicate import alerts
+from .learn import prometheus
 from .respond import cluster_actions, worker_mode
 from .views import admin_realtime
 
@@ -264,7 +265,7 @@ def _login_user_exists(app: Flask) -> Callable[[str], bool] | None:
 
 def _register_optional(app: Flask, ext_state: NotifyEmergencyState) -> None:
     """Hook in the parts that live in their own modules (CLI, monitor, admin namespace, ...)."""
-    for part in (cli, monitor, admin_realtime, worker_mode, alerts, cluster_actions):
+    for part in (cli, monitor, admin_realtime, worker_mode, alerts, cluster_actions, prometheus):
         part.init_app(app, ext_state)
 
 

@@ -32,7 +32,7 @@ def _admin_modules() -> list[Any]:
     import importlib
 
     found = []
-    for name in ("admin", "admin_api", "status_page", "probes"):
+    for name in ("admin", "admin_api", "status_page", "probes", "prometheus"):
         try:
             found.append(importlib.import_module(f"{__name__}.{name}"))
         except ModuleNotFoundError as exc:
