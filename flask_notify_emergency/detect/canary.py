@@ -41,7 +41,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ..config import ConfigError
-from ..delivery.realtime import CANARY_EVENT
+from ..delivery import CANARY_EVENT
 
 #: A room no browser ever joins: the canary reaches no user.
 CANARY_ROOM = "notify-emergency:canary"

@@ -32,10 +32,10 @@ import sqlalchemy as sa
 
 from .. import signals
 from ..config import MODES
-from ..delivery.breaker import CLOSED, HALF_OPEN, OPEN
+from ..delivery import BREAKER_STATES
+from ..detect import LEVELS
 from ..models import utcnow
-from ..respond.emergency import LEVELS
-from ..respond.services import MONITOR_HEARTBEAT_KEY
+from ..respond import services
 
 try:
     import prometheus_client
@@ -141,13 +141,13 @@ class ClusterCollector:
         breaker = GaugeMetricFamily(f"{NAMESPACE}_breaker_state", "The circuit breaker of the real-time "
                                     "path: 1 for the current state.", labels=["state"])
         current_state = ext.breaker.current
-        for state in (CLOSED, OPEN, HALF_OPEN):
+        for state in BREAKER_STATES:
             breaker.add_metric([state], 1.0 if state == current_state else 0.0)
         yield breaker
         yield GaugeMetricFamily(f"{NAMESPACE}_connected_users", "Users with at least one open socket "
                                 "(the cluster's connection registry).", value=float(ext.state.connected_users()))
         yield from self._stored()
-        heartbeat = ext.control.read(MONITOR_HEARTBEAT_KEY) if self._database_up else None
+        heartbeat = ext.control.read(services.MONITOR_HEARTBEAT_KEY) if self._database_up else None
         if isinstance(heartbeat, dict) and heartbeat.get("at"):
             yield GaugeMetricFamily(f"{NAMESPACE}_monitor_heartbeat_age_seconds", "Seconds since the "
                                     "monitor's last tick (any process).",
