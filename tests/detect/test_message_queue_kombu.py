@@ -28,8 +28,16 @@ from tests.support.pages import BANNERS_URL, NAMESPACE
 from tests.support.services import free_port, wait_until
 
 
-def channel() -> str:
-    return f"ne-test-{uuid.uuid4().hex[:10]}"
+@pytest.fixture
+def channel(rabbitmq_url: str) -> Iterator[str]:
+    """A Socket.IO channel of our own: the name of the fanout exchange on the shared broker,
+    deleted afterwards (Kombu's manager declares it, and nothing else removes it)."""
+    import kombu
+
+    name = f"ne-test-{uuid.uuid4().hex[:10]}"
+    yield name
+    with kombu.Connection(rabbitmq_url, connect_timeout=5) as connection:
+        kombu.Exchange(name, channel=connection.default_channel).delete()
 
 
 @pytest.fixture
@@ -42,8 +50,8 @@ def proxied_rabbitmq(rabbitmq_url: str) -> Iterator[tuple[TcpProxy, str]]:
         proxy.close()
 
 
-def test_the_canary_comes_through_rabbitmq(make_app, rabbitmq_url):
-    app, _ = make_app(SOCKETIO_MESSAGE_QUEUE=rabbitmq_url, SOCKETIO_CHANNEL=channel())
+def test_the_canary_comes_through_rabbitmq(make_app, rabbitmq_url, channel):
+    app, _ = make_app(SOCKETIO_MESSAGE_QUEUE=rabbitmq_url, SOCKETIO_CHANNEL=channel)
     report = run_health_checks(app.extensions["notify_emergency"], only=["realtime"])
     realtime = report.checks["realtime"]
     assert realtime.status == "ok", realtime.to_dict()
@@ -52,9 +60,9 @@ def test_the_canary_comes_through_rabbitmq(make_app, rabbitmq_url):
     assert canary["listener"] == "not running in this process"  # no socket has started it yet
 
 
-def test_a_cut_broker_fails_the_realtime_check_in_process(make_app, proxied_rabbitmq):
+def test_a_cut_broker_fails_the_realtime_check_in_process(make_app, proxied_rabbitmq, channel):
     proxy, url = proxied_rabbitmq
-    app, _ = make_app(SOCKETIO_MESSAGE_QUEUE=url, SOCKETIO_CHANNEL=channel(),
+    app, _ = make_app(SOCKETIO_MESSAGE_QUEUE=url, SOCKETIO_CHANNEL=channel,
                       NOTIFY_EMERGENCY_CANARY_TIMEOUT=1.0)
     ext = app.extensions["notify_emergency"]
     assert run_health_checks(ext, only=["realtime"]).checks["realtime"].status == "ok"
@@ -131,10 +139,10 @@ def realtime_check(admin: requests.Session, server: ServedApp) -> dict[str, Any]
 @pytest.mark.slow
 @pytest.mark.redis
 def test_two_workers_on_rabbitmq_deliver_check_and_follow_the_mode(tmp_path, proxied_rabbitmq, redis_url,
-                                                                    redis_prefix):
+                                                                    redis_prefix, channel):
     proxy, url = proxied_rabbitmq
     config = {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'shared.sqlite'}",
-              "SOCKETIO_MESSAGE_QUEUE": url, "SOCKETIO_CHANNEL": channel(),
+              "SOCKETIO_MESSAGE_QUEUE": url, "SOCKETIO_CHANNEL": channel,
               "NOTIFY_EMERGENCY_REDIS_URL": redis_url, "NOTIFY_EMERGENCY_REDIS_KEY_PREFIX": redis_prefix,
               "NOTIFY_EMERGENCY_ACK_TIMEOUT": 10.0, "NOTIFY_EMERGENCY_CANARY_TIMEOUT": 2.0}
     (tmp_path / "cli_app.py").write_text("from tests.support.apps import build_example\n"
