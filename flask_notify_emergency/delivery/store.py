@@ -146,6 +146,29 @@ class NotificationStore:
                 deleted += count
         return deleted
 
+    def unclaim(self, ids: list[int], user_id: str, channel: str) -> int:
+        """Return rows a claim of ``channel`` took for a response that will not show them to
+        pending; only the user's own rows, only those that channel delivered. Returns how many."""
+        if not ids:
+            return 0
+        t = self.table
+        taken = sa.and_(t.c.id.in_(ids), t.c.user_id == user_id, t.c.delivered == sa.true(), t.c.channel == channel)
+        returned = 0
+        with self.engine.begin() as conn:
+            found = conn.execute(sa.select(t.c.id, t.c.created_at).where(taken)).all()
+            # one UPDATE per hour, so each one's row count says what went back in that hour
+            hours: dict[Any, list[int]] = {}
+            for nid, created_at in found:
+                hours.setdefault(created_at.replace(minute=0, second=0, microsecond=0), []).append(nid)
+            for hour, group in sorted(hours.items()):
+                count = int(conn.execute(
+                    t.update().where(taken, t.c.id.in_(group))
+                    .values(delivered=False, delivered_at=None, channel=None, claim_token=None,
+                            realtime_deadline=None)).rowcount or 0)
+                self.hourly.moved(conn, [(hour, channel, None)] * count)
+                returned += count
+        return returned
+
     def release_realtime(self, ids: list[int]) -> list[tuple[int, str]]:
         """Hand rows whose ack never came to the fallbacks; return (id, user) still undelivered."""
         if not ids:
