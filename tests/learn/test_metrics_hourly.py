@@ -1,7 +1,7 @@
 """The dashboard's hourly totals give the same numbers as counting the rows, on SQLite, MariaDB
 and PostgreSQL: rows stored before the counts existed (then counted by ``rebuild-metrics``),
 rows on hour and bucket boundaries, rows delivered late (hours or days after they were
-stored, by ack, flash or poll), rows stored as delivered, deleted rows, an unknown channel,
+stored, by ack, flash or poll), a flash handed back, rows stored as delivered, deleted rows, an unknown channel,
 and a clock in the middle of an hour (every window's newest bucket cut through)."""
 
 from __future__ import annotations
@@ -90,7 +90,10 @@ def test_hourly_counts_match_the_rows_in_every_window(any_database, make_app):
         store.create_many([stored(ext, f"m{i}", now - dt.timedelta(minutes=17 * i)) for i in range(300)])
         # late deliveries: rows from days ago claimed and acknowledged now
         late = [store.create(stored(ext, "late", now - dt.timedelta(days=5, hours=h))) for h in range(8)]
-        assert len(store.claim("late", 3, "flash")) == 3
+        flashed = store.claim("late", 3, "flash")
+        assert len(flashed) == 3
+        # a flash the response could not show goes back to waiting (and is claimed again below)
+        assert store.unclaim([flashed[0]["id"]], "late", "flash") == 1
         assert len(store.claim("late", 2, "poll")) == 2
         assert store.acknowledge(late[6], "late", "realtime")
         assert not store.acknowledge(late[0], "late", "realtime")  # claimed already: counted once
@@ -116,7 +119,7 @@ def test_hourly_counts_match_the_rows_in_every_window(any_database, make_app):
     numbers = same_numbers(ext, now + dt.timedelta(minutes=1))
     # the comparison is only worth something if the windows hold what was crafted
     assert numbers["30d"]["by_channel"]["poll"] == 7 and numbers["30d"]["by_channel"]["other"] == 1
-    assert numbers["7d"]["by_channel"]["flash"] >= 4 and numbers["24h"]["undelivered"] > 0
+    assert numbers["7d"]["by_channel"]["flash"] >= 3 and numbers["24h"]["undelivered"] > 0
     assert numbers["backlog"]["undelivered"] > 300
     assert numbers["events 24h"]["count"] == 5 and numbers["events 24h"]["resolved"] == 2
     assert numbers["events 30d"]["mttd_seconds"] is not None and numbers["events 30d"]["recovered"] >= 3
