@@ -38,7 +38,7 @@ def is_contention(exc: BaseException) -> bool:
     orig = exc.orig
     if getattr(orig, "pgcode", None) in _POSTGRES_RETRY_STATES:
         return True
-    args = getattr(orig, "args", ())
+    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
     return bool(args) and args[0] in _MYSQL_RETRY_CODES
 
 
