@@ -75,9 +75,13 @@ def csrf_token() -> str:
 def check_csrf() -> None:
     """Abort with 400 unless the request carries this session's CSRF token."""
     expected = session.get(CSRF_SESSION_KEY)
+    body = request.get_json(silent=True) if request.is_json else None
+    if body is not None and not isinstance(body, dict):
+        abort(400, description="The JSON body must be an object, like {\"csrf_token\": \"...\"}; "
+                               f"got {type(body).__name__}.")
     sent = request.headers.get(CSRF_HEADER) or request.form.get(CSRF_FIELD)
-    if sent is None and request.is_json:
-        sent = (request.get_json(silent=True) or {}).get(CSRF_FIELD)
+    if sent is None and body is not None:
+        sent = body.get(CSRF_FIELD)
     if not expected or not sent or not hmac.compare_digest(str(expected), str(sent)):
         abort(400, description="Missing or invalid CSRF token: reload the page and try again.")
 

@@ -14,6 +14,8 @@ PREFIX = "NOTIFY_EMERGENCY_"
 PRIORITIES = ("low", "normal", "high", "critical")
 MODES = ("normal", "emergency", "legacy")
 BANNER_LEVELS = ("info", "warning", "danger", "critical")
+#: The years a banner's start and end may fall in (every database stores them; no overflow).
+BANNER_YEARS = (1970, 9998)
 
 
 class ConfigError(ValueError):

@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from . import signals
-from .models import utcnow
+from .models import MAX_ROW_ID, utcnow
 
 
 class EmergencyError(Exception):
@@ -97,6 +97,8 @@ def current_event(ext: Any) -> dict[str, Any] | None:
 
 
 def get_event(ext: Any, event_id: int) -> dict[str, Any] | None:
+    if not 0 < event_id <= MAX_ROW_ID:
+        return None  # no row has it (and the database would refuse the number)
     t = _table(ext)
     with ext.engine.connect() as conn:
         row = conn.execute(sa.select(t).where(t.c.id == event_id)).first()

@@ -16,6 +16,8 @@ import sqlalchemy as sa
 _BY_DB: dict[int, "Models"] = {}
 
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+#: The largest id a row can have (ids are signed 64-bit); a larger number names no row.
+MAX_ROW_ID = 2**63 - 1
 
 
 def utcnow() -> dt.datetime:

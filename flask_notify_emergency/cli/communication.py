@@ -16,6 +16,7 @@ from ..config import BANNER_LEVELS, PRIORITIES
 from ..incident_docs import TEMPLATES, render_blank, render_incident, write_report
 from ..incidents import PRIORITIES as INCIDENT_PRIORITIES
 from ..incidents import check_day, create_incident, parse_reference, reference
+from ..models import MAX_ROW_ID
 from ..operator_notice import NoticeError
 from ..status_page import DASHBOARD_STATUSES, PUBLIC_STATUSES, set_dashboard_status, set_public_status
 from ..status_report import FORMATS, gather, mail, render
@@ -136,7 +137,8 @@ def generate_status_report_command(fmt: str, recipients: str | None, no_health: 
 @click.option("--title", required=True, help="What the incident is about.")
 @click.option("--priority", type=click.Choice(INCIDENT_PRIORITIES), required=True)
 @click.option("--assignee", help="Who owns it.")
-@click.option("--event-id", type=int, help="Link it to this event (default: the open emergency, if any).")
+@click.option("--event-id", type=click.IntRange(1, MAX_ROW_ID),
+              help="Link it to this event (default: the open emergency, if any).")
 @json_option
 @with_errors
 def create_incident_command(title: str, priority: str, assignee: str | None, event_id: int | None,

@@ -7,6 +7,8 @@ token, so two workers or two tabs racing for the same rows each get a disjoint s
 from __future__ import annotations
 
 import datetime as dt
+import json
+import logging
 import random
 import time
 import uuid
@@ -14,8 +16,10 @@ from typing import Any, Callable, TypeVar
 
 import sqlalchemy as sa
 
-from ..models import Models, notification_payload, utcnow
+from ..models import MAX_ROW_ID, Models, notification_payload, utcnow
 
+
+log = logging.getLogger("flask_notify_emergency")
 
 #: Claiming transactions one claim may run when other claimers keep taking its rows.
 CLAIM_ROUNDS = 5
@@ -85,16 +89,24 @@ class NotificationStore:
         again, so a poll racing another tab still gets what is waiting instead of nothing.
         """
         claimed: list[dict[str, Any]] = []
+        unsendable: set[int] = set()
         for _ in range(CLAIM_ROUNDS):
-            selected, rows = retry_on_contention(
-                lambda: self._claim_once(user_id, limit - len(claimed), channel))
+            selected, rows, bad = retry_on_contention(
+                lambda: self._claim_once(user_id, limit - len(claimed), channel, unsendable))
             claimed += rows
-            if len(rows) == selected or len(claimed) >= limit:
+            unsendable |= bad
+            if (len(rows) == selected and not bad) or len(claimed) >= limit:
                 break  # nobody raced us (or the batch is full): what is left is not claimable
         return claimed
 
-    def _claim_once(self, user_id: str, limit: int, channel: str) -> tuple[int, list[dict[str, Any]]]:
-        """One claiming transaction: (rows selected, rows this call marked delivered)."""
+    def _claim_once(self, user_id: str, limit: int, channel: str,
+                    unsendable: set[int]) -> tuple[int, list[dict[str, Any]], set[int]]:
+        """One claiming transaction: (rows selected, rows this call marked delivered, ids of
+        rows left alone because their payload cannot be sent as JSON).
+
+        Each payload is built and serialised *before* its row is marked delivered, so a row
+        the reply could not carry is never lost as delivered: it stays pending, logged.
+        """
         t = self.table
         now = utcnow()
         token = uuid.uuid4().hex
@@ -104,6 +116,8 @@ class NotificationStore:
             sa.or_(t.c.realtime_deadline.is_(None), t.c.realtime_deadline < now),
             sa.or_(t.c.expires_at.is_(None), t.c.expires_at > now),
         )
+        if unsendable:
+            claimable = sa.and_(claimable, t.c.id.not_in(unsendable))
         # The candidates are read outside the claiming transaction, which then touches rows by
         # primary key only: on SERIALIZABLE a range read inside it would conflict with every
         # ack of that user's rows, and on MariaDB it would take gap locks. The read itself is
@@ -111,10 +125,22 @@ class NotificationStore:
         with self.engine.connect() as conn:
             if self.engine.dialect.name != "sqlite":
                 conn = conn.execution_options(isolation_level="READ COMMITTED")
-            ids = [r[0] for r in conn.execute(
-                sa.select(t.c.id).where(claimable).order_by(t.c.id).limit(limit))]
-        if not ids:
-            return 0, []
+            candidates = conn.execute(sa.select(t).where(claimable).order_by(t.c.id).limit(limit)).all()
+        payloads: dict[int, dict[str, Any]] = {}
+        bad: set[int] = set()
+        for row in candidates:
+            payload = dict(notification_payload(row), user_id=row.user_id)
+            try:
+                json.dumps(payload, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                log.error("flask-notify-emergency: notification %s cannot be sent as JSON (%s); "
+                          "it stays undelivered", row.id, exc)
+                bad.add(int(row.id))
+                continue
+            payloads[int(row.id)] = payload
+        if not payloads:
+            return 0, [], bad
+        ids = sorted(payloads)
         with self.engine.begin() as conn:
             conn.execute(
                 t.update()
@@ -122,9 +148,9 @@ class NotificationStore:
                 .values(delivered=True, delivered_at=now, channel=channel, claim_token=token,
                         attempts=t.c.attempts + 1)
             )
-            rows = conn.execute(sa.select(t).where(t.c.id.in_(ids), t.c.claim_token == token)
-                                .order_by(t.c.id)).all()
-        return len(ids), [dict(notification_payload(r), user_id=r.user_id) for r in rows]
+            taken = conn.execute(sa.select(t.c.id).where(t.c.id.in_(ids), t.c.claim_token == token)
+                                 .order_by(t.c.id)).scalars().all()
+        return len(ids), [payloads[int(nid)] for nid in taken], bad
 
     def acknowledge(self, notification_id: int, user_id: str, channel: str = "realtime") -> bool:
         """Mark one row delivered if it is the user's and not yet delivered; True if we did.
@@ -232,6 +258,8 @@ class NotificationStore:
         """Dismiss one banner (or every active one of ``kind``); return how many."""
         b = self.banners
         cond = [b.c.dismissed_at.is_(None)]
+        if banner_id is not None and not 0 < banner_id <= MAX_ROW_ID:
+            return 0  # no row has it (and the database would refuse the number)
         if banner_id is not None:
             cond.append(b.c.id == banner_id)
         if kind is not None:
