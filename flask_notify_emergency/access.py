@@ -76,9 +76,10 @@ def check_csrf() -> None:
     """Abort with 400 unless the request carries this session's CSRF token."""
     expected = session.get(CSRF_SESSION_KEY)
     body = request.get_json(silent=True) if request.is_json else None
-    if body is not None and not isinstance(body, dict):
+    if request.is_json and not isinstance(body, dict) and request.get_data(cache=True):
+        got = "text that is not JSON" if body is None and request.get_data() != b"null" else type(body).__name__
         abort(400, description="The JSON body must be an object, like {\"csrf_token\": \"...\"}; "
-                               f"got {type(body).__name__}.")
+                               f"got {got}.")
     sent = request.headers.get(CSRF_HEADER) or request.form.get(CSRF_FIELD)
     if sent is None and body is not None:
         sent = body.get(CSRF_FIELD)
