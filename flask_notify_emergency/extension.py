@@ -8,18 +8,28 @@ from typing import Any, Callable
 
 from flask import Flask, current_app
 
+from . import cli, signals
 from . import config as cfgmod
 from .audit import AuditLog
+from .automation import WorkerStart, monitor
+from .communicate import alerts
 from .control import Control
-from .delivery import fallbacks
-from .delivery.breaker import CircuitBreaker
-from .delivery.dispatcher import Dispatcher
-from .delivery.notifier import CallableNotifier, SocketIONotifier
-from .delivery.store import NotificationStore
-from .jinja_helpers import PageHelpers, render_banners, render_scripts  # noqa: F401 (re-exported)
-from .models import Models, models_for
+from .delivery import (  # noqa: F401 (re-exported)
+    CallableNotifier,
+    CircuitBreaker,
+    Dispatcher,
+    NotificationStore,
+    PageHelpers,
+    SocketIONotifier,
+    fallbacks,
+    realtime,
+    render_banners,
+    render_scripts,
+)
+from .models import Models, models_for, utcnow
+from .respond import cluster_actions, worker_mode
 from .state import RedisState, SharedState
-from .workers import WorkerStart
+from .views import admin_realtime, make_blueprint
 
 EXTENSION_KEY = "notify_emergency"
 BANNER_CACHE_SECONDS = 30.0
@@ -32,6 +42,8 @@ class NotifyEmergencyState:
                  canonical_id: Callable[[str], str | None] | None) -> None:
         cfg = app.config
         self.app = app
+        #: the NotifyEmergency that registered this state (its class builds sandbox apps)
+        self.extension: Any = None
         self.db = db
         self.socketio = socketio
         self.models: Models = models_for(db)
@@ -84,8 +96,6 @@ class NotifyEmergencyState:
             self.state.set(key, value)
 
     def _breaker_changed(self, old: str, new: str) -> None:
-        from . import signals
-
         signals.breaker_changed.send(self.app, old=old, new=new)
 
     # -- banners -------------------------------------------------------------------------
@@ -104,12 +114,26 @@ class NotifyEmergencyState:
             self._banner_version, self._banner_at = version, now
         if not self._banner_cache:
             return []  # the usual case, on every page: no clock, no parsing
-        from .models import utcnow
 
         now_utc = utcnow()
         return [b for b in self._banner_cache
                 if (b["starts_at"] is None or _parse_stamp(b["starts_at"]) <= now_utc)
                 and (b["ends_at"] is None or _parse_stamp(b["ends_at"]) > now_utc)]
+
+    def broadcast(self, message: str, level: str = "warning", title: str | None = None, *,
+                  starts_at: Any = None, ends_at: Any = None, created_by: str | None = None) -> int:
+        """Post one site-wide banner (see :meth:`NotifyEmergency.broadcast`); return its id."""
+        bid = self.dispatcher.broadcast(message, level, title, starts_at, ends_at, created_by)
+        self.banners_changed(created_by)
+        banner = next((b for b in self.store.active_banners() if b["id"] == bid), None)
+        if banner is not None:
+            signals.banner_posted.send(self.app, banner=banner)
+            if self.notifier is not None and self.control.mode == "normal" and not self.control.paused().get("realtime"):
+                try:
+                    self.notifier.broadcast_banner(banner)
+                except Exception as exc:  # pages show it anyway
+                    self.app.logger.warning("flask-notify-emergency: live banner emit failed: %s", exc)
+        return bid
 
     def banners_changed(self, actor: str | None = None) -> None:
         self.control.write("banners_version", uuid.uuid4().hex, actor)
@@ -166,6 +190,7 @@ class NotifyEmergency:
         user_exists = user_exists or self.user_exists
         canonical_id = _checked_id(user_exists) if user_exists is not None else _login_user_id(app)
         ext_state = NotifyEmergencyState(app, db, socketio, notifier, canonical_id)
+        ext_state.extension = self
         app.extensions[EXTENSION_KEY] = ext_state
 
         fallbacks.connect_receivers(app, ext_state)
@@ -176,10 +201,7 @@ class NotifyEmergency:
         for name, helper in ext_state.page_helpers.template_globals().items():
             app.add_template_global(helper, name)
         if socketio is not None:
-            from . import realtime
-
             realtime.register(socketio, ext_state)
-        from .views import make_blueprint
 
         app.register_blueprint(make_blueprint(ext_state))
         _register_optional(app, ext_state)
@@ -208,20 +230,8 @@ class NotifyEmergency:
     def broadcast(self, message: str, level: str = "warning", title: str | None = None, *,
                   starts_at: Any = None, ends_at: Any = None, created_by: str | None = None) -> int:
         """Post one site-wide banner every user sees on every page; return its id."""
-        ext = self.state_for()
-        bid = ext.dispatcher.broadcast(message, level, title, starts_at, ends_at, created_by)
-        ext.banners_changed(created_by)
-        banner = next((b for b in ext.store.active_banners() if b["id"] == bid), None)
-        from . import signals
-
-        if banner is not None:
-            signals.banner_posted.send(ext.app, banner=banner)
-            if ext.notifier is not None and ext.control.mode == "normal" and not ext.control.paused().get("realtime"):
-                try:
-                    ext.notifier.broadcast_banner(banner)
-                except Exception as exc:  # pages show it anyway
-                    ext.app.logger.warning("flask-notify-emergency: live banner emit failed: %s", exc)
-        return bid
+        return self.state_for().broadcast(message, level, title, starts_at=starts_at, ends_at=ends_at,
+                                          created_by=created_by)
 
     def acknowledge(self, notification_id: int, user_id: int | str) -> bool:
         """Confirm delivery of a notification sent through a host ``notifier=`` callable."""
@@ -271,17 +281,9 @@ def _login_user_id(app: Flask) -> Callable[[str], str | None] | None:
 
 
 def _register_optional(app: Flask, ext_state: NotifyEmergencyState) -> None:
-    """Hook in the parts that live in their own modules (CLI, monitor, admin namespace)."""
-    import importlib
-
-    for name in ("cli", "monitor", "admin_realtime", "worker_mode", "alerts", "cluster_actions"):
-        try:
-            module = importlib.import_module(f"{__package__}.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__package__}.{name}":
-                raise
-            continue
-        module.init_app(app, ext_state)
+    """Hook in the parts that live in their own modules (CLI, monitor, admin namespace, ...)."""
+    for part in (cli, monitor, admin_realtime, worker_mode, alerts, cluster_actions):
+        part.init_app(app, ext_state)
 
 
 def _parse_stamp(stamp: str) -> Any:

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 import pytest
 
 from flask_notify_emergency.delivery.notifier import ACK_EVENT
-from flask_notify_emergency.realtime import MAX_ACK_IDS
+from flask_notify_emergency.delivery.realtime import MAX_ACK_IDS
 from tests.conftest import login, user_id
 from tests.support.cli import invoke
 from tests.support.databases import own_database
