@@ -270,11 +270,13 @@ class NotificationStore:
 
 
 def banner_payload(row: Any) -> dict[str, Any]:
+    """A banner as everyone may see it (pages, ``api/banners``, polls, socket pushes): what it
+    says and when, never who posted it (the dashboard adds that for admins)."""
     def iso(v: dt.datetime | None) -> str | None:
         return v.isoformat() + "Z" if v else None
 
     return {
         "id": row.id, "title": row.title, "message": row.message, "level": row.level,
-        "kind": row.kind, "created_at": iso(row.created_at), "created_by": row.created_by,
+        "kind": row.kind, "created_at": iso(row.created_at),
         "starts_at": iso(row.starts_at), "ends_at": iso(row.ends_at),
     }

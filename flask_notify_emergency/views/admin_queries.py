@@ -145,7 +145,7 @@ def notifications_page(ext: Any, args: Any) -> tuple[Page, dict[str, Any]]:
 # -- banners -----------------------------------------------------------------------------
 def banner_admin_dict(row: Any) -> dict[str, Any]:
     now = utcnow()
-    data = banner_payload(row)
+    data = dict(banner_payload(row), created_by=row.created_by)  # admins only
     if row.dismissed_at is not None:
         status = "dismissed"
     elif row.ends_at is not None and row.ends_at <= now:
