@@ -50,9 +50,25 @@ def default_is_admin(user: Any) -> bool:
 
 
 def is_admin() -> bool:
-    user = current_user_obj()
+    return user_is_admin(current_user_obj())
+
+
+def user_is_admin(user: Any) -> bool:
+    """The admin check (``NOTIFY_EMERGENCY_IS_ADMIN`` or :func:`default_is_admin`) for ``user``."""
     check = current_app.config["NOTIFY_EMERGENCY_IS_ADMIN"] or default_is_admin
     return bool(user is not None and getattr(user, "is_authenticated", False) and check(user))
+
+
+def load_user(app: Any, user_id: str) -> Any:
+    """The user ``user_id`` names now, through Flask-Login's user loader (None: gone, or no
+    loader). Needs an app context."""
+    loader = getattr(getattr(app, "login_manager", None), "_user_callback", None)
+    if loader is None:
+        return None
+    try:
+        return loader(user_id)
+    except (ValueError, TypeError, OverflowError):
+        return None
 
 
 def actor_name() -> str:
