@@ -7,6 +7,7 @@ import hmac
 import secrets
 from typing import Any, Callable, TypeVar
 
+import sqlalchemy as sa
 from flask import abort, current_app, jsonify, redirect, request, session, url_for
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -67,8 +68,8 @@ def load_user(app: Any, user_id: str) -> Any:
         return None
     try:
         return loader(user_id)
-    except (ValueError, TypeError, OverflowError):
-        return None
+    except (ValueError, TypeError, OverflowError, sa.exc.DataError):
+        return None  # not an id the loader (or its database) can take
 
 
 def actor_name() -> str:

@@ -6,6 +6,7 @@ import time
 import uuid
 from typing import Any, Callable
 
+import sqlalchemy as sa
 from flask import Flask, current_app
 
 from . import cli, signals
@@ -272,8 +273,8 @@ def _login_user_id(app: Flask) -> Callable[[str], str | None] | None:
         with app.app_context():
             try:
                 user = loader(user_id)
-            except (ValueError, TypeError, OverflowError):  # an id the loader cannot even parse
-                return None
+            except (ValueError, TypeError, OverflowError, sa.exc.DataError):
+                return None  # an id the loader (or its database) cannot even take as an id
             uid = user.get_id() if user is not None else None
         return None if uid is None else str(uid)
 

@@ -97,6 +97,16 @@ def test_a_user_id_no_user_loads_from_is_refused(make_app, given):
     assert notification_rows(app) == []
 
 
+def test_a_huge_numeric_user_id_is_refused_on_every_database(any_database, make_app):
+    app, _ = make_app(SQLALCHEMY_DATABASE_URI=any_database)
+    with pytest.raises(ValueError, match="no such user"):
+        send(app, "9" * 30)
+    assert notification_rows(app) == []
+    code = invoke(app, "send-user-notification", "--message", "hi", "--target", "user:" + "9" * 30).exit_code
+    assert code in (1, 2)
+    assert notification_rows(app) == []
+
+
 @pytest.mark.parametrize("url", [
     "//evil.example/x", "/\\evil.example", "/\\/evil.example", "\\\\evil.example", "javascript:alert(1)",
     "JaVaScRiPt:alert(1)", "data:text/html,hi", "http://", "https:///path", "/a b", "/tab\there",
