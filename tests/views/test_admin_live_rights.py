@@ -18,6 +18,8 @@ from tests.support.apps import ServedApp
 from tests.support.pages import client_settings
 from tests.support.services import free_port, wait_until
 
+pytestmark = pytest.mark.slow  # a served app process
+
 ADMIN_NS = "/notify-emergency-admin"
 #: Pushes come only when something changes (a banner posted), never on a timer, so the test
 #: knows exactly which push each socket should or should not get.
