@@ -145,7 +145,7 @@ def _load_app(ctx: click.Context) -> Flask | None:
     from flask import current_app
 
     if current_app:
-        return current_app._get_current_object()  # type: ignore[attr-defined,no-any-return]
+        return current_app._get_current_object()  # type: ignore[attr-defined]
     try:
         return ctx.ensure_object(ScriptInfo).load_app()
     except Exception:  # the app itself cannot load: let Flask's own error say why
