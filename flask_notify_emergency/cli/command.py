@@ -27,7 +27,7 @@ from typing import Any, Iterator
 
 import click
 import sqlalchemy as sa
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import ScriptInfo
 
 from ..config import redact_url
@@ -142,8 +142,6 @@ def database_down_message(engine: Any, exc: BaseException) -> str:
 
 
 def _load_app(ctx: click.Context) -> Flask | None:
-    from flask import current_app
-
     if current_app:
         return current_app._get_current_object()  # type: ignore[attr-defined]
     try:

@@ -12,9 +12,11 @@ from typing import Any, Callable
 
 import click
 
-from .. import services
+from ..automation import recovery
+from ..respond import services
+from ..respond.cluster_actions import request, wait_for_results
 from . import emergency_group
-from .output import SOURCE, actor, done, ext_state, fail, json_option, mark, needs_module, report, with_errors
+from .output import SOURCE, actor, done, ext_state, fail, json_option, mark, report, with_errors
 
 
 def succeeded(result: Any) -> bool:
@@ -64,7 +66,7 @@ def _run_action(title: str, call: Callable[[Any], Any], as_json: bool) -> None:
     try:
         result = call(ext)
     except Exception as exc:
-        from ..recovery_actions import RecoveryError
+        from ..respond.actions import RecoveryError
 
         if isinstance(exc, RecoveryError):
             fail(str(exc), as_json=as_json)
@@ -86,8 +88,6 @@ WORKER_FIX = {
 def _with_cluster_request(ext: Any, action: str, result: Any, timeout: float) -> Any:
     """This process has done its part; ask every serving worker to do the same on itself and
     wait for their answers. Fails (``ok`` false) if any worker failed or did not answer."""
-    from ..cluster_actions import request, wait_for_results
-
     data = dict(result) if isinstance(result, dict) else {"ok": bool(result)}
     value = request(ext, action, actor())
     data["cluster_request"] = value
@@ -157,7 +157,6 @@ def _auto_recover_lines(result: dict[str, Any]) -> list[str]:
 @with_errors
 def auto_recover_command(as_json: bool) -> None:
     """Check, classify the failure and run its recovery plan (retries, then escalation)."""
-    recovery = needs_module("recovery")
     result = recovery.auto_recover(ext_state(), actor(), SOURCE)
     report(result, as_json, lambda: _auto_recover_lines(result))
     done(succeeded(result))
@@ -170,7 +169,6 @@ def auto_recover_command(as_json: bool) -> None:
 def restart_websockets_command(timeout: float, as_json: bool) -> None:
     """Reconnect the real-time layer (shared state, Socket.IO queue) here and in every serving
     worker, and re-probe it; exit 1 naming each worker that failed or did not answer."""
-    recovery = needs_module("recovery")
     _run_action("Restart WebSockets", lambda ext: _with_cluster_request(
         ext, "restart-websockets", recovery.restart_websockets(ext, actor(), SOURCE), timeout), as_json)
 
@@ -180,7 +178,6 @@ def restart_websockets_command(timeout: float, as_json: bool) -> None:
 @with_errors
 def clear_queues_command(as_json: bool) -> None:
     """Hand stuck real-time deliveries to the fallbacks, delete expired rows (after a backup)."""
-    recovery = needs_module("recovery")
     _run_action("Clear queues", lambda ext: recovery.clear_queues(ext, actor(), SOURCE), as_json)
 
 
@@ -193,7 +190,6 @@ def clear_queues_command(as_json: bool) -> None:
 def clear_sessions_command(problematic_only: bool, timeout: float, as_json: bool) -> None:
     """Clear real-time session state (all of it, or only the problematic entries) here and in
     every serving worker; exit 1 naming each worker that failed or did not answer."""
-    recovery = needs_module("recovery")
     action = "clear-problematic-sessions" if problematic_only else "clear-sessions"
     _run_action("Clear sessions", lambda ext: _with_cluster_request(
         ext, action, recovery.clear_sessions(ext, actor(), problematic_only, SOURCE), timeout), as_json)
@@ -265,7 +261,7 @@ def verify_services_command(as_json: bool) -> None:
 @with_errors
 def test_recovery_command(user_id: str | None, as_json: bool) -> None:
     """Exercise each recovery mechanism without disturbing users; report pass/fail."""
-    from ..recovery_probe import run_recovery_probes
+    from ..automation.recovery_probe import run_recovery_probes
 
     ext = ext_state()
     result = run_recovery_probes(ext, actor(), SOURCE, user_id)

@@ -16,14 +16,15 @@ import click
 import sqlalchemy as sa
 
 from ..config import redact_url, redacted
-from ..emergency import current_event
+from ..detect import health
+from ..respond.emergency import current_event
 from ..models import utcnow
-from ..services import paused_now, profile
-from ..status_page import dashboard_status
+from ..respond.services import paused_now, profile
+from ..respond.worker_mode import worker_reports
+from ..communicate.status_page import dashboard_status
 from . import emergency_group
 from .command import DATABASE_DOWN, database_down_message
-from .output import (EXIT_DEGRADED, EXIT_FAILED, EXIT_OK, done, ext_state, fail, json_option, mark,
-                     needs_module, report)
+from .output import EXIT_DEGRADED, EXIT_FAILED, EXIT_OK, done, ext_state, fail, json_option, mark, report
 
 #: The checks ``run_health_checks`` knows, for ``--only``.
 CHECK_NAMES = ("realtime", "redis", "database", "sessions", "resources")
@@ -107,8 +108,6 @@ def _status_lines(data: dict[str, Any]) -> list[str]:
 def collect_status_without_database(ext: Any, problem: str) -> dict[str, Any]:
     """What can be known while the database is down: whether Redis answers, the serving
     workers' own reports (Redis backend) and so the mode they act on, and connected users."""
-    from ..worker_mode import worker_reports
-
     state = ext.state
     data: dict[str, Any] = {"ok": False, "error": problem, "database": "unreachable",
                             "shared_state": {"backend": state.backend, "healthy": bool(state.healthy)},
@@ -189,7 +188,6 @@ def _check_line(name: str, check: dict[str, Any]) -> str:
 
 def run_checks(ext: Any, only: list[str] | None) -> dict[str, Any]:
     """``run_health_checks`` as a dict (``status``, ``score``, ``checks``...)."""
-    health = needs_module("health")
     return dict(health.run_health_checks(ext, only=only or None).to_dict())
 
 
