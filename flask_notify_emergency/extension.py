@@ -16,6 +16,8 @@ from .delivery.breaker import CircuitBreaker
 from .delivery.dispatcher import Dispatcher
 from .delivery.notifier import CallableNotifier, SocketIONotifier
 from .delivery.store import NotificationStore
+from .detect import evidence
+from .detect.evidence import EvidenceLog
 from .delivery.page_helpers import PageHelpers, render_banners, render_scripts  # noqa: F401 (re-exported)
 from .models import Models, models_for
 from .state import RedisState, SharedState
@@ -61,6 +63,7 @@ class NotifyEmergencyState:
             self.state = SharedState(self._load_state, refresh)
         self.control.state = self.state
         self.audit = AuditLog(self.engine, self.models)
+        self.evidence = EvidenceLog(self.state)
         self.breaker = CircuitBreaker(self.state, cfg, self._breaker_changed, write=self._write_breaker)
         if notifier is not None:
             self.notifier: Any = CallableNotifier(notifier, cfg["NOTIFY_EMERGENCY_NOTIFIER_TIMEOUT"])
@@ -172,6 +175,7 @@ class NotifyEmergency:
         app.extensions[EXTENSION_KEY] = ext_state
 
         fallbacks.connect_receivers(app, ext_state)
+        evidence.connect_receivers(app, ext_state)
         ext_state.worker_start.add(ext_state.dispatcher.start_sweeper)
         app.before_request(ext_state.worker_start.before_request)
         app.before_request(lambda: fallbacks.flash_pending(ext_state))

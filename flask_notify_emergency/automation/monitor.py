@@ -28,9 +28,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..respond import emergency
+from ..communicate.alerts import alert_event
 from ..detect.classify import Classification, classify
+from ..detect.evidence import FAILED_CHECK
 from ..detect.health import run_health_checks
+from ..models import utcnow
+from ..respond import emergency
 
 log = logging.getLogger("flask_notify_emergency")
 
@@ -38,6 +41,8 @@ LOCK = "monitor"
 ACTOR = "monitor"
 #: Control key (database only) with the last tick: services.verify_services reads it.
 HEARTBEAT_KEY = "monitor_heartbeat"
+#: The failure type of a database outage (resolved as soon as the database answers again).
+DATABASE_FAILURE = "database_persistence"
 #: Set in a request's WSGI environ by the CLI's own page checks: not a real request.
 
 
@@ -56,6 +61,10 @@ class Monitor:
         self.is_leader = False
         self._stop = threading.Event()
         self._tick_lock = threading.Lock()
+        #: (report, started, finished) of this tick's health check, for the evidence log
+        self._report: tuple[Any, float, float] | None = None
+        #: what was detected while the database was down, written when it is back
+        self.outage_detection: dict[str, Any] | None = None
         self._thread: threading.Thread | None = None
 
     # -- the thread ------------------------------------------------------------------------
@@ -102,9 +111,11 @@ class Monitor:
     def tick(self) -> dict[str, Any]:
         """Check, classify, act; return what happened (also kept as ``self.last``)."""
         with self._tick_lock, self.app.app_context():
+            self._report = None
             result = self._tick()
             result["healthy_streak"] = self.healthy_streak
             self.last = result
+            self._record_evidence(result)
             self._heartbeat(result)
             return result
 
@@ -112,10 +123,11 @@ class Monitor:
         ext = self.ext
         if ext.control.paused().get("monitor"):
             return {"status": "paused"}
-        report = run_health_checks(ext)
+        report = self._check()
         c = classify(report)
         health = {"status": report.status, "score": report.score, "failing": report.failing}
         try:
+            self._write_outage_detection()
             event = emergency.current_event(ext)
             mode = ext.control.read("mode", "normal") or "normal"
         except sa.exc.SQLAlchemyError as exc:
@@ -168,18 +180,79 @@ class Monitor:
         emergency.record_action(ext, event["id"], "reclassify", "ok", detail, ACTOR)
         ext.audit.record(ACTOR, "reclassify", "monitor", detail, event_id=event["id"])
         try:
-            from ..communicate.alerts import alert_event
-
             alert_event(ext, emergency.get_event(ext, event["id"]) or event, "escalated", level=c.level,
                         note=f"worse: {c.reason}")
         except Exception as exc:
             log.warning("flask-notify-emergency: escalation alert failed: %s", exc)
         return detail
 
+    # -- evidence: when a failure started (MTTD) -------------------------------------------
+    def _check(self) -> Any:
+        """Run the health checks, noting when they ran (the evidence needs both ends)."""
+        started = time.time()
+        report = run_health_checks(self.ext)
+        self._report = (report, started, time.time())
+        return report
+
+    def _record_evidence(self, result: dict[str, Any]) -> None:
+        """After the tick has used it: a passing check voids older evidence; a failing one is
+        evidence for a later emergency (never for the one it opened, which it detected)."""
+        if self._report is None:
+            return
+        report, started, finished = self._report
+        if report.status == "healthy" and not report.failing:
+            self.ext.evidence.passed(started, finished)
+        elif report.failing:
+            self.ext.evidence.record(FAILED_CHECK, started)
+
+    # -- the database down: keep what was detected, write it when the database is back -----
+    def _buffer_outage_detection(self, c: Classification | None) -> None:
+        """Keep the first detection of this outage, with its real times, in memory."""
+        if c is None or self.outage_detection is not None:
+            return
+        now = utcnow()
+        started_at, start_kind = self.ext.evidence.failure_start_time(now)
+        self.outage_detection = {"classification": c, "started_at": started_at, "start_kind": start_kind,
+                                 "detected_at": now, "ticks": 0}
+
+    def _write_outage_detection(self) -> None:
+        """The database answers again: write the event detected while it was down, with the
+        times it happened at; a database outage is resolved now that it is back. Raises the
+        database's error if it is still down (the tick then treats it as down)."""
+        pending = self.outage_detection
+        if pending is None:
+            return
+        ext = self.ext
+        with ext.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        back_at = utcnow()
+        c: Classification = pending["classification"]
+        evidence = dict(c.evidence or {}, recorded_late=True, database_back_at=back_at.isoformat() + "Z",
+                        monitor_ticks_while_down=pending["ticks"])
+        if pending["start_kind"]:
+            evidence["failure_start"] = {"at": pending["started_at"].isoformat() + "Z", "from": pending["start_kind"]}
+        event = emergency.open_event(ext, level=c.level, failure_type=c.failure_type, reason=c.reason,
+                                     triggered_by=ACTOR, evidence=evidence, affected_users=c.affected_users,
+                                     started_at=pending["started_at"], detected_at=pending["detected_at"])
+        self.outage_detection = None
+        emergency.record_action(ext, event["id"], "recorded-after-outage", "ok",
+                                {"detected_at": pending["detected_at"].isoformat() + "Z",
+                                 "database_back_at": back_at.isoformat() + "Z"}, ACTOR)
+        if c.failure_type == DATABASE_FAILURE:
+            resolved = emergency.resolve_event(ext, event["id"], resolved_by=ACTOR, recovered=True, resolved_at=back_at)
+            try:
+                alert_event(ext, resolved or event, "resolved", note="the database answers again")
+            except Exception as exc:
+                log.warning("flask-notify-emergency: resolved alert failed: %s", exc)
+
     def _database_down(self, report: Any, c: Classification | None, exc: BaseException,
                        health: dict[str, Any]) -> dict[str, Any]:
-        """Nothing can be recorded; alert directly (deduplicated) and try to repair."""
+        """Nothing can be recorded; alert directly (deduplicated), keep the detection for
+        when the database is back, and try to repair."""
         self.healthy_streak = 0
+        self._buffer_outage_detection(c)
+        if self.outage_detection is not None:
+            self.outage_detection["ticks"] += 1
         from .recovery import auto_recover
 
         outcome = auto_recover(self.ext, ACTOR, "monitor", report=report, classification=c, stop=self._stop)
