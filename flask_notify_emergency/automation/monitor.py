@@ -30,7 +30,7 @@ import sqlalchemy as sa
 
 from ..communicate.alerts import alert_event
 from ..detect.classify import Classification, classify
-from ..detect.evidence import FAILED_CHECK
+from ..detect.evidence import FAILED_CHECK, utc
 from ..detect.health import run_health_checks
 from ..models import utcnow
 from ..respond import emergency
@@ -204,6 +204,14 @@ class Monitor:
             self.ext.evidence.passed(started, finished)
         elif report.failing:
             self.ext.evidence.record(FAILED_CHECK, started)
+        event = result.get("event") if result.get("status") == "activated" else None
+        if isinstance(event, dict) and event.get("id"):
+            try:  # the event's timeline says which check detected it, and how long it took
+                emergency.record_action(self.ext, int(event["id"]), "detected", "ok", {
+                    "check_started": utc(started).isoformat() + "Z", "check_finished": utc(finished).isoformat() + "Z",
+                    "check_seconds": round(finished - started, 3), "failing": report.failing}, ACTOR)
+            except sa.exc.SQLAlchemyError as exc:
+                log.warning("flask-notify-emergency: could not record the detection: %s", exc)
 
     # -- the database down: keep what was detected, write it when the database is back -----
     def _buffer_outage_detection(self, c: Classification | None) -> None:

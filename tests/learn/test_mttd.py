@@ -13,10 +13,13 @@ import sqlalchemy as sa
 
 from flask_notify_emergency import signals
 from flask_notify_emergency.detect.evidence import FAILED_DELIVERY, utc
+from flask_notify_emergency.models import utcnow
 from flask_notify_emergency.respond import emergency
 from tests.support.apps import build_example, drop_tables
 from tests.support.cli import event_rows, invoke
 from tests.support.databases import own_database
+from tests.support.outages import PrivateRedis
+from tests.support.services import wait_until
 
 
 def kpis(output: str) -> dict[str, float]:
@@ -84,3 +87,37 @@ def test_mariadb_keeps_microseconds():
             assert event_rows(app)[0]["started_at"] == at and event["id"]
         finally:
             drop_tables(app)
+
+
+def test_the_running_monitor_times_a_real_outage_from_its_last_passing_check(make_app):
+    """The message queue (a private redis-server) is killed under a running monitor."""
+    interval = 1.0
+    queue = PrivateRedis()
+    try:
+        app, _ = make_app(SOCKETIO_MESSAGE_QUEUE=queue.url, NOTIFY_EMERGENCY_MONITOR_INTERVAL=interval,
+                          NOTIFY_EMERGENCY_CANARY_TIMEOUT=0.5, NOTIFY_EMERGENCY_HEALTH_CHECK_TIMEOUT=1.0,
+                          NOTIFY_EMERGENCY_RECOVERY_ATTEMPTS=1, NOTIFY_EMERGENCY_RECOVERY_BACKOFF=0.05)
+        ext = app.extensions["notify_emergency"]
+        ext.monitor.start()
+        try:
+            wait_until(lambda: (ext.monitor.last or {}).get("status") == "healthy", timeout=20,
+                       message="a passing check of the monitor")
+            killed_at = utcnow()
+            queue.kill()
+            rows = wait_until(lambda: [r for r in event_rows(app) if any(a["action"] == "detected" for a in r["actions"])],
+                              timeout=30, message="the monitor to detect the outage and record its check")
+        finally:
+            ext.monitor.stop()
+        event = rows[0]
+        assert (event["failure_type"], event["triggered_by"]) == ("realtime_connection", "monitor")
+        assert event["evidence"]["failure_start"]["from"] == "last-passing-check"
+        # the failure began after the last passing check and before the detection
+        assert event["started_at"] <= killed_at <= event["detected_at"]
+        detection = next(a for a in event["actions"] if a["action"] == "detected")["detail"]
+        mttd = (event["detected_at"] - event["started_at"]).total_seconds()
+        # one interval of waiting plus the detecting check; the tick's own bookkeeping (a few
+        # database writes) on top is allowed one more interval on a loaded machine
+        assert 0 < mttd <= interval + detection["check_seconds"] + interval
+        assert mttd >= detection["check_seconds"]
+    finally:
+        queue.stop()
