@@ -28,12 +28,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..communicate.alerts import alert_event
-from ..detect.classify import Classification, classify
-from ..detect.evidence import FAILED_CHECK, utc
-from ..detect.health import run_health_checks
+from ..communicate import alert_event
+from ..detect import FAILED_CHECK, Classification, classify, run_health_checks, utc_from_epoch
 from ..models import utcnow
-from ..respond import emergency
+from ..respond import emergency, replay_backlog
+from ..rollback import execute as rollback
+from .recovery import auto_recover
 
 log = logging.getLogger("flask_notify_emergency")
 
@@ -135,8 +135,6 @@ class Monitor:
         if c is not None:
             self.healthy_streak = 0
             if event is None:
-                from .recovery import auto_recover
-
                 outcome = auto_recover(ext, ACTOR, "monitor", report=report, classification=c, stop=self._stop)
                 return {"status": "activated", "health": health, "classification": c.to_dict(),
                         "event": outcome.get("event"), "recovery": outcome["status"]}
@@ -208,7 +206,8 @@ class Monitor:
         if isinstance(event, dict) and event.get("id"):
             try:  # the event's timeline says which check detected it, and how long it took
                 emergency.record_action(self.ext, int(event["id"]), "detected", "ok", {
-                    "check_started": utc(started).isoformat() + "Z", "check_finished": utc(finished).isoformat() + "Z",
+                    "check_started": utc_from_epoch(started).isoformat() + "Z",
+                    "check_finished": utc_from_epoch(finished).isoformat() + "Z",
                     "check_seconds": round(finished - started, 3), "failing": report.failing}, ACTOR)
             except sa.exc.SQLAlchemyError as exc:
                 log.warning("flask-notify-emergency: could not record the detection: %s", exc)
@@ -261,7 +260,6 @@ class Monitor:
         self._buffer_outage_detection(c)
         if self.outage_detection is not None:
             self.outage_detection["ticks"] += 1
-        from .recovery import auto_recover
 
         outcome = auto_recover(self.ext, ACTOR, "monitor", report=report, classification=c, stop=self._stop)
         return {"status": "database-unreachable", "health": health,
@@ -271,13 +269,7 @@ class Monitor:
 
     def _maybe_rollback(self) -> None:
         """Hand over to the automatic rollback, when the rollback module and config allow it."""
-        try:
-            from ..rollback import execute as rollback
-        except ImportError:
-            return
-        auto = getattr(rollback, "maybe_auto_rollback", None)
-        if auto is None:
-            return
+        auto = rollback.maybe_auto_rollback
         try:
             auto(self.ext)
         except Exception:
@@ -285,8 +277,6 @@ class Monitor:
 
     def _replay_later(self, event_id: int) -> None:
         def replay() -> None:
-            from ..respond.backlog import replay_backlog
-
             try:
                 with self.app.app_context():
                     self.last_replay = replay_backlog(self.ext, actor=ACTOR, source="monitor",

@@ -12,9 +12,8 @@ from typing import Any, Callable
 
 import click
 
-from ..automation import recovery
-from ..respond import services
-from ..respond.cluster_actions import request, wait_for_results
+from ..automation import recovery, run_recovery_probes
+from ..respond import RecoveryError, cluster_actions, services
 from . import emergency_group
 from .output import SOURCE, actor, done, ext_state, fail, json_option, mark, report, with_errors
 
@@ -66,8 +65,6 @@ def _run_action(title: str, call: Callable[[Any], Any], as_json: bool) -> None:
     try:
         result = call(ext)
     except Exception as exc:
-        from ..respond.actions import RecoveryError
-
         if isinstance(exc, RecoveryError):
             fail(str(exc), as_json=as_json)
         raise
@@ -89,9 +86,9 @@ def _with_cluster_request(ext: Any, action: str, result: Any, timeout: float) ->
     """This process has done its part; ask every serving worker to do the same on itself and
     wait for their answers. Fails (``ok`` false) if any worker failed or did not answer."""
     data = dict(result) if isinstance(result, dict) else {"ok": bool(result)}
-    value = request(ext, action, actor())
+    value = cluster_actions.request(ext, action, actor())
     data["cluster_request"] = value
-    cluster = wait_for_results(ext, value, timeout)
+    cluster = cluster_actions.wait_for_results(ext, value, timeout)
     data["workers"] = cluster["workers"]
     data["workers_detail"] = cluster["detail"]
     here_ok = succeeded(data)
@@ -261,8 +258,6 @@ def verify_services_command(as_json: bool) -> None:
 @with_errors
 def test_recovery_command(user_id: str | None, as_json: bool) -> None:
     """Exercise each recovery mechanism without disturbing users; report pass/fail."""
-    from ..automation.recovery_probe import run_recovery_probes
-
     ext = ext_state()
     result = run_recovery_probes(ext, actor(), SOURCE, user_id)
 

@@ -52,7 +52,7 @@ def _epoch(value: Any) -> float | None:
     return None
 
 
-def utc(seconds: float) -> dt.datetime:
+def utc_from_epoch(seconds: float) -> dt.datetime:
     """Naive UTC datetime of an epoch time (as every stored time is)."""
     return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).replace(tzinfo=None)
 
@@ -144,7 +144,7 @@ class EvidenceLog:
         start = self.failure_start(_epoch(now))
         if start is None:
             return now, None
-        return min(now, utc(start["at"])), start["kind"]
+        return min(now, utc_from_epoch(start["at"])), start["kind"]
 
     def close(self) -> None:
         if self._client is not None:

@@ -28,6 +28,7 @@ import uuid
 from typing import Any
 
 from ..models import utcnow
+from . import actions as recovery_actions
 from .worker_mode import REPORT_TTL, worker_reports
 
 log = logging.getLogger("flask_notify_emergency")
@@ -47,8 +48,6 @@ def request(ext: Any, action: str, actor: str) -> dict[str, Any]:
 
 
 def _run(ext: Any, value: dict[str, Any]) -> None:
-    from . import actions as recovery_actions
-
     actor = f"{value.get('by', '?')} via worker {ext.state.process_id}"
     action = value.get("action")
     result: dict[str, Any]

@@ -12,7 +12,8 @@ import pytest
 import sqlalchemy as sa
 
 from flask_notify_emergency import signals
-from flask_notify_emergency.detect.evidence import FAILED_DELIVERY, utc
+from flask_notify_emergency.detect.evidence import FAILED_DELIVERY
+from flask_notify_emergency.detect.evidence import utc_from_epoch as utc
 from flask_notify_emergency.models import utcnow
 from flask_notify_emergency.respond import emergency
 from tests.support.apps import build_example, drop_tables
