@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from flask import Flask, current_app
 from flask.cli import ScriptInfo
 
+from ..audit import cli_actor
 from ..config import redact_url
 from .output import EXIT_FAILED, to_json
 
@@ -40,6 +41,10 @@ LOGGERS = ("flask_notify_emergency", "socketio", "engineio", "socketio.client", 
            "engineio.client", "engineio.server", "redis", "sqlalchemy", "werkzeug")
 #: Commands that still show what they can when the database is down (and exit 1 after).
 RUNS_WITHOUT_DATABASE = frozenset({"status"})
+#: Long-running commands (a monitor process for systemd or Kubernetes): they must start and
+#: keep running while the database is down, and their log goes to stderr in full, as a
+#: service manager collects it (and to the log file).
+LONG_RUNNING = frozenset({"monitor"})
 #: ``ctx.meta`` key: the command runs with ``--verbose``.
 VERBOSE = "notify_emergency.verbose"
 #: ``ctx.meta`` key: the database's one-line error when it was found unreachable.
@@ -166,12 +171,13 @@ class EmergencyCommand(click.Command):
             help="Print the full log, tracebacks included, to the terminal as well as to the log file."))
 
     def invoke(self, ctx: click.Context) -> Any:
-        verbose = bool(ctx.meta.get(VERBOSE))
+        verbose = bool(ctx.meta.get(VERBOSE)) or self.name in LONG_RUNNING
         as_json = bool(ctx.params.get("as_json"))
         app = _load_app(ctx)
         with command_logging(app, verbose) as path:
             ctx.meta[LOG_PATH] = path
-            if app is not None:
+            log.info("flask-notify-emergency: 'emergency %s' run by %s", self.name, cli_actor())
+            if app is not None and self.name not in LONG_RUNNING:
                 down = database_error(app)
                 if down is not None:
                     log.info("flask-notify-emergency: %s: %s", self.name, down)

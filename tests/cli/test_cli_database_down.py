@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from flask_notify_emergency.cli import emergency_group
 from tests.support.apps import EXAMPLES, ROOT, ServedApp
+from tests.support.cli import flask_process
 from tests.support.databases import own_database
 from tests.support.outages import TcpProxy
 from tests.support.services import free_port, wait_until
@@ -92,12 +93,8 @@ def test_every_command_says_the_database_is_down_in_one_line(proxied_database, m
 
 def flask_command(url: str, redis_url: str, redis_prefix: str, *args: str) -> subprocess.CompletedProcess[str]:
     """``flask emergency <args>`` in a process of its own, as an operator runs it."""
-    config = {"SQLALCHEMY_DATABASE_URI": url, "NOTIFY_EMERGENCY_REDIS_URL": redis_url,
-              "NOTIFY_EMERGENCY_REDIS_KEY_PREFIX": redis_prefix, "SECRET_KEY": "test-secret",
-              "NOTIFY_EMERGENCY_MONITOR_ENABLED": False}
-    env = dict(os.environ, SERVE_CONFIG=json.dumps(config), PYTHONPATH=os.pathsep.join([ROOT, EXAMPLES]))
-    return subprocess.run([sys.executable, "-m", "flask", "--app", "tests.support.flask_app:create",
-                           "emergency", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    return flask_process({"SQLALCHEMY_DATABASE_URI": url, "NOTIFY_EMERGENCY_REDIS_URL": redis_url,
+                          "NOTIFY_EMERGENCY_REDIS_KEY_PREFIX": redis_prefix}, *args)
 
 
 def test_status_in_a_new_process_shows_the_workers_and_their_mode(proxied_database, redis_url, redis_prefix):
