@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from ..communicate import alert_event
 from ..detect import FAILED_CHECK, Classification, classify, run_health_checks, utc_from_epoch
 from ..models import utcnow
-from ..respond import emergency, replay_backlog
+from ..respond import drill_lease, emergency, replay_backlog
 from ..rollback import execute as rollback
 from .recovery import auto_recover
 
@@ -123,6 +123,7 @@ class Monitor:
         ext = self.ext
         if ext.control.paused().get("monitor"):
             return {"status": "paused"}
+        self._revert_abandoned_drill()
         report = self._check()
         c = classify(report)
         health = {"status": report.status, "score": report.score, "failing": report.failing}
@@ -183,6 +184,18 @@ class Monitor:
         except Exception as exc:
             log.warning("flask-notify-emergency: escalation alert failed: %s", exc)
         return detail
+
+    # -- the drills' always-revert guard ----------------------------------------------------
+    def _revert_abandoned_drill(self) -> None:
+        """A drill whose process died (its lease ran out) is reverted here, before checking."""
+        try:
+            reverted = drill_lease.revert_if_abandoned(self.ext, ACTOR)
+        except sa.exc.SQLAlchemyError as exc:  # the database is down: the tick reports that
+            log.debug("flask-notify-emergency: could not check the drill lease: %s", exc)
+            return
+        if reverted:
+            log.warning("flask-notify-emergency: drill #%s was abandoned by its process; the monitor "
+                        "reverted its injections (%s)", reverted["drill_id"], reverted["restored"])
 
     # -- evidence: when a failure started (MTTD) -------------------------------------------
     def _check(self) -> Any:
