@@ -11,13 +11,14 @@ events).
 from __future__ import annotations
 
 from . import evidence, health
-from .canary import queue_manager, send_canary
+from .canary import check_message_queue, queue_manager, send_canary
 from .classify import Classification, classify
 from .evidence import FAILED_CHECK, EvidenceLog, utc_from_epoch
 from .health import HealthReport, run_health_checks
 from .levels import FAILURE_TYPES, LEVELS, Level, parse_level
 
 __all__ = [
-    "Classification", "classify", "evidence", "EvidenceLog", "FAILED_CHECK", "FAILURE_TYPES", "health",
-    "HealthReport", "Level", "LEVELS", "parse_level", "queue_manager", "run_health_checks", "send_canary", "utc_from_epoch",
+    "check_message_queue", "Classification", "classify", "evidence", "EvidenceLog", "FAILED_CHECK",
+    "FAILURE_TYPES", "health", "HealthReport", "Level", "LEVELS", "parse_level", "queue_manager",
+    "run_health_checks", "send_canary", "utc_from_epoch",
 ]
