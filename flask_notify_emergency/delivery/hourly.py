@@ -13,9 +13,9 @@
 
 Every change happens in the transaction of the row's own change, as an upsert (``ON
 CONFLICT`` / ``ON DUPLICATE KEY``) applied in (hour, measure) order so two transactions
-never wait on each other's rows in opposite orders. Durations are taken from the times as
-the database stores them (MariaDB keeps whole seconds), so the totals equal what a scan of
-the rows computes.
+never wait on each other's rows in opposite orders. Durations are summed in whole microseconds, as
+the database stores the times, so the totals equal what a scan of the rows computes (up to
+SQLite's ``julianday`` resolution, about 0.1 ms, in the scan).
 
 The totals are only trusted once :func:`rebuild` has counted the rows that were stored
 before (it ends by writing the marker row at ``READY_HOUR``); until then the dashboard
@@ -79,7 +79,9 @@ class HourlyTotals:
     def __init__(self, engine: sa.engine.Engine, models: Models) -> None:
         self.engine = engine
         self.table: sa.Table | None = models.HourlyTotal.__table__ if models.HourlyTotal else None
-        self.whole_seconds = engine.dialect.name in ("mysql", "mariadb")  # DATETIME without a fraction
+        # every stored time keeps microseconds (models.Timestamp); a DATETIME without them
+        # (a table created before) would be seen here as whole seconds
+        self.whole_seconds = False
         self._present: bool | None = None
         self._checked_at = 0.0
 
