@@ -9,6 +9,7 @@ from typing import Any, Callable
 from flask import Flask, current_app
 
 from . import config as cfgmod
+from . import i18n
 from .audit import AuditLog
 from .control import Control
 from .delivery import fallbacks
@@ -173,6 +174,8 @@ class NotifyEmergency:
         # globals rather than a context processor: nothing runs for a template that calls neither
         for name, helper in ext_state.page_helpers.template_globals().items():
             app.add_template_global(helper, name)
+        for name, translate in i18n.template_globals().items():
+            app.add_template_global(translate, name)
         if socketio is not None:
             from . import realtime
 

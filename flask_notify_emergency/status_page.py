@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .i18n import N_, gettext
 from .models import utcnow
 
 DASHBOARD_KEY = "dashboard_status"
@@ -19,8 +20,10 @@ PUBLIC_KEY = "status_page"
 DASHBOARD_STATUSES = ("normal", "investigating", "emergency_active", "recovering", "resolved")
 #: The public status, as shown on the status page.
 PUBLIC_STATUSES = ("operational", "degraded", "partial_outage", "major_outage")
-PUBLIC_LABELS = {"operational": "Operational", "degraded": "Degraded performance",
-                 "partial_outage": "Partial outage", "major_outage": "Major outage"}
+#: Stored and posted in English (the banner's title); shown in the reader's language
+#: (``i18n.banner_title``, :func:`public_view`).
+PUBLIC_LABELS = {"operational": N_("Operational"), "degraded": N_("Degraded performance"),
+                 "partial_outage": N_("Partial outage"), "major_outage": N_("Major outage")}
 #: Banner level shown to users for each non-operational public status.
 BANNER_LEVELS = {"degraded": "warning", "partial_outage": "danger", "major_outage": "critical"}
 BANNER_KIND = "status"
@@ -79,6 +82,13 @@ def public_view(value: dict[str, Any]) -> dict[str, Any]:
     """What anonymous visitors may see: never who set it or internal ids."""
     return {"status": value.get("status"), "label": value.get("label"),
             "message": value.get("message"), "updated_at": value.get("updated_at")}
+
+
+def translated_view(view: dict[str, Any]) -> dict[str, Any]:
+    """``view`` (from :func:`public_view`) with its label in the reader's language."""
+    if view.get("status") in PUBLIC_LABELS:
+        return dict(view, label=gettext(PUBLIC_LABELS[view["status"]]))
+    return view
 
 
 def set_public_status(ext: Any, status: str, message: str, actor: str,

@@ -12,6 +12,7 @@ from flask import flash, request, session
 
 from .. import signals
 from ..access import current_user_id
+from ..i18n import gettext
 
 
 def connect_receivers(app: Any, ext_state: Any) -> None:
@@ -71,7 +72,8 @@ def flash_pending(ext_state: Any) -> None:
     categories = cfg["NOTIFY_EMERGENCY_FLASH_CATEGORIES"]
     cut = cfg["NOTIFY_EMERGENCY_FLASH_MESSAGE_MAX_LENGTH"]
     for row in rows:
-        text = f"{row['title']}: {row['message']}"
+        # TRANSLATORS: a notification shown as a flash message: its title, then its text
+        text = gettext("%(title)s: %(message)s", title=row["title"], message=row["message"])
         if len(text) > cut:
             text = text[: cut - 1] + "\u2026"
         flash(text, categories.get(row["priority"], "info"))
