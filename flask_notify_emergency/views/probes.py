@@ -43,7 +43,7 @@ def register(bp: Blueprint, ext_state: Any) -> None:
     @admin_required
     def api_health() -> Any:
         """Every check's result, the overall status and the health score (admins)."""
-        from ..health import run_health_checks
+        from ..detect.health import run_health_checks
 
         report = run_health_checks(ext_state).to_dict()
         return jsonify(report), 200 if report["status"] != "critical" else 503
