@@ -13,16 +13,17 @@ The admin dashboard and the command line stay English (see ``docs/translations.m
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Any
 
 from flask import current_app, has_request_context
 
+_babel: Any
 try:  # optional: only a host that uses Flask-Babel gets translations
-    from flask_babel import Domain, get_locale
-except ImportError:  # pragma: no cover - Flask-Babel is not installed
-    Domain = None  # type: ignore[assignment,misc]
-    get_locale = None  # type: ignore[assignment]
+    _babel = importlib.import_module("flask_babel")
+except ImportError:  # Flask-Babel is not installed: everything stays English
+    _babel = None
 
 #: The gettext domain of the extension's catalogue (``<DOMAIN>.pot``, ``<lang>/LC_MESSAGES/<DOMAIN>.mo``).
 DOMAIN = "flask_notify_emergency"
@@ -30,7 +31,8 @@ DOMAIN = "flask_notify_emergency"
 TRANSLATIONS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "translations")
 
 # one Domain for every app: it only caches the compiled catalogues, which are the same for all
-_domain: Any = Domain(translation_directories=[TRANSLATIONS_DIR], domain=DOMAIN) if Domain is not None else None
+_domain: Any = (_babel.Domain(translation_directories=[TRANSLATIONS_DIR], domain=DOMAIN)
+                if _babel is not None else None)
 
 
 def _babel_active() -> bool:
@@ -76,12 +78,6 @@ class LazyText:
     def __repr__(self) -> str:
         return f"LazyText({self.message!r})"
 
-    def __eq__(self, other: object) -> bool:
-        return str(self) == (str(other) if isinstance(other, LazyText) else other)
-
-    def __hash__(self) -> int:
-        return hash(self.message)
-
 
 def lazy_gettext(string: str, **variables: Any) -> LazyText:
     """``string``, translated when it is turned into text (``str()``, a template, JSON)."""
@@ -95,7 +91,7 @@ def current_locale() -> str | None:
     """
     if not _babel_active():
         return None
-    locale = get_locale()
+    locale = _babel.get_locale()
     return str(locale) if locale is not None else None
 
 
