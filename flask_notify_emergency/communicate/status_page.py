@@ -12,6 +12,8 @@ from typing import Any
 
 from ..i18n import N_, gettext
 from ..models import utcnow
+from ..respond import current_event
+from .user_communication import dismiss_banners, post_banner
 
 DASHBOARD_KEY = "dashboard_status"
 PUBLIC_KEY = "status_page"
@@ -94,8 +96,6 @@ def translated_view(view: dict[str, Any]) -> dict[str, Any]:
 def set_public_status(ext: Any, status: str, message: str, actor: str,
                       source: str = "cli") -> dict[str, Any]:
     """Set the public status; post (or replace, or remove) its banner. ValueError on bad input."""
-    from .user_communication import dismiss_banners, post_banner
-
     status = _choice(status, PUBLIC_STATUSES)
     text = _message(message)
     previous = public_status(ext)
@@ -117,7 +117,5 @@ def set_public_status(ext: Any, status: str, message: str, actor: str,
 
 
 def _open_event_id(ext: Any) -> int | None:
-    from ..respond.emergency import current_event
-
     event = current_event(ext)
     return int(event["id"]) if event else None

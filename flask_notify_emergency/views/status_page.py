@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify, render_template, url_for
 
-from ..communicate.status_page import public_status, public_view, translated_view
+from ..communicate import public_status, public_view, translated_view
 from ..i18n import current_locale, gettext
 
 CACHE_SECONDS = 5.0
