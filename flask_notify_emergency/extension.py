@@ -10,7 +10,6 @@ from flask import Flask, current_app
 
 from . import cli, signals
 from . import config as cfgmod
-from . import i18n
 from .audit import AuditLog
 from .automation import WorkerStart, monitor
 from .communicate import alerts
@@ -23,6 +22,7 @@ from .delivery import (  # noqa: F401 (re-exported)
     PageHelpers,
     SocketIONotifier,
     fallbacks,
+    i18n,
     realtime,
     render_banners,
     render_scripts,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..i18n import N_, gettext
+from ..delivery import i18n
 from ..models import utcnow
 from ..respond import current_event
 from .user_communication import dismiss_banners, post_banner
@@ -23,9 +23,9 @@ DASHBOARD_STATUSES = ("normal", "investigating", "emergency_active", "recovering
 #: The public status, as shown on the status page.
 PUBLIC_STATUSES = ("operational", "degraded", "partial_outage", "major_outage")
 #: Stored and posted in English (the banner's title); shown in the reader's language
-#: (``i18n.banner_title``, :func:`public_view`).
-PUBLIC_LABELS = {"operational": N_("Operational"), "degraded": N_("Degraded performance"),
-                 "partial_outage": N_("Partial outage"), "major_outage": N_("Major outage")}
+#: (``delivery.i18n.banner_title``, :func:`translated_view`).
+PUBLIC_LABELS = {"operational": i18n.N_("Operational"), "degraded": i18n.N_("Degraded performance"),
+                 "partial_outage": i18n.N_("Partial outage"), "major_outage": i18n.N_("Major outage")}
 #: Banner level shown to users for each non-operational public status.
 BANNER_LEVELS = {"degraded": "warning", "partial_outage": "danger", "major_outage": "critical"}
 BANNER_KIND = "status"
@@ -89,7 +89,7 @@ def public_view(value: dict[str, Any]) -> dict[str, Any]:
 def translated_view(view: dict[str, Any]) -> dict[str, Any]:
     """``view`` (from :func:`public_view`) with its label in the reader's language."""
     if view.get("status") in PUBLIC_LABELS:
-        return dict(view, label=gettext(PUBLIC_LABELS[view["status"]]))
+        return dict(view, label=i18n.gettext(PUBLIC_LABELS[view["status"]]))
     return view
 
 

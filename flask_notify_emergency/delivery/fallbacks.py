@@ -12,7 +12,7 @@ from flask import flash, request, session
 
 from .. import signals
 from ..access import current_user_id
-from ..i18n import gettext
+from .i18n import gettext
 
 
 def connect_receivers(app: Any, ext_state: Any) -> None:

@@ -28,7 +28,7 @@ from markupsafe import Markup
 
 from .. import assets as resources
 from ..access import csrf_token, current_user_id
-from ..i18n import current_locale, gettext
+from .i18n import current_locale, gettext
 from .notifier import SocketIONotifier
 
 BANNERS_TEMPLATE = "notify_emergency/_banners.html"

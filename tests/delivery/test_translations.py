@@ -14,7 +14,7 @@ from typing import Any
 from babel.messages.pofile import read_po
 from babel.support import Translations
 
-from flask_notify_emergency import i18n
+from flask_notify_emergency.delivery import i18n
 from tests.conftest import login, user_id
 from tests.support.apps import ROOT
 from tests.support.pages import client_settings, flashes

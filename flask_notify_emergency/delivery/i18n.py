@@ -28,7 +28,7 @@ except ImportError:  # Flask-Babel is not installed: everything stays English
 #: The gettext domain of the extension's catalogue (``<DOMAIN>.pot``, ``<lang>/LC_MESSAGES/<DOMAIN>.mo``).
 DOMAIN = "flask_notify_emergency"
 #: Where the catalogue and its translations are shipped (inside the package, so in the wheel too).
-TRANSLATIONS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "translations")
+TRANSLATIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "translations")
 
 # one Domain for every app: it only caches the compiled catalogues, which are the same for all
 _domain: Any = (_babel.Domain(translation_directories=[TRANSLATIONS_DIR], domain=DOMAIN)
