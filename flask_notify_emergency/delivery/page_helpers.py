@@ -132,6 +132,7 @@ class PageHelpers:
             "mode": mode,
             "csrfToken": token,
             "loggedIn": uid is not None,
+            "ackCookie": ext.ack_cookie,
             "toastSeconds": ext.app.config["NOTIFY_EMERGENCY_TOAST_SECONDS"],
             "strings": client_strings(),
         }
