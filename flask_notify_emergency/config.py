@@ -159,6 +159,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("ACK_COOKIE_NAME", "notify_emergency_acks", "Cookie in which the client script keeps acknowledgements its socket could not send; the next request carries them.", _cookie_name),
     S("POLL_INTERVAL", 5.0, "Seconds between polls by the client script while its socket is down.", _positive_number),
     S("POLL_BATCH_SIZE", 20, "Notifications returned by one poll.", _positive_int),
+    S("TOAST_SECONDS", 15.0, "Shortest time a low or normal priority toast stays on screen (longer for long text, paused while pointed at or focused); high and critical ones stay until dismissed.", _positive_number),
     S("DEFAULT_EXPIRY", None, "Seconds after which an undelivered notification expires (None: never).", None),
     S("SOCKETIO_NAMESPACE", "/notify-emergency", "Socket.IO namespace of user notifications (its own, so the host's handlers on '/' stay untouched).", _str),
     S("ADMIN_NAMESPACE", "/notify-emergency-admin", "Socket.IO namespace of the dashboard's live updates (admins only).", _str),

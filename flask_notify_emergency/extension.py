@@ -24,6 +24,7 @@ from .delivery import (  # noqa: F401 (re-exported)
     PageHelpers,
     SocketIONotifier,
     fallbacks,
+    i18n,
     realtime,
     render_banners,
     render_scripts,
@@ -209,6 +210,8 @@ class NotifyEmergency:
         # globals rather than a context processor: nothing runs for a template that calls neither
         for name, helper in ext_state.page_helpers.template_globals().items():
             app.add_template_global(helper, name)
+        for name, translate in i18n.template_globals().items():
+            app.add_template_global(translate, name)
         if socketio is not None:
             realtime.register(socketio, ext_state)
 
