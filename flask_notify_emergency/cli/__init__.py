@@ -11,14 +11,19 @@ import importlib
 from typing import Any
 
 import click
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
-#: The command group; added to ``app.cli`` under ``NOTIFY_EMERGENCY_CLI_GROUP``.
-emergency_group = AppGroup("emergency", help="Notification emergency procedures (see the runbook).")
+from .output import warn_if_no_monitor
+
+@click.group("emergency", cls=AppGroup)
+@with_appcontext
+def emergency_group() -> None:
+    """Notification emergency procedures (see the runbook)."""
+    warn_if_no_monitor()
 
 #: Modules that contribute commands, in the order their commands were written.
 COMMAND_MODULES = ("status", "emergency", "recovery", "rollback", "communication", "drills", "metrics",
-                   "backups", "validation")
+                   "backups", "validation", "monitor")
 
 _loaded = False
 

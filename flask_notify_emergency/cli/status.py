@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from ..config import redact_url, redacted
 from ..emergency import current_event
 from ..models import utcnow
+from ..monitor import heartbeat_status
 from ..services import paused_now, profile
 from ..status_page import dashboard_status
 from . import emergency_group
@@ -68,6 +69,7 @@ def collect_status(ext: Any) -> dict[str, Any]:
         "banners": len(banners),
         "connected_users": ext.state.connected_users(),
         "shared_state": {"backend": ext.state.backend, "healthy": bool(ext.state.healthy)},
+        "monitor": heartbeat_status(ext),
     }
 
 
@@ -100,6 +102,9 @@ def _status_lines(data: dict[str, Any]) -> list[str]:
     lines.append(f"Connected users: {data['connected_users']}")
     state = data["shared_state"]
     lines.append(f"Shared state:    {state['backend']} ({'healthy' if state['healthy'] else 'UNREACHABLE'})")
+    monitor = data["monitor"]
+    lines.append(f"Monitor:         {monitor['state'].upper() if monitor['state'] == 'stale' else monitor['state']}: "
+                 f"{monitor['detail']}")
     return lines
 
 

@@ -16,6 +16,7 @@ from .. import metrics
 from ..access import admin_required, csrf_token
 from ..config import BANNER_LEVELS
 from ..emergency import LEVELS, get_event
+from ..monitor import heartbeat_status, watchdog
 from . import admin_queries as queries
 
 #: (endpoint, label) of the dashboard's navigation.
@@ -76,11 +77,20 @@ def render_page(template: str, page: str, http_status: int = 200, **context: Any
         mode=ext.control.mode,
         paused=ext.control.paused(),
         breaker=ext.breaker.current,
+        monitor_status=_monitor_status(ext),
         levels=LEVELS,
         banner_levels=BANNER_LEVELS,
         **context,
     )
     return html, http_status
+
+
+def _monitor_status(ext: Any) -> dict[str, Any] | None:
+    """The monitor's heartbeat for the page header; a stale one also trips the dead man's switch."""
+    try:
+        return watchdog(ext, source="dashboard") or heartbeat_status(ext)
+    except Exception:  # the database is down: the page says so elsewhere
+        return None
 
 
 def render_error(message: str, status: int) -> Any:

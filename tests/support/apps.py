@@ -20,7 +20,9 @@ def build_example(config: dict[str, Any]) -> tuple[Any, Any]:
     """``examples/app.py``'s ``create_app`` with test config."""
     from app import create_app  # examples/app.py
 
-    base = {"TESTING": True, "SECRET_KEY": "test-secret", "NOTIFY_EMERGENCY_MONITOR_ENABLED": False}
+    # background work starts on the first request unless a test asks for it at boot
+    base = {"TESTING": True, "SECRET_KEY": "test-secret", "NOTIFY_EMERGENCY_MONITOR_ENABLED": False,
+            "NOTIFY_EMERGENCY_START_ON_BOOT": False}
     base.update(config)
     return create_app(base)
 
