@@ -78,6 +78,8 @@ class Monitor:
         self.last: dict[str, Any] | None = None
         self.last_replay: dict[str, Any] | None = None
         self.is_leader = False
+        #: How many times this process has tried for the lock (0: not yet).
+        self.elections = 0
         self.lock_ttl = self.interval * LOCK_TTL_INTERVALS
         self.poll = self.interval * POLL_INTERVALS
         #: Called with each tick's result (``flask emergency monitor`` prints them).
@@ -118,6 +120,7 @@ class Monitor:
     def elect(self) -> bool:
         """Take or renew the cluster's monitor lock; True if this process is the monitor."""
         with self._elect_lock:
+            self.elections += 1
             try:
                 self.is_leader = self._acquire()
             except Exception as exc:  # no store answers: a lock of this process's own

@@ -40,7 +40,7 @@ def monitor_command(once: bool, as_json: bool) -> None:
         return
     stopping = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stopping.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
-    was_leader = [False]
+    was_leader: list[bool | None] = [None]
 
     def on_tick(result: dict[str, Any]) -> None:
         click.echo(to_json(result).replace("\n", "") if as_json else _tick_line(result))
@@ -52,7 +52,7 @@ def monitor_command(once: bool, as_json: bool) -> None:
                        f"({heartbeat_status(ext)['detail']}); SIGTERM or Ctrl-C stops.")
         monitor.start()
         while not stopping.wait(min(monitor.poll, 1.0)):
-            if monitor.is_leader != was_leader[0]:
+            if monitor.elections and monitor.is_leader != was_leader[0]:
                 was_leader[0] = monitor.is_leader
                 if not as_json:
                     click.echo("holding the monitor lock: checking" if monitor.is_leader

@@ -41,8 +41,12 @@ def drop_tables(app: Any) -> None:
 class ServedApp:
     """The example app running in its own process: ``python tests/support/serve.py``."""
 
-    def __init__(self, port: int, config: dict[str, Any], env: dict[str, str] | None = None) -> None:
+    def __init__(self, port: int, config: dict[str, Any], env: dict[str, str] | None = None,
+                 ready: str = "http") -> None:
+        """``ready="tcp"`` waits for the port to accept connections without sending any HTTP
+        request (for tests of what a server does with no traffic at all)."""
         self.port = port
+        self.ready = ready
         self.url = f"http://127.0.0.1:{port}"
         full_env = dict(os.environ)
         full_env.update(env or {})
@@ -59,6 +63,13 @@ class ServedApp:
             if self.proc.poll() is not None:
                 out = self.proc.stdout.read().decode(errors="replace") if self.proc.stdout else ""
                 raise RuntimeError(f"served app exited with {self.proc.returncode}:\n{out}")
+            if self.ready == "tcp":
+                from tests.support.services import port_open
+
+                if port_open("127.0.0.1", self.port):
+                    return
+                time.sleep(0.05)
+                continue
             try:
                 with urllib.request.urlopen(self.url + "/login", timeout=1) as r:
                     if r.status == 200:
