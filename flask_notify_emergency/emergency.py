@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import signals
+from . import operator_hold, services, signals
 from .models import utcnow
 
 
@@ -259,4 +259,8 @@ def deactivate(ext: Any, *, resolved_by: str, force: bool = False, reason: str |
                   else "forced; the checks were passing" if failing == [] else "forced; the checks could not run")
     ext.audit.record(resolved_by, "deactivate-emergency", source, {"force": force, "reason": reason},
                      detail=detail, event_id=event["id"] if event else None)
+    if resolved_by != "monitor":
+        result["profile"] = services.clear_emergency_profile(ext, resolved_by)
+        result["hold"] = operator_hold.place(ext, "deactivate-emergency", resolved_by,
+                                             int(event["level"]) if event else None)
     return result

@@ -16,7 +16,8 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from . import signals
+from . import operator_hold, signals
+from .emergency import current_event
 from .models import utcnow
 
 KINDS = ("flash", "broadcast")
@@ -82,6 +83,9 @@ def enable_fallback(ext: Any, kind: str, actor: str, source: str = "cli", messag
         _record(ext, "broadcast", {"by": actor, "at": _stamp(), "banner_id": banner["id"]}, actor)
     ext.audit.record(actor, "enable-fallback", source, {"type": kind, "message": message},
                      outcome="ok" if result["changed"] else "noop", detail=result["detail"])
+    if actor != "monitor":
+        event = current_event(ext)
+        result["hold"] = operator_hold.place(ext, "enable-fallback", actor, int(event["level"]) if event else None)
     return result
 
 

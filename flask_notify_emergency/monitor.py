@@ -42,7 +42,7 @@ from typing import Any, Callable
 
 import sqlalchemy as sa
 
-from . import emergency
+from . import emergency, operator_hold
 from .classify import Classification, classify
 from .health import run_health_checks
 
@@ -222,6 +222,11 @@ class Monitor:
             return self._database_down(report, c, exc, health)
         if c is not None:
             self.healthy_streak = 0
+            hold = self._held(c.level)
+            if hold is not None and (event is None or event.get("triggered_by") != ACTOR or mode != "emergency"):
+                # a person just decided (restore, deactivate, fallback): no activation, no rollback
+                return {"status": "held", "health": health, "classification": c.to_dict(), "event": event,
+                        "hold": hold, "note": operator_hold.describe(hold)}
             if event is None:
                 from .recovery import auto_recover
 
@@ -251,6 +256,13 @@ class Monitor:
         self.healthy_streak = 0
         self._replay_later(event["id"])
         return {"status": "recovered", "health": health, "event": resolved["event"], "mode": resolved["mode"]}
+
+    def _held(self, level: int) -> dict[str, Any] | None:
+        """The operator's hold that keeps this tick from acting on a level-``level`` finding."""
+        try:
+            return operator_hold.holding(self.ext, level)
+        except sa.exc.SQLAlchemyError:
+            return None
 
     def _follow(self, event: dict[str, Any], mode: str, c: Classification) -> dict[str, Any] | None:
         """A monitor event that got worse: raise its level, switch emergency mode on if due."""

@@ -17,6 +17,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Callable
 
+from . import operator_hold
+from .emergency import current_event
 from . import rollback_approval as approval
 from .rollback_approval import RollbackError, list_requests, required_approvals
 from .rollback_journal import (BEGIN, DONE, END, FAILED, RESUME, REVERTED, STARTED, Journal, OperationLock,
@@ -248,7 +250,15 @@ def restore(ext: Any, *, actor: str, source: str, confirm: bool, reason: str | N
     detail = dict(args, source=source, checks=checks)
     result = _execute(ext, operation="restore", steps=RESTORE_STEPS, actor=actor, source=source,
                       begin_detail=detail, resume_kind="restore", on_step=on_step)
-    return dict(result, checks=checks)
+    return dict(result, checks=checks, hold=_hold_after_restore(ext, actor))
+
+
+def _hold_after_restore(ext: Any, actor: str) -> dict[str, Any] | None:
+    """A person restored: keep the automatic rollback off for the operator hold."""
+    if actor == "monitor":
+        return None
+    event = current_event(ext)
+    return operator_hold.place(ext, "restore", actor, int(event["level"]) if event else None)
 
 
 def rollback_status(ext: Any) -> dict[str, Any]:
@@ -330,6 +340,8 @@ def maybe_auto_rollback(ext: Any) -> dict[str, Any] | None:
     event = current_event(ext)
     if event is None:
         return None
+    if operator_hold.holding(ext, int(event["level"])) is not None:
+        return None  # a person restored or deactivated a moment ago: theirs is the decision
     failures = failed_recovery_attempts(event["actions"])
     why = None
     if len(failures) >= cfg["NOTIFY_EMERGENCY_RECOVERY_ATTEMPTS"]:

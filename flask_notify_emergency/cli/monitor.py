@@ -14,9 +14,10 @@ from typing import Any
 
 import click
 
+from .. import operator_hold
 from ..monitor import heartbeat_status
 from . import emergency_group
-from .output import done, ext_state, json_option, report, to_json
+from .output import SOURCE, actor, done, ext_state, json_option, report, to_json
 
 
 def _tick_line(result: dict[str, Any]) -> str:
@@ -68,3 +69,17 @@ def monitor_command(once: bool, as_json: bool) -> None:
         click.echo(to_json({"ok": True, "stopped": True}).replace("\n", ""))
     else:
         click.echo("Monitor stopped; lock released.")
+
+
+@emergency_group.command("release-hold")
+@json_option
+def release_hold_command(as_json: bool) -> None:
+    """End the operator hold now: the monitor may activate emergency mode and roll back again."""
+    ext = ext_state()
+    who = actor()
+    hold = operator_hold.release(ext, who)
+    ext.audit.record(who, "release-hold", SOURCE, {}, outcome="ok" if hold else "noop",
+                     detail=f"held after '{hold['action']}' by {hold['by']}" if hold else "no hold was in force")
+    data = {"ok": True, "released": hold}
+    report(data, as_json, [f"Released the operator hold after '{hold['action']}' by {hold['by']}; the monitor "
+                           "acts on its next check." if hold else "No operator hold was in force."])

@@ -15,6 +15,7 @@ from typing import Any
 import click
 import sqlalchemy as sa
 
+from .. import operator_hold
 from ..config import redact_url, redacted
 from ..emergency import current_event
 from ..models import utcnow
@@ -70,6 +71,7 @@ def collect_status(ext: Any) -> dict[str, Any]:
         "connected_users": ext.state.connected_users(),
         "shared_state": {"backend": ext.state.backend, "healthy": bool(ext.state.healthy)},
         "monitor": heartbeat_status(ext),
+        "operator_hold": operator_hold.current(ext),
     }
 
 
@@ -105,6 +107,9 @@ def _status_lines(data: dict[str, Any]) -> list[str]:
     monitor = data["monitor"]
     lines.append(f"Monitor:         {monitor['state'].upper() if monitor['state'] == 'stale' else monitor['state']}: "
                  f"{monitor['detail']}")
+    hold = data["operator_hold"]
+    lines.append(f"Automation:      held: {operator_hold.describe(hold)}" if hold
+                 else "Automation:      on (no operator hold)")
     return lines
 
 
