@@ -8,12 +8,14 @@ goes through the fallbacks and pages show the emergency notice.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
 from . import operator_hold, services, signals
+from .health import RATES_SINCE_KEY
 from .models import utcnow
 
 
@@ -166,6 +168,8 @@ def resolve_event(ext: Any, event_id: int, resolved_by: str, recovered: bool) ->
     with ext.engine.begin() as conn:
         conn.execute(t.update().where(t.c.id == event_id, t.c.status == "open").values(
             status="resolved", resolved_at=utcnow(), resolved_by=resolved_by, recovered=recovered))
+    # the failures that made this emergency are judged; rates start afresh (see health.rate_window)
+    ext.control.write(RATES_SINCE_KEY, time.time(), resolved_by)
     event = get_event(ext, event_id)
     if event is not None:
         signals.emergency_resolved.send(ext.app, event=event)
@@ -227,7 +231,9 @@ def deactivate(ext: Any, *, resolved_by: str, force: bool = False, reason: str |
     mode = ext.control.read("mode", "normal") or "normal"
     event = current_event(ext)
     if mode != "emergency" and event is None:
-        raise EmergencyError(f"emergency mode is not active (the delivery mode is '{mode}').")
+        raise EmergencyError(f"emergency mode is not active (the delivery mode is '{mode}')"
+                             + (": the cluster is rolled back; 'restore --confirm' rolls it forward."
+                                if mode == "legacy" else "; 'status' shows the cluster's state."))
     if force and not (reason and reason.strip()):
         raise EmergencyError("--force needs --reason: say why it is safe to leave emergency mode.")
     failing: list[str] | None
@@ -244,7 +250,8 @@ def deactivate(ext: Any, *, resolved_by: str, force: bool = False, reason: str |
                              event_id=event["id"] if event else None)
             raise EmergencyError(
                 f"refusing to leave emergency mode: these checks still fail: {', '.join(failing)}. "
-                "Fix them, or use --force --reason \"...\" to override.")
+                "Fix them ('health-check' shows why), or run 'deactivate-emergency --force --reason \"...\"' "
+                "to override.")
     if mode == "emergency":
         ext.control.set_mode("normal", resolved_by)
     result: dict[str, Any] = {"mode": ext.control.read("mode", "normal"), "event": None,

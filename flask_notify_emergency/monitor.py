@@ -42,8 +42,9 @@ from typing import Any, Callable
 
 import sqlalchemy as sa
 
-from . import emergency, operator_hold
+from . import emergency, operator_hold, realtime_probe
 from .classify import Classification, classify
+from .delivery.breaker import HALF_OPEN
 from .health import run_health_checks
 
 log = logging.getLogger("flask_notify_emergency")
@@ -220,6 +221,11 @@ class Monitor:
             mode = ext.control.read("mode", "normal") or "normal"
         except sa.exc.SQLAlchemyError as exc:
             return self._database_down(report, c, exc, health)
+        evidence: dict[str, Any] | None = None
+        if event is not None and event.get("triggered_by") == ACTOR and mode == "emergency":
+            c, evidence = self._judge_by_probes(report, c)
+            health["evidence"] = evidence
+        health["breaker_retest"] = self._retest_breaker(report, (evidence or {}).get("probe"))
         if c is not None:
             self.healthy_streak = 0
             hold = self._held(c.level)
@@ -256,6 +262,45 @@ class Monitor:
         self.healthy_streak = 0
         self._replay_later(event["id"])
         return {"status": "recovered", "health": health, "event": resolved["event"], "mode": resolved["mode"]}
+
+    # -- leaving an emergency on evidence ----------------------------------------------------
+    def _judge_by_probes(self, report: Any, c: Classification | None) -> tuple[Classification | None, dict[str, Any]]:
+        """In emergency mode real time is paused, so rates measured over deliveries (failure
+        rate, disconnect ratio, an open breaker) cannot recover: what fails now still counts,
+        and the real-time path itself is judged by active probes, the canary (in the realtime
+        check) and, where a user is connected, an acknowledged probe notification."""
+        current = classify(without_rates(report))
+        if current is not None:
+            return current, {"judged_by": "checks failing now"}
+        probe = realtime_probe.send_probe(self.ext)
+        evidence = {"judged_by": "probes", "probe": probe}
+        if probe["ran"] and not probe["ok"]:
+            reason = (f"the probe notification to connected user {probe['user_id']} was not acknowledged "
+                      f"({probe.get('error')})")
+            return c or Classification("message_delivery", 2, reason, {"probe": probe}), evidence
+        return None, evidence
+
+    def _retest_breaker(self, report: Any, probe: dict[str, Any] | None) -> dict[str, Any] | None:
+        """A half-open breaker is re-tested by the monitor's own probes, not only by traffic:
+        an acknowledged probe notification (its acknowledgement counts as a breaker success),
+        or, with nobody connected, the canary."""
+        breaker = self.ext.breaker
+        if breaker.current != HALF_OPEN:
+            return None
+        if probe is None:
+            probe = realtime_probe.send_probe(self.ext)
+        if probe["ran"]:
+            if not probe["ok"]:
+                breaker.record_failure()
+            return {"by": "probe notification", "ok": probe["ok"], "breaker": breaker.current}
+        realtime = report.checks.get("realtime")
+        canary = (realtime.detail.get("canary") or {}) if realtime is not None else {}
+        ok = realtime is not None and realtime.ok and bool(canary.get("verified"))
+        if ok:
+            breaker.record_success()
+        else:
+            breaker.record_failure()
+        return {"by": "canary", "ok": ok, "breaker": breaker.current}
 
     def _held(self, level: int) -> dict[str, Any] | None:
         """The operator's hold that keeps this tick from acting on a level-``level`` finding."""
@@ -338,6 +383,21 @@ class Monitor:
             self.ext.control.write(HEARTBEAT_KEY, beat, ACTOR)
         except Exception:  # the database may be down; the tick result says so already
             pass
+
+
+def without_rates(report: Any) -> dict[str, Any]:
+    """``report`` as a dict without the findings measured over past deliveries (failure
+    rate, disconnect ratio, breaker state): what is failing right now."""
+    data = report.to_dict()
+    checks = {name: dict(check) for name, check in data["checks"].items()}
+    realtime = checks.get("realtime")
+    if realtime is not None:
+        detail = {k: v for k, v in (realtime.get("detail") or {}).items()
+                  if k not in ("delivery", "disconnect_ratio", "breaker")}
+        realtime["detail"] = detail
+        if realtime.get("status") == "degraded":
+            realtime["status"] = "ok"
+    return dict(data, checks=checks)
 
 
 # -- the heartbeat as others see it, and the dead man's switch ------------------------------

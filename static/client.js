@@ -150,7 +150,8 @@
     });
     socket.on("connect_error", function () { setLive(false); });
     socket.on("notify_emergency:notification", function (n) {
-      show(n, "socket");
+      // the server's probe of the live path: acknowledged, never shown
+      if (!(n.data && n.data.probe)) { show(n, "socket"); }
       socket.emit("notify_emergency:ack", { id: n.id });
     });
     socket.on("notify_emergency:banner", function () { refreshBanners(); });

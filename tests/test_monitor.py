@@ -155,3 +155,18 @@ def test_status_shows_the_heartbeat_and_a_stale_one_warns_every_command(make_app
         assert len(hooks.received("/hook")) == 1  # once per cooldown, not once per command
     finally:
         hooks.stop()
+
+
+def test_a_half_open_breaker_is_retested_by_the_monitors_own_probes(make_app):
+    """No traffic at all: the monitor's canary (nobody is connected to receive a probe
+    notification) re-tests the real-time path until the breaker closes."""
+    app, _ = make_app(NOTIFY_EMERGENCY_BREAKER_OPEN_SECONDS=0.2, NOTIFY_EMERGENCY_BREAKER_CLOSE_AFTER=2,
+                      NOTIFY_EMERGENCY_MONITOR_ACTIVATE_LEVEL=2)
+    ext = ext_of(app)
+    ext.breaker.trip()
+    wait_until(lambda: ext.breaker.current == "half_open", timeout=5, message="the breaker to half-open")
+    first = ext.monitor.tick()
+    assert first["health"]["breaker_retest"] == {"by": "canary", "ok": True, "breaker": "half_open"}
+    second = ext.monitor.tick()
+    assert second["health"]["breaker_retest"]["breaker"] == "closed"
+    assert ext.breaker.current == "closed"
