@@ -14,8 +14,8 @@ from typing import Any
 
 import click
 
-from .. import operator_hold
-from ..monitor import heartbeat_status
+from ..respond import operator_hold
+from ..automation.monitor import heartbeat_status
 from . import emergency_group
 from .output import SOURCE, actor, done, ext_state, json_option, report, to_json
 
