@@ -123,3 +123,55 @@ def test_dropped_acks_end_in_an_emergency_that_probes_close_and_no_second_one(tm
         finally:
             alice.sio.disconnect()
     engine.dispose()
+
+
+@pytest.mark.redis
+def test_restart_websockets_wakes_a_queue_listener_asleep_in_its_backoff(tmp_path, redis_url, redis_prefix):
+    """After a queue outage python-socketio's listener sleeps in a growing back-off while
+    Redis already answers; the worker's own recovery action replaces it at once, so its
+    canary passes instead of failing (and opening a new emergency) for the rest of the sleep."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.support.apps import ROOT
+    from tests.support.outages import PrivateRedis
+
+    queue = PrivateRedis()
+    db = f"sqlite:///{tmp_path / 'wake.sqlite'}"
+    config = {"SQLALCHEMY_DATABASE_URI": db, "SOCKETIO_MESSAGE_QUEUE": queue.url,
+              "NOTIFY_EMERGENCY_REDIS_URL": redis_url, "NOTIFY_EMERGENCY_REDIS_KEY_PREFIX": redis_prefix,
+              "NOTIFY_EMERGENCY_CANARY_TIMEOUT": 1.0, "NOTIFY_EMERGENCY_START_ON_BOOT": True}
+    (tmp_path / "cli_app.py").write_text("from tests.support.apps import build_example\n"
+                                         f"app, socketio = build_example({config!r})\n")
+    engine = sa.create_engine(db)
+    server = ServedApp(free_port(), config, collect_output=True)
+    alice = None
+    try:
+        alice = Browser(server.url)  # an open page: the worker's queue listener is running
+        queue.kill()
+        # the listener has failed four times: it now sleeps 8 s, whatever Redis does meanwhile
+        wait_until(lambda: any("retrying in 8 secs" in line for line in server.output), timeout=30,
+                   message="the served worker's queue listener to back off for 8 s")
+        queue.start()
+        flask = os.path.join(os.path.dirname(sys.executable), "flask")
+        done = subprocess.run([flask, "--app", "cli_app", "emergency", "restart-websockets", "--json"],
+                              cwd=tmp_path, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+        def workers_restart() -> dict[str, Any] | None:
+            found = rows(engine, "SELECT outcome, detail FROM notify_emergency_audit "
+                                 "WHERE action = 'restart-websockets' AND source = 'cluster'")
+            return found[0] if found else None
+
+        entry = wait_until(workers_restart, timeout=5, message="the serving worker to restart its real-time layer")
+        detail = json.loads(entry["detail"])
+        assert detail["steps"]["listener"].startswith("replaced"), detail
+        assert entry["outcome"] == "ok" and detail["steps"]["canary"]["listener"] == "hears the queue"
+    finally:
+        if alice is not None and alice.sio.connected:
+            alice.sio.disconnect()
+        server.stop()
+        queue.stop()
+        engine.dispose()

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from typing import Any
@@ -42,11 +43,13 @@ class ServedApp:
     """The example app running in its own process: ``python tests/support/serve.py``."""
 
     def __init__(self, port: int, config: dict[str, Any], env: dict[str, str] | None = None,
-                 ready: str = "http") -> None:
+                 ready: str = "http", collect_output: bool = False) -> None:
         """``ready="tcp"`` waits for the port to accept connections without sending any HTTP
-        request (for tests of what a server does with no traffic at all)."""
+        request (for tests of what a server does with no traffic at all); with
+        ``collect_output`` the server's output lines are kept in ``output`` as they come."""
         self.port = port
         self.ready = ready
+        self.output: list[str] = []
         self.url = f"http://127.0.0.1:{port}"
         full_env = dict(os.environ)
         full_env.update(env or {})
@@ -55,7 +58,17 @@ class ServedApp:
         self.proc = subprocess.Popen(
             [sys.executable, os.path.join(ROOT, "tests", "support", "serve.py")],
             env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
+        if collect_output:
+            threading.Thread(target=self._collect, daemon=True).start()
         self._wait_ready()
+
+    def _collect(self) -> None:
+        assert self.proc.stdout is not None
+        try:
+            for line in iter(self.proc.stdout.readline, b""):
+                self.output.append(line.decode(errors="replace").rstrip("\n"))
+        except (OSError, ValueError):  # closed by stop()
+            pass
 
     def _wait_ready(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
