@@ -3,6 +3,8 @@ truth, :mod:`.state` caches it in every worker and spreads changes."""
 
 from __future__ import annotations
 
+import time
+import uuid
 from typing import Any
 
 import sqlalchemy as sa
@@ -63,9 +65,6 @@ class Control:
         renewal or a takeover is a compare-and-swap on ``updated_by``, a fresh token each
         write, so two processes racing for an expired lock cannot both win.
         """
-        import time
-        import uuid
-
         t = self.table
         key = f"lock:{name}"
         now = time.time()

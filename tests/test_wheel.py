@@ -3,6 +3,7 @@ checkout on the path), and render the example app's page with its templates and 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.support import surface
 from tests.support.apps import ROOT
 
 pytestmark = pytest.mark.slow
@@ -80,6 +82,10 @@ def test_the_wheel_holds_every_module_template_and_static_file(wheel):
                for kind in ("templates", "static")
                for p in Path(ROOT, kind).rglob("*") if p.is_file() and p.suffix in (".html", ".js", ".css")}
     assert shipped - names == set(), "templates or static files missing from the wheel"
+    recorded = json.loads(surface.RECORD.read_text())  # the public surface, as it was recorded
+    wheel_files = {f"flask_notify_emergency/{kind}/{name}" for kind in ("templates", "static")
+                   for name in recorded[kind]}
+    assert wheel_files - names == set(), "a recorded template or static file is not in the wheel"
     assert "flask_notify_emergency/py.typed" in names
     assert "flask_notify_emergency/static/vendor/socket.io.min.js" in names
     assert not any(n.startswith(("templates/", "static/", "tests/", "examples/")) for n in names)

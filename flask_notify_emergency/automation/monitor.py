@@ -42,11 +42,12 @@ from typing import Any, Callable
 
 import sqlalchemy as sa
 
-from ..delivery.breaker import HALF_OPEN
-from ..detect import realtime_probe
-from ..detect.classify import Classification, classify
-from ..detect.health import run_health_checks
-from ..respond import emergency, operator_hold
+from ..communicate import alert_event, alerts, send_alert
+from ..delivery import HALF_OPEN
+from ..detect import Classification, classify, realtime_probe, run_health_checks
+from ..respond import emergency, operator_hold, replay_backlog
+from ..rollback import execute as rollback
+from .recovery import auto_recover
 
 log = logging.getLogger("flask_notify_emergency")
 
@@ -235,8 +236,6 @@ class Monitor:
                 return {"status": "held", "health": health, "classification": c.to_dict(), "event": event,
                         "hold": hold, "note": operator_hold.describe(hold)}
             if event is None:
-                from .recovery import auto_recover
-
                 outcome = auto_recover(ext, ACTOR, "monitor", report=report, classification=c, stop=self._stop)
                 return {"status": "activated", "health": health, "classification": c.to_dict(),
                         "event": outcome.get("event"), "recovery": outcome["status"]}
@@ -326,8 +325,6 @@ class Monitor:
         emergency.record_action(ext, event["id"], "reclassify", "ok", detail, ACTOR)
         ext.audit.record(ACTOR, "reclassify", "monitor", detail, event_id=event["id"])
         try:
-            from ..communicate.alerts import alert_event
-
             alert_event(ext, emergency.get_event(ext, event["id"]) or event, "escalated", level=c.level,
                         note=f"worse: {c.reason}")
         except Exception as exc:
@@ -338,7 +335,6 @@ class Monitor:
                        health: dict[str, Any]) -> dict[str, Any]:
         """Nothing can be recorded; alert directly (deduplicated) and try to repair."""
         self.healthy_streak = 0
-        from .recovery import auto_recover
 
         outcome = auto_recover(self.ext, ACTOR, "monitor", report=report, classification=c, stop=self._stop)
         return {"status": "database-unreachable", "health": health,
@@ -348,13 +344,7 @@ class Monitor:
 
     def _maybe_rollback(self) -> None:
         """Hand over to the automatic rollback, when the rollback module and config allow it."""
-        try:
-            from ..rollback import execute as rollback
-        except ImportError:
-            return
-        auto = getattr(rollback, "maybe_auto_rollback", None)
-        if auto is None:
-            return
+        auto = rollback.maybe_auto_rollback
         try:
             auto(self.ext)
         except Exception:
@@ -362,8 +352,6 @@ class Monitor:
 
     def _replay_later(self, event_id: int) -> None:
         def replay() -> None:
-            from ..respond.backlog import replay_backlog
-
             try:
                 with self.app.app_context():
                     self.last_replay = replay_backlog(self.ext, actor=ACTOR, source="monitor",
@@ -436,9 +424,7 @@ def watchdog(ext: Any, source: str = "watchdog") -> dict[str, Any] | None:
     if status["state"] != "stale":
         return None
     try:
-        from ..communicate.alerts import ledger, send_alert
-
-        send, _ = ledger.claim(ext, [WATCHDOG_ALERT_KEY], None, lambda _id: True)
+        send, _ = alerts.ledger.claim(ext, [WATCHDOG_ALERT_KEY], None, lambda _id: True)
         if send:
             status["alert"] = send_alert(
                 ext, "[EMERGENCY] No notification monitor is running",

@@ -17,14 +17,11 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from typing import Any, Callable
+from typing import Callable
 
-#: Set in the WSGI environ of requests the extension makes itself (page checks).
-SYNTHETIC = "notify_emergency.synthetic"
+import click
 
-
-def is_synthetic(environ: dict[str, Any]) -> bool:
-    return bool(environ.get(SYNTHETIC))
+from ..access import is_synthetic
 
 
 def in_flask_command() -> bool:
@@ -34,8 +31,6 @@ def in_flask_command() -> bool:
 
 def inside_cli_command() -> bool:
     """True inside a ``flask <command>`` other than ``run`` (e.g. ``flask emergency ...``)."""
-    import click
-
     ctx = click.get_current_context(silent=True)
     return ctx is not None and ctx.info_name != "run"
 

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from ..respond import operator_hold
-from ..automation.monitor import heartbeat_status
+from ..automation import heartbeat_status
 from . import emergency_group
 from .output import SOURCE, actor, done, ext_state, json_option, report, to_json
 

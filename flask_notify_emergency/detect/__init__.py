@@ -1,1 +1,22 @@
-"""detect."""
+"""Detection and assessment: the health checks (realtime with an end-to-end canary through
+the message queue, database, sessions, redis, resources), the canary itself, and the
+classification of a failing report into a failure type and one of the runbook's four levels
+(:mod:`.levels`), by evidence, never by the text of an error.
+
+Uses the shared top-level modules and :mod:`..delivery` (delivery statistics, the notifier's
+events).
+"""
+
+from __future__ import annotations
+
+from . import health, realtime_probe
+from .canary import listener_hears, queue_manager, send_canary
+from .classify import Classification, classify
+from .health import RATES_SINCE_KEY, HealthReport, run_health_checks
+from .levels import FAILURE_TYPES, LEVELS, Level, parse_level
+
+__all__ = [
+    "Classification", "classify", "FAILURE_TYPES", "health", "HealthReport", "Level", "LEVELS",
+    "listener_hears", "parse_level", "queue_manager", "RATES_SINCE_KEY", "realtime_probe",
+    "run_health_checks", "send_canary",
+]

@@ -20,7 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..detect.canary import listener_hears
+from ..detect import listener_hears, queue_manager, send_canary
 
 log = logging.getLogger("flask_notify_emergency")
 OUTPUT_LIMIT = 20_000
@@ -86,8 +86,6 @@ def restart_websockets(ext: Any, actor: str = "monitor", source: str = "monitor"
        disconnected, so clients connect afresh (their notifications wait in the store);
     4. the canary must make the trip.
     """
-    from ..detect.canary import queue_manager, send_canary
-
     steps: dict[str, Any] = {}
     sio = ext.socketio
     if sio is None:

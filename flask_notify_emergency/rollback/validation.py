@@ -18,7 +18,7 @@ from ..models import utcnow
 ERROR_MARKERS = ("Traceback (most recent call last)", "Internal Server Error", "jinja2.exceptions",
                  "sqlalchemy.exc.")
 #: set on requests we make ourselves, so they do not count as real traffic
-from ..automation.startup import SYNTHETIC
+from ..access import SYNTHETIC
 
 
 def admin_user_ids(ext: Any) -> list[str]:

@@ -18,7 +18,8 @@ import sqlalchemy as sa
 from flask import Blueprint, current_app, jsonify
 
 from ..access import admin_required
-from ..automation.monitor import heartbeat_status
+from ..automation import heartbeat_status
+from ..detect import run_health_checks
 
 _pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="notify-emergency-ready")
 
@@ -51,7 +52,5 @@ def register(bp: Blueprint, ext_state: Any) -> None:
     @admin_required
     def api_health() -> Any:
         """Every check's result, the overall status and the health score (admins)."""
-        from ..detect.health import run_health_checks
-
         report = run_health_checks(ext_state).to_dict()
         return jsonify(report), 200 if report["status"] != "critical" else 503
