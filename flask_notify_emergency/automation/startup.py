@@ -36,7 +36,7 @@ def inside_cli_command() -> bool:
 
 
 class WorkerStart:
-    """Runs each registered starter once, on the first real request this worker serves."""
+    """Runs each registered starter once per process: at boot, or on the first real request."""
 
     def __init__(self) -> None:
         self._starters: list[Callable[[], None]] = []
