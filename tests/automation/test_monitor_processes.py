@@ -130,3 +130,54 @@ def test_a_sigkilled_monitor_process_is_replaced_within_two_intervals(tmp_path, 
         if second is not None:
             second.stop()
         engine.dispose()
+
+
+def test_gunicorn_workers_watch_from_boot_and_one_of_them_monitors(tmp_path, queue):
+    """Two gunicorn workers, no request at all: each starts a monitor at boot, one holds the
+    lock, and the killed queue opens exactly one event within two intervals."""
+    from tests.support.apps import build_example
+    from tests.support.services import port_open
+
+    interval = 1.5
+    config = dict(FAST, SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'gunicorn.sqlite'}",
+                  SOCKETIO_MESSAGE_QUEUE=queue.url, NOTIFY_EMERGENCY_MONITOR_ENABLED=True,
+                  NOTIFY_EMERGENCY_START_ON_BOOT=True, NOTIFY_EMERGENCY_MONITOR_INTERVAL=interval)
+    setup, _ = build_example(dict(config, NOTIFY_EMERGENCY_START_ON_BOOT=False))  # the tables, once
+    setup.extensions["notify_emergency"].close()
+    (tmp_path / "cli_app.py").write_text("from tests.support.apps import build_example\n"
+                                         f"app, socketio = build_example({config!r})\n")
+    engine = sa.create_engine(config["SQLALCHEMY_DATABASE_URI"])
+    port = free_port()
+    gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
+    log = open(tmp_path / "gunicorn.log", "wb")
+    server = subprocess.Popen([gunicorn, "--workers", "2", "--threads", "4", "--bind", f"127.0.0.1:{port}",
+                               "cli_app:app"], cwd=tmp_path, env=dict(os.environ, PYTHONPATH=ROOT),
+                              stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: port_open("127.0.0.1", port), timeout=30, message="gunicorn to listen")
+        with open(f"/proc/{server.pid}/task/{server.pid}/children") as fh:
+            workers = {int(p) for p in fh.read().split()}
+        beat = wait_until(lambda: heartbeat(engine).get("status") == "healthy" and heartbeat(engine),
+                          timeout=30, message="a gunicorn worker's monitor to check, with no request served")
+        assert beat["pid"] in workers
+        queue.kill()
+        found = wait_until(lambda: events(engine), timeout=2 * interval,
+                           message="an emergency event within two intervals of the queue's death")
+        assert (found[0]["failure_type"], found[0]["triggered_by"]) == ("realtime_connection", "monitor")
+        ticks: set[Any] = set()
+        beating: set[Any] = set()
+
+        def more_checks() -> bool:
+            beat = heartbeat(engine)
+            ticks.add(beat.get("tick_at"))
+            beating.add(beat.get("pid"))
+            return len(ticks) >= 4
+
+        wait_until(more_checks, timeout=10 * interval, message="three more checks")
+        # one monitor per cluster: every beat came from one worker, the other stood by
+        assert beating == {beat["pid"]} and len(events(engine)) == 1
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+        log.close()
+        engine.dispose()
