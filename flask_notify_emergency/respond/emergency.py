@@ -172,8 +172,12 @@ def failing_checks(ext: Any) -> list[str]:
 
 
 def deactivate(ext: Any, *, resolved_by: str, force: bool = False, reason: str | None = None,
-               source: str = "cli", recovered: bool = True) -> dict[str, Any]:
+               source: str = "cli", recovered: bool = True, by_operator: bool = False) -> dict[str, Any]:
     """Leave emergency mode. Refused while health checks fail, unless forced with a reason.
+
+    ``by_operator`` (``deactivate-emergency`` and the dashboard): a person decided, so the
+    ``--emergency-mode`` profile is cleared and the operator hold starts
+    (:mod:`.operator_hold`); a drill's or the monitor's own deactivation does neither.
 
     The result's ``failing_checks`` names the checks that failed when it was decided (empty:
     all passed; None: a forced deactivation whose checks could not run), so a forced exit
@@ -203,8 +207,7 @@ def deactivate(ext: Any, *, resolved_by: str, force: bool = False, reason: str |
                              event_id=event["id"] if event else None)
             raise EmergencyError(
                 f"refusing to leave emergency mode: these checks still fail: {', '.join(failing)}. "
-                "Fix them ('health-check' shows why), or run 'deactivate-emergency --force --reason \"...\"' "
-                "to override.")
+                "Fix them ('health-check' shows why), or use --force --reason \"...\" to override.")
     if mode == "emergency":
         ext.control.set_mode("normal", resolved_by)
     result: dict[str, Any] = {"mode": ext.control.read("mode", "normal"), "event": None,
@@ -219,7 +222,7 @@ def deactivate(ext: Any, *, resolved_by: str, force: bool = False, reason: str |
                   else "forced; the checks were passing" if failing == [] else "forced; the checks could not run")
     ext.audit.record(resolved_by, "deactivate-emergency", source, {"force": force, "reason": reason},
                      detail=detail, event_id=event["id"] if event else None)
-    if resolved_by != "monitor":
+    if by_operator:
         result["profile"] = services.clear_emergency_profile(ext, resolved_by)
         result["hold"] = operator_hold.place(ext, "deactivate-emergency", resolved_by,
                                              int(event["level"]) if event else None)

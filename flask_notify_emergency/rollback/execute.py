@@ -240,8 +240,7 @@ def restore(ext: Any, *, actor: str, source: str, confirm: bool, reason: str | N
     if failing and not force:
         raise _refuse(ext, actor, "restore", source, dict(args, checks=checks),
                       f"refusing to restore real-time delivery: {', '.join(failing)} failing. Fix that "
-                      "first ('health-check' shows why), or run 'restore --confirm --force --reason \"...\"' "
-                      "to override.")
+                      "first ('health-check' shows why), or use --force --reason \"...\" to override.")
     detail = dict(args, source=source, checks=checks)
     result = _execute(ext, operation="restore", steps=RESTORE_STEPS, actor=actor, source=source,
                       begin_detail=detail, resume_kind="restore", on_step=on_step)

@@ -84,3 +84,21 @@ def test_the_emergency_profile_shows_in_status_and_deactivate_clears_it(make_app
     assert status["services_profile"] == "normal" and status["paused"]["realtime"] is False
     code, verified = invoke_json(app, "verify-services")
     assert verified["services"]["realtime"]["state"] == "running"
+
+
+def test_the_dashboards_deactivation_holds_the_automation_too_the_monitors_own_does_not(make_app):
+    from tests.views.test_dashboard_api import admin_client, post
+
+    app, _ = make_app(NOTIFY_EMERGENCY_HEALTHY_CHECKS_TO_RECOVER=1)
+    ext = ext_of(app)
+    emergency.activate(ext, reason="socket queue down", triggered_by="ops", level=2)
+    client, token = admin_client(app)
+    assert post(client, token, "/emergency/deactivate", reason="queue back", force=True).status_code == 200
+    hold = stored_switch(app, "operator_hold")
+    assert hold["action"] == "deactivate-emergency" and hold["by"].startswith("admin")
+    invoke(app, "release-hold")
+    ext.breaker.trip()  # the monitor's own emergency (level 3), which it resolves itself
+    assert ext.monitor.tick()["status"] == "activated"
+    ext.breaker.close()
+    assert ext.monitor.tick()["status"] == "recovered"
+    assert stored_switch(app, "operator_hold") is None
