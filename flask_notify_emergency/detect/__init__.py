@@ -10,13 +10,13 @@ events).
 from __future__ import annotations
 
 from . import health, realtime_probe
-from .canary import listener_hears, queue_manager, send_canary
+from .canary import check_message_queue, listener_hears, queue_manager, send_canary
 from .classify import Classification, classify
 from .health import RATES_SINCE_KEY, HealthReport, run_health_checks
 from .levels import FAILURE_TYPES, LEVELS, Level, parse_level
 
 __all__ = [
-    "Classification", "classify", "FAILURE_TYPES", "health", "HealthReport", "Level", "LEVELS",
-    "listener_hears", "parse_level", "queue_manager", "RATES_SINCE_KEY", "realtime_probe",
-    "run_health_checks", "send_canary",
+    "check_message_queue", "Classification", "classify", "FAILURE_TYPES", "health", "HealthReport",
+    "Level", "LEVELS", "listener_hears", "parse_level", "queue_manager", "RATES_SINCE_KEY",
+    "realtime_probe", "run_health_checks", "send_canary",
 ]

@@ -108,6 +108,13 @@ def restart_websockets(ext: Any, actor: str = "monitor", source: str = "monitor"
                 steps["queue"] = "new connection"
             except Exception as exc:
                 steps["queue"] = f"{type(exc).__name__}: {exc}"
+        elif hasattr(manager, "publisher_connection"):  # KombuManager: the next publish connects afresh
+            old, manager.publisher_connection = manager.publisher_connection, manager._connection()
+            try:
+                old.release()
+            except Exception:  # a dead connection may not close cleanly; it is dropped either way
+                pass
+            steps["queue"] = "new connection"
         steps["listener"] = _wake_listener(sio, manager, ext.namespace)
     if disconnect_sockets:
         sids = list(getattr(ext, "connected_sids", {}) or {})
@@ -134,7 +141,7 @@ LISTENER_PROBE_SECONDS = 1.0
 def _wake_listener(sio: Any, manager: Any, namespace: str) -> str:
     """Make this process's Socket.IO queue listener hear the queue now.
 
-    A dead listener is started again. A live one that does not hear the queue while Redis
+    A dead listener is started again. A live Redis one that does not hear the queue while Redis
     answers is asleep in python-socketio's reconnect back-off (up to 60 s after an outage),
     during which this worker's sockets get nothing from other workers: a new listener starts
     now, and the old one is ended the moment its sleep does (an asynchronous ``SystemExit``
@@ -146,6 +153,8 @@ def _wake_listener(sio: Any, manager: Any, namespace: str) -> str:
     if hasattr(listener, "is_alive") and not listener.is_alive():
         manager.thread = sio.server.start_background_task(manager._thread)
         return "restarted"
+    if not hasattr(manager, "_redis_connect"):  # Kombu's listener reconnects by itself
+        return "running"
     try:
         manager.redis.ping()
     except Exception as exc:  # the queue itself is down: a new listener would only back off too
