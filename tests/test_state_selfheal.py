@@ -106,10 +106,13 @@ def test_redis_restarted_empty_the_open_socket_gets_the_next_notification(tmp_pa
         wait_until(lambda: "After the restart" in alice.titles(), timeout=DELIVERY_DEADLINE,
                    message="the notification over the socket that stayed open")
         assert alice.sio.get_sid(namespace=NAMESPACE) == sid and alice.connects == 1  # no reconnect
-        with engine.connect() as conn:
-            channel = conn.execute(sa.text("SELECT channel FROM notify_emergency_notification "
-                                           "WHERE title = 'After the restart'")).scalar()
-        assert channel == "realtime"
+
+        def channel() -> Any:
+            with engine.connect() as conn:
+                return conn.execute(sa.text("SELECT channel FROM notify_emergency_notification "
+                                            "WHERE title = 'After the restart'")).scalar()
+
+        wait_until(lambda: channel() == "realtime", timeout=5, message="the acknowledgement to mark it delivered")
         assert status(tmp_path)["connected_users"] == 2
     finally:
         for page in (alice, bob):
