@@ -181,6 +181,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("BLUEPRINT_NAME", "notify_emergency", "Name of the extension's blueprint.", _str),
     S("CLI_GROUP", "emergency", "Name of the `flask` command group (None: no CLI).", _optional_str),
     S("BASE_TEMPLATE", "notify_emergency/base.html", "Template the dashboard pages extend.", _str),
+    S("LOG_FILE", None, "File the `flask emergency` commands append their full log to, tracebacks included (default: `<instance_path>/notify-emergency.log`; the system temp directory, with a note, when that is not writable).", _optional_str),
     S("DASHBOARD_REFRESH_SECONDS", 5.0, "Seconds between the dashboard's live pushes (and its polls while the admin socket is down).", _positive_number),
     S("LOGIN_VIEW", None, "Endpoint anonymous admins are sent to (default: Flask-Login's `login_view`).", _optional_str),
     # --- health, classification, recovery -------------------------------------------------

@@ -13,6 +13,7 @@ from . import config as cfgmod
 from .audit import AuditLog
 from .automation import WorkerStart, monitor
 from .communicate import alerts
+from .detect import EvidenceLog, evidence
 from .control import Control
 from .delivery import (  # noqa: F401 (re-exported)
     CallableNotifier,
@@ -71,6 +72,7 @@ class NotifyEmergencyState:
             self.state = SharedState(self._load_state, refresh)
         self.control.state = self.state
         self.audit = AuditLog(self.engine, self.models)
+        self.evidence = EvidenceLog(self.state)
         self.breaker = CircuitBreaker(self.state, cfg, self._breaker_changed, write=self._write_breaker)
         if notifier is not None:
             self.notifier: Any = CallableNotifier(notifier, cfg["NOTIFY_EMERGENCY_NOTIFIER_TIMEOUT"])
@@ -197,6 +199,7 @@ class NotifyEmergency:
         app.extensions[EXTENSION_KEY] = ext_state
 
         fallbacks.connect_receivers(app, ext_state)
+        evidence.connect_receivers(app, ext_state)
         ext_state.worker_start.add(ext_state.dispatcher.start_sweeper)
         app.before_request(ext_state.worker_start.before_request)
         app.before_request(lambda: fallbacks.flash_pending(ext_state))

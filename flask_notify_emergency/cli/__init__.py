@@ -11,15 +11,14 @@ import importlib
 from typing import Any
 
 import click
-from flask.cli import AppGroup, with_appcontext
+from flask.cli import AppGroup
 
-from .output import warn_if_no_monitor
+from .command import EmergencyCommand
 
-@click.group("emergency", cls=AppGroup)
-@with_appcontext
-def emergency_group() -> None:
-    """Notification emergency procedures (see the runbook)."""
-    warn_if_no_monitor()
+#: The command group; added to ``app.cli`` under ``NOTIFY_EMERGENCY_CLI_GROUP``.
+emergency_group = AppGroup("emergency", help="Notification emergency procedures (see the runbook).")
+# every command gets --verbose, the command log and one-line errors (see .command)
+emergency_group.command_class = EmergencyCommand
 
 #: Modules that contribute commands, in the order their commands were written.
 COMMAND_MODULES = ("status", "emergency", "recovery", "rollback", "communication", "drills", "metrics",

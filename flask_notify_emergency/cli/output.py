@@ -20,7 +20,6 @@ from click.core import ParameterSource
 from flask import current_app
 
 from ..audit import cli_actor
-from ..automation import watchdog
 from ..respond import EmergencyError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -133,14 +132,3 @@ def with_errors(func: F) -> F:
             usage(str(exc))
     return wrapper  # type: ignore[return-value]
 
-
-def warn_if_no_monitor() -> None:
-    """Before every command: say so on stderr (and alert, once per cooldown) when no monitor
-    has beaten for three intervals (the dead man's switch). Silent when the database cannot
-    be read (the command itself says so)."""
-    ext = current_app.extensions.get("notify_emergency")
-    if ext is None:
-        return
-    status = watchdog(ext, source="cli")
-    if status is not None:
-        click.echo(f"Warning: {status['detail']}.", err=True)
