@@ -531,7 +531,7 @@ def watchdog(ext: Any, source: str = "watchdog") -> dict[str, Any] | None:
 
 
 def init_app(app: Any, ext: Any) -> None:
-    """Create ``ext.monitor``; start its thread on the first real request, if enabled."""
+    """Create ``ext.monitor``; start its threads with the worker (at boot or first request), if enabled."""
     monitor = Monitor(app, ext)
     ext.monitor = monitor
     if not app.config["NOTIFY_EMERGENCY_MONITOR_ENABLED"]:
