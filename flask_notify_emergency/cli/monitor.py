@@ -49,8 +49,12 @@ def monitor_command(once: bool, as_json: bool) -> None:
     monitor.tick_listeners.append(on_tick)
     try:
         if not as_json:
-            click.echo(f"Monitoring every {monitor.interval:g}s as {ext.state.process_id} "
-                       f"({heartbeat_status(ext)['detail']}); SIGTERM or Ctrl-C stops.")
+            try:
+                seen = heartbeat_status(ext)["detail"]
+            except Exception:  # the database is down: the monitor runs anyway, and says so per check
+                seen = "the database does not answer"
+            click.echo(f"Monitoring every {monitor.interval:g}s as {ext.state.process_id} ({seen}); "
+                       "SIGTERM or Ctrl-C stops.")
         monitor.start()
         while not stopping.wait(min(monitor.poll, 1.0)):
             if monitor.elections and monitor.is_leader != was_leader[0]:
