@@ -4,7 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: demo test typecheck bench bench-quick vendor wheel clean
+.PHONY: demo test typecheck bench bench-quick vendor axe messages translations wheel clean
+AXE := node_modules/axe-core/axe.min.js
+CATALOG := flask_notify_emergency/translations
+PYBABEL := $(VENV)/bin/pybabel
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +18,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 demo: $(VENV)/.installed  ## run the example app on http://127.0.0.1:5000
 	cd examples && ../$(PY) app.py
 
-test: $(VENV)/.installed  ## run the test suite
+test: $(VENV)/.installed $(AXE)  ## run the test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 typecheck: $(VENV)/.installed  ## mypy over the package (settings in setup.cfg)
@@ -30,6 +33,19 @@ bench-quick: $(VENV)/.installed
 vendor:  ## refresh static/vendor from the npm registry
 	npm install --no-audit --no-fund
 	cp node_modules/socket.io-client/dist/socket.io.min.js static/vendor/
+
+axe: $(AXE)  ## axe-core for the accessibility tests (test-only: never in static/ or the wheel)
+$(AXE): package.json
+	npm install --no-audit --no-fund
+	touch $@
+
+messages: $(VENV)/.installed  ## refresh the catalogue (.pot) and merge it into every translation (.po)
+	$(PYBABEL) extract -F babel.cfg -k N_ -k lazy_gettext --no-location --sort-output \
+		--project flask-notify-emergency --msgid-bugs-address "" -o $(CATALOG)/flask_notify_emergency.pot .
+	$(PYBABEL) update -D flask_notify_emergency -i $(CATALOG)/flask_notify_emergency.pot -d $(CATALOG) --no-fuzzy-matching
+
+translations: $(VENV)/.installed  ## compile every translation (.po -> .mo, shipped in the wheel)
+	$(PYBABEL) compile -D flask_notify_emergency -d $(CATALOG) --statistics
 
 wheel: $(VENV)/.installed
 	$(PY) -m build --wheel --outdir dist .

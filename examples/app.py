@@ -46,6 +46,12 @@ def create_app(config: dict[str, Any] | None = None) -> tuple[Flask, SocketIO]:
         password = db.Column(db.String(80), nullable=False)
         is_admin = db.Column(db.Boolean, nullable=False, default=False)
 
+    languages = app.config.get("DEMO_LANGUAGES")
+    if languages:  # e.g. ["en", "de"]: Flask-Babel picks one from the browser's Accept-Language
+        from flask_babel import Babel
+
+        Babel(app, locale_selector=lambda: request.accept_languages.best_match(languages) or languages[0])
+
     login_manager = LoginManager(app)
     login_manager.login_view = "login"
 

@@ -17,6 +17,8 @@ from sqlalchemy.dialects import mysql
 _BY_DB: dict[int, "Models"] = {}
 
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+#: The largest id a row can have (ids are signed 64-bit); a larger number names no row.
+MAX_ROW_ID = 2**63 - 1
 #: Every stored time: microseconds everywhere (MariaDB/MySQL's DATETIME keeps whole seconds
 #: unless given fsp=6; PostgreSQL's TIMESTAMP and SQLite's text keep microseconds anyway).
 #: Tables created before this kept seconds on MariaDB: see docs/health-and-recovery.md.

@@ -149,80 +149,186 @@
     return (/^https?:\/\//i.test(raw) && (url.protocol === "http:" || url.protocol === "https:")) ? url.href : null;
   }
 
-  function container() {
-    var box = document.getElementById("notify-emergency-toasts");
-    if (!box) {
-      box = document.createElement("div");
-      box.id = "notify-emergency-toasts";
-      box.className = "notify-emergency-toasts";
-      box.setAttribute("aria-live", "polite");
-      document.body.appendChild(box);
-    }
-    return box;
+  // -- texts: every word the script shows comes from the page (settings.strings, translated there)
+  function text(key, values) {
+    var s = (settings.strings && settings.strings[key]) || "";
+    Object.keys(values || {}).forEach(function (name) { s = s.split("{" + name + "}").join(values[name]); });
+    return s;
   }
 
   function show(n, via) {
     var id = notificationId(n && n.id);
     if (id === null || alreadyShown(id)) { return false; }
     rememberShown(id);
+    renderToast(n, via);
+    document.dispatchEvent(new CustomEvent("notify-emergency:notification", { detail: { notification: n, via: via } }));
+    return true;
+  }
+
+  // -- toasts: announced once (appended to a live region that exists before they arrive),
+  // dismissable by keyboard, low/normal ones leave after a reading time (paused while pointed
+  // at or focused), high/critical ones stay until dismissed; no motion when reduced motion is asked
+  var STAYING = { high: true, critical: true };
+
+  function toastRegions() {
+    var box = document.getElementById("notify-emergency-toasts");
+    if (!box) {
+      box = document.createElement("section");
+      box.id = "notify-emergency-toasts";
+      box.className = "notify-emergency-toasts";
+      box.setAttribute("aria-label", text("notifications"));
+      // two live regions: urgent ones are read out at once, the others when the reader is idle;
+      // additions only, so a dismissed toast is not read out again
+      ["polite", "assertive"].forEach(function (politeness) {
+        var region = document.createElement("div");
+        region.className = "notify-emergency-toasts-" + politeness;
+        region.setAttribute("aria-live", politeness);
+        region.setAttribute("aria-relevant", "additions");
+        box.appendChild(region);
+      });
+      document.body.appendChild(box);
+    }
+    return box;
+  }
+
+  function readingTime(n) {
+    var length = String(n.title || "").length + String(n.message || "").length;
+    // at least the configured time; more for long text (about 15 characters a second)
+    return Math.max((settings.toastSeconds || 15) * 1000, length * 1000 / 15);
+  }
+
+  function dismissToast(item) {
+    if (item.notifyEmergencyTimer) { clearTimeout(item.notifyEmergencyTimer); }
+    var focused = item.contains(document.activeElement);
+    var next = item.nextElementSibling || item.previousElementSibling;
+    item.remove();
+    if (focused) {  // keep the keyboard user's place: the next toast's button, else the page
+      var button = next && next.querySelector(".notify-emergency-close");
+      if (button) { button.focus(); } else { document.body.focus(); }
+    }
+  }
+
+  function renderToast(n, via) {
+    var priority = String(n.priority || "normal");
+    var urgent = priority === "critical" || priority === "high";
     var item = document.createElement("div");
-    item.className = "notify-emergency-toast notify-emergency-priority-" + String(n.priority || "normal");
-    item.setAttribute("role", n.priority === "critical" ? "alert" : "status");
+    item.className = "notify-emergency-toast notify-emergency-priority-" + priority;
     item.dataset.notificationId = String(n.id);
     item.dataset.via = via;
+    item.dataset.priority = priority;
     var title = document.createElement("strong");
     title.textContent = n.title;
     var body = document.createElement("span");
-    body.textContent = " " + n.message;
+    body.textContent = n.message;
     item.appendChild(title);
     item.appendChild(body);
     var actionUrl = safeActionUrl(n.action_url);
     if (actionUrl) {
       var a = document.createElement("a");
       a.href = actionUrl;
-      a.textContent = " Open";
+      a.className = "notify-emergency-action";
+      a.textContent = text("open");
       item.appendChild(a);
     }
     var close = document.createElement("button");
     close.type = "button";
     close.className = "notify-emergency-close";
-    close.setAttribute("aria-label", "Dismiss");
+    close.setAttribute("aria-label", text("dismissTitled", { title: n.title || "" }) || text("dismiss"));
     close.textContent = "\u00d7";
-    close.addEventListener("click", function () { item.remove(); });
+    close.addEventListener("click", function () { dismissToast(item); });
     item.appendChild(close);
-    container().appendChild(item);
-    document.dispatchEvent(new CustomEvent("notify-emergency:notification", { detail: { notification: n, via: via } }));
-    return true;
+    item.addEventListener("keydown", function (event) {
+      if (event.key === "Escape") { event.preventDefault(); dismissToast(item); }
+    });
+    var box = toastRegions();
+    box.querySelector(".notify-emergency-toasts-" + (urgent ? "assertive" : "polite")).appendChild(item);
+    if (!STAYING[priority]) {
+      var remaining = readingTime(n);
+      var started = 0;
+      var run = function () { started = Date.now(); item.notifyEmergencyTimer = setTimeout(function () { dismissToast(item); }, remaining); };
+      var hold = function () {
+        if (item.notifyEmergencyTimer) { clearTimeout(item.notifyEmergencyTimer); item.notifyEmergencyTimer = null; remaining -= Date.now() - started; }
+      };
+      var resume = function () {
+        if (!item.notifyEmergencyTimer && !item.matches(":hover") && !item.contains(document.activeElement)) { remaining = Math.max(remaining, 5000); run(); }
+      };
+      item.addEventListener("mouseenter", hold);
+      item.addEventListener("focusin", hold);
+      item.addEventListener("mouseleave", resume);
+      item.addEventListener("focusout", function () { setTimeout(resume, 0); });
+      run();
+    }
+  }
+
+  // -- banners: the box is a live region, so only what changed is touched. An unchanged banner
+  // (or emergency notice) keeps its element, and a poll that brings the same banners changes
+  // nothing in the DOM: nothing is read out again.
+  function bannerKey(el) {
+    if (el.dataset.mode) { return "mode:" + el.dataset.mode; }
+    var strong = el.querySelector("strong");
+    var span = el.querySelector("span");
+    return [el.dataset.bannerId, el.dataset.level, strong ? strong.textContent.trim() : "",
+      span ? span.textContent : ""].join("\u0000");
+  }
+
+  function wantedKey(b) {
+    return [String(b.id), String(b.level), String(b.title || "").trim(), String(b.message)].join("\u0000");
+  }
+
+  function modeNotice(newMode) {
+    var m = document.createElement("div");
+    m.className = "notify-emergency-banner notify-emergency-level-critical notify-emergency-mode";
+    m.setAttribute("role", "alert");
+    m.dataset.mode = newMode;
+    var s = document.createElement("strong");
+    s.textContent = text("modePaused");
+    var t = document.createElement("span");
+    t.textContent = text(newMode === "emergency" ? "modeEmergency" : "modeLegacy");
+    m.appendChild(s); m.appendChild(document.createTextNode(" ")); m.appendChild(t);
+    return m;
+  }
+
+  function bannerElement(b) {
+    var d = document.createElement("div");
+    d.className = "notify-emergency-banner notify-emergency-level-" + String(b.level);
+    d.setAttribute("role", (b.level === "danger" || b.level === "critical") ? "alert" : "status");
+    d.dataset.level = String(b.level);
+    d.dataset.bannerId = String(b.id);
+    if (b.title) {
+      var bt = document.createElement("strong"); bt.textContent = b.title; d.appendChild(bt);
+      d.appendChild(document.createTextNode(" "));
+    }
+    var bm = document.createElement("span"); bm.textContent = b.message; d.appendChild(bm);
+    return d;
   }
 
   function renderBanners(banners, newMode) {
     var box = document.getElementById("notify-emergency-banners");
-    if (!box) { return; }
     mode = newMode || mode;
-    box.textContent = "";
+    if (document.documentElement.dataset.notifyEmergencyMode !== mode) {
+      document.documentElement.dataset.notifyEmergencyMode = mode;
+    }
+    if (!box) { return; }
+    var wanted = [];
     if (mode === "emergency" || mode === "legacy") {
-      var m = document.createElement("div");
-      m.className = "notify-emergency-banner notify-emergency-level-critical notify-emergency-mode";
-      m.setAttribute("role", "alert");
-      m.dataset.mode = mode;
-      var s = document.createElement("strong");
-      s.textContent = "Live notifications are paused.";
-      var t = document.createElement("span");
-      t.textContent = " You will still get every notification: they appear here when you load a page" +
-        (mode === "emergency" ? ", and within seconds while this page is open." : ".");
-      m.appendChild(s); m.appendChild(t);
-      box.appendChild(m);
+      wanted.push({ key: "mode:" + mode, make: function () { return modeNotice(mode); } });
     }
     (banners || []).forEach(function (b) {
-      var d = document.createElement("div");
-      d.className = "notify-emergency-banner notify-emergency-level-" + String(b.level);
-      d.setAttribute("role", (b.level === "danger" || b.level === "critical") ? "alert" : "status");
-      d.dataset.bannerId = String(b.id);
-      if (b.title) { var bt = document.createElement("strong"); bt.textContent = b.title + " "; d.appendChild(bt); }
-      var bm = document.createElement("span"); bm.textContent = b.message; d.appendChild(bm);
-      box.appendChild(d);
+      wanted.push({ key: wantedKey(b), make: function () { return bannerElement(b); } });
     });
-    document.documentElement.dataset.notifyEmergencyMode = mode;
+    var keep = {};
+    wanted.forEach(function (w) { keep[w.key] = true; });
+    var have = {};
+    Array.prototype.slice.call(box.children).forEach(function (el) {
+      var key = bannerKey(el);
+      if (!keep[key] || have[key]) { el.remove(); } else { have[key] = el; }
+    });
+    var cursor = box.firstElementChild;
+    wanted.forEach(function (w) {
+      var el = have[w.key];
+      if (el && el === cursor) { cursor = cursor.nextElementSibling; return; }
+      box.insertBefore(el || w.make(), cursor);
+    });
   }
 
   function refreshBanners() {
@@ -298,6 +404,7 @@
 
   window.notifyEmergency = { settings: settings, poll: poll, isLive: function () { return live; } };
   adoptFlashes();
+  if (settings.loggedIn) { toastRegions(); }  // the live regions must exist before a toast arrives
   connect();
   if (!live) { poll(); }
 })();

@@ -105,10 +105,26 @@
       c.dataset.level = r === null ? "" : r < Number(c.dataset.rateBad) ? "bad" : r < Number(c.dataset.rateWarn) ? "warn" : "ok";
     });
   }
-  function currentEvent(ev) {
-    var box = document.getElementById("ne-current-event");
+  // -- live regions: rebuilt off the page and swapped in only when what they say changed, so a
+  // refresh that brings the same data is not read out again by a screen reader
+  function normalText(el) { return el.textContent.replace(/\s+/g, " ").trim(); }
+  function swapIfChanged(id, fill) {
+    var box = document.getElementById(id);
     if (!box) { return; }
-    box.textContent = "";
+    var fresh = box.cloneNode(false);
+    fill(fresh);
+    Array.prototype.forEach.call(fresh.attributes, function (a) {
+      if (box.getAttribute(a.name) !== a.value) { box.setAttribute(a.name, a.value); }
+    });
+    if (normalText(fresh) === normalText(box)) { return; }
+    box.replaceChildren.apply(box, Array.prototype.slice.call(fresh.childNodes));
+  }
+  function currentEvent(ev) { swapIfChanged("ne-current-event", function (box) { fillCurrentEvent(box, ev); }); }
+  function teamStatus(team) { swapIfChanged("ne-team-status", function (box) { fillTeamStatus(box, team); }); }
+  function rollbackStatus(status) {
+    if (status) { swapIfChanged("ne-rollback-status", function (box) { fillRollbackStatus(box, status); }); }
+  }
+  function fillCurrentEvent(box, ev) {
     box.dataset.open = ev ? "yes" : "no";
     if (!ev) { box.appendChild(node("strong", "No open emergency.")); return; }
     var head = node("strong", "Emergency: event ");
@@ -124,10 +140,7 @@
       ev.respond_within_minutes + " min", "ne-muted"));
   }
   // the team's status from 'update-dashboard' (the _dashboard_status.html partial, rebuilt)
-  function teamStatus(team) {
-    var box = document.getElementById("ne-team-status");
-    if (!box) { return; }
-    box.textContent = "";
+  function fillTeamStatus(box, team) {
     if (!team) { return; }
     var status = String(team.status || "");
     var label = status.replace(/_/g, " ");
@@ -219,10 +232,7 @@
   }
 
   // -- the rollback page: its checklist, re-read every period ----------------------------
-  function rollbackStatus(status) {
-    var box = document.getElementById("ne-rollback-status");
-    if (!box || !status) { return; }
-    box.textContent = "";
+  function fillRollbackStatus(box, status) {
     box.appendChild(node("h2", "Checklist and status"));
     if (!status.available) { box.appendChild(node("p", "Not available: " + (status.detail || ""), "ne-unavailable")); return; }
     if (status.error) { box.appendChild(node("p", "Could not read the rollback status: " + status.error, "ne-flash ne-flash-error")); return; }
@@ -234,7 +244,7 @@
       ul.id = "ne-checklist";
       list.forEach(function (item) {
         var li = node("li", null, "ne-check-" + (item.ok ? "ok" : "fail"));
-        li.appendChild(node("span", item.ok ? "\u2714" : "\u2718"));
+        li.appendChild(node("span", item.ok ? "\u2714" : "\u2718")).setAttribute("aria-hidden", "true");
         li.appendChild(document.createTextNode(" "));
         li.appendChild(node("strong", item.name));
         if (item.detail) { li.appendChild(document.createTextNode(": " + item.detail)); }
@@ -306,11 +316,53 @@
   }
 
   // -- typed confirmations ---------------------------------------------------------------
+  // The button says it is not ready (aria-disabled) but stays focusable; submitting anyway, or
+  // with a required field empty, names what is missing in an alert, marks the field invalid and
+  // puts the focus on it, instead of a silent refusal or the browser's own bubble.
   document.querySelectorAll("[data-confirm-word]").forEach(function (input) {
-    var button = input.form && input.form.querySelector("[data-needs-confirm]");
+    var form = input.form;
+    var button = form && form.querySelector("[data-needs-confirm]");
     if (!button) { return; }
-    var check = function () { button.disabled = input.value.trim() !== input.dataset.confirmWord; };
-    input.addEventListener("input", check);
+    form.noValidate = true;
+    var errors = document.createElement("div");
+    errors.className = "ne-form-errors";
+    errors.id = form.id + "-errors";
+    errors.setAttribute("role", "alert");
+    form.insertBefore(errors, button);
+    var check = function () {
+      button.setAttribute("aria-disabled", input.value.trim() !== input.dataset.confirmWord ? "true" : "false");
+    };
+    var problems = function () {
+      var found = [];
+      form.querySelectorAll("[required]").forEach(function (field) {
+        var label = field.closest("label");
+        var name = label ? (label.dataset.name || label.firstChild.textContent.trim()) : field.name;
+        if (field === input && field.value.trim() !== input.dataset.confirmWord) {
+          found.push([field, "Type " + input.dataset.confirmWord + " (in capitals) in the confirmation field."]);
+        } else if (!field.value.trim()) {
+          found.push([field, name + " is required."]);
+        }
+      });
+      return found;
+    };
+    var mark = function (found) {
+      form.querySelectorAll("[aria-invalid]").forEach(function (f) { f.removeAttribute("aria-invalid"); f.removeAttribute("aria-describedby"); });
+      errors.textContent = "";
+      found.forEach(function (p) {
+        p[0].setAttribute("aria-invalid", "true");
+        p[0].setAttribute("aria-describedby", errors.id);
+        errors.appendChild(node("p", p[1], "ne-field-error"));
+      });
+    };
+    form.addEventListener("submit", function (event) {
+      var found = problems();
+      mark(found);
+      if (found.length) { event.preventDefault(); found[0][0].focus(); }
+    });
+    input.addEventListener("input", function () {
+      check();
+      if (input.getAttribute("aria-invalid") && input.value.trim() === input.dataset.confirmWord) { mark(problems()); }
+    });
     check();
   });
 

@@ -51,6 +51,10 @@ PAGE_CHECK = textwrap.dedent('''
         response = client.get(path)
         assert response.status_code == 200, path
         assert marker in response.get_data(as_text=True), path
+    # Flask-Babel is optional: without it the client's texts are English
+    import importlib.util
+    assert importlib.util.find_spec("flask_babel") is None
+    assert '"dismiss": "Dismiss"' in page
     print("WHEEL-PAGE-OK", where)
 ''')
 
@@ -89,6 +93,11 @@ def test_the_wheel_holds_every_module_template_and_static_file(wheel):
     assert "flask_notify_emergency/py.typed" in names
     assert "flask_notify_emergency/static/vendor/socket.io.min.js" in names
     assert not any(n.startswith(("templates/", "static/", "tests/", "examples/")) for n in names)
+    translations = "flask_notify_emergency/translations/"
+    assert {translations + "flask_notify_emergency.pot",
+            translations + "de/LC_MESSAGES/flask_notify_emergency.po",
+            translations + "de/LC_MESSAGES/flask_notify_emergency.mo"} <= names
+    assert not any("axe" in n for n in names), "axe-core is for the tests only"
 
 
 def test_the_installed_wheel_renders_the_example_page_and_serves_static_files(wheel, tmp_path):

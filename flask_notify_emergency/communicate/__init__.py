@@ -23,6 +23,7 @@ from .status_page import (
     public_view,
     set_dashboard_status,
     set_public_status,
+    translated_view,
 )
 from .user_communication import send_user_notification
 
@@ -32,5 +33,5 @@ __all__ = [
     "parse_reference", "public_status", "PUBLIC_STATUSES", "public_view", "reference",
     "render_blank", "render_incident", "send_alert", "send_email", "send_notice",
     "send_user_notification", "set_dashboard_status", "set_public_status", "TARGET_HELP",
-    "TEMPLATES", "test_alerts", "user_communication", "write_report",
+    "TEMPLATES", "test_alerts", "translated_view", "user_communication", "write_report",
 ]

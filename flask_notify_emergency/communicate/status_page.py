@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..delivery import i18n
 from ..models import utcnow
 from ..respond import current_event
 from .user_communication import dismiss_banners, post_banner
@@ -21,8 +22,10 @@ PUBLIC_KEY = "status_page"
 DASHBOARD_STATUSES = ("normal", "investigating", "emergency_active", "recovering", "resolved")
 #: The public status, as shown on the status page.
 PUBLIC_STATUSES = ("operational", "degraded", "partial_outage", "major_outage")
-PUBLIC_LABELS = {"operational": "Operational", "degraded": "Degraded performance",
-                 "partial_outage": "Partial outage", "major_outage": "Major outage"}
+#: Stored and posted in English (the banner's title); shown in the reader's language
+#: (``delivery.i18n.banner_title``, :func:`translated_view`).
+PUBLIC_LABELS = {"operational": i18n.N_("Operational"), "degraded": i18n.N_("Degraded performance"),
+                 "partial_outage": i18n.N_("Partial outage"), "major_outage": i18n.N_("Major outage")}
 #: Banner level shown to users for each non-operational public status.
 BANNER_LEVELS = {"degraded": "warning", "partial_outage": "danger", "major_outage": "critical"}
 BANNER_KIND = "status"
@@ -81,6 +84,13 @@ def public_view(value: dict[str, Any]) -> dict[str, Any]:
     """What anonymous visitors may see: never who set it or internal ids."""
     return {"status": value.get("status"), "label": value.get("label"),
             "message": value.get("message"), "updated_at": value.get("updated_at")}
+
+
+def translated_view(view: dict[str, Any]) -> dict[str, Any]:
+    """``view`` (from :func:`public_view`) with its label in the reader's language."""
+    if view.get("status") in PUBLIC_LABELS:
+        return dict(view, label=i18n.gettext(PUBLIC_LABELS[view["status"]]))
+    return view
 
 
 def set_public_status(ext: Any, status: str, message: str, actor: str,

@@ -2,8 +2,8 @@
 Socket.IO room (delivered when the browser acknowledges it) or to the fallbacks (flash on the
 next page, the polling endpoint, banners). Holds the dispatcher, the store, the circuit
 breaker, the notifiers, the fallback receivers, delivery statistics, the user Socket.IO
-namespace (:mod:`.realtime`) and the page helpers that put banners and the client script
-into the host's pages.
+namespace (:mod:`.realtime`), the page helpers that put banners and the client script
+into the host's pages, and the words users read there, in their language (:mod:`.i18n`).
 
 Uses only the shared top-level modules (config, models, signals, access, state, control,
 audit, assets).
@@ -11,7 +11,7 @@ audit, assets).
 
 from __future__ import annotations
 
-from . import fallbacks, realtime, stats
+from . import fallbacks, i18n, realtime, stats
 from .breaker import BREAKER_STATES, HALF_OPEN, CircuitBreaker
 from .dispatcher import Dispatcher
 from .fallbacks import claim_for_user, flash_pending
@@ -22,6 +22,7 @@ from .store import NotificationStore, banner_payload
 
 __all__ = [
     "ACK_EVENT", "BANNER_EVENT", "banner_payload", "BREAKER_STATES", "CallableNotifier", "CANARY_EVENT",
+    "i18n",
     "CircuitBreaker", "claim_for_user", "Dispatcher", "EVENT", "fallbacks", "flash_pending", "HALF_OPEN",
     "NotificationStore", "PageHelpers", "realtime", "render_banners", "render_scripts",
     "SocketIONotifier", "stats",

@@ -21,6 +21,8 @@ from typing import Any
 from flask import g, session
 from markupsafe import Markup
 
+from .i18n import gettext
+
 #: Around the id: INVISIBLE SEPARATOR; its bits: ZERO WIDTH SPACE (0), ZERO WIDTH NON-JOINER (1).
 MARK, ZERO, ONE = "\u2063", "\u200b", "\u200c"
 _MARKER_RE = re.compile(f"{MARK}([{ZERO}{ONE}]{{1,62}}){MARK}$")
@@ -35,7 +37,8 @@ def id_marker(notification_id: int) -> str:
 
 def flash_message(row: dict[str, Any], max_length: int) -> Markup:
     """The flash for one claimed row: ``title: message`` escaped and cut, then the id marker."""
-    text = f"{row['title']}: {row['message']}"
+    # TRANSLATORS: a notification shown as a flash message: its title, then its text
+    text = gettext("%(title)s: %(message)s", title=row["title"], message=row["message"])
     if len(text) > max_length:
         text = text[: max_length - 1] + "\u2026"
     return Markup.escape(text) + Markup(id_marker(row["id"]))

@@ -28,6 +28,7 @@ from markupsafe import Markup
 
 from .. import assets as resources
 from ..access import csrf_token, current_user_id
+from .i18n import current_locale, gettext
 from .notifier import SocketIONotifier
 
 BANNERS_TEMPLATE = "notify_emergency/_banners.html"
@@ -75,7 +76,7 @@ class PageHelpers:
         if context is None:
             return Markup(render_template(BANNERS_TEMPLATE, **values))
         template = self._template(BANNERS_TEMPLATE)
-        key = (template, values["mode"],
+        key = (template, values["mode"], current_locale(),
                tuple((b["id"], b["level"], b["title"], b["message"]) for b in values["banners"]))
         reused = self._banners
         if reused is not None and reused[0] == key:
@@ -97,7 +98,7 @@ class PageHelpers:
         if context is None:
             return Markup(render_template(SCRIPTS_TEMPLATE, **self._script_values(urls, mode, poll_interval, uid, token)))
         template = self._template(SCRIPTS_TEMPLATE)
-        key = (template, mode, uid is not None, poll_interval, tuple(urls.values()))
+        key = (template, mode, uid is not None, poll_interval, tuple(urls.values()), current_locale())
         parts = self._scripts.get(key)
         if parts is None:
             if not self._shipped(template):
@@ -132,6 +133,8 @@ class PageHelpers:
             "csrfToken": token,
             "loggedIn": uid is not None,
             "ackCookie": ext.ack_cookie,
+            "toastSeconds": ext.app.config["NOTIFY_EMERGENCY_TOAST_SECONDS"],
+            "strings": client_strings(),
         }
         return {"settings": settings, "bp": ext.blueprint_name, "urls": urls}
 
@@ -179,6 +182,20 @@ class PageHelpers:
         if not filename:  # a template built from a string has no file
             return False
         return os.path.normpath(filename).startswith(self._shipped_dir)
+
+
+def client_strings() -> dict[str, str]:
+    """Every text the client script shows, in the user's language (the script has none of its own)."""
+    return {
+        "modePaused": gettext("Live notifications are paused."),
+        "modeEmergency": gettext("You will still get every notification: they appear here when you "
+                                 "load a page, and within seconds while this page is open."),
+        "modeLegacy": gettext("You will still get every notification: they appear here when you load a page."),
+        "notifications": gettext("Notifications"),
+        "dismiss": gettext("Dismiss"),
+        "dismissTitled": gettext("Dismiss: %(title)s", title="{title}"),
+        "open": gettext("Open"),
+    }
 
 
 def render_shared(template: Template, context: Context, values: dict[str, Any]) -> Markup:

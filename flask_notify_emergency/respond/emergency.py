@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from .. import signals
 from ..detect import RATES_SINCE_KEY, FAILURE_TYPES, LEVELS, Level, parse_level, run_health_checks  # noqa: F401 (the levels of an event)
-from ..models import utcnow
+from ..models import MAX_ROW_ID, utcnow
 from . import operator_hold, services
 
 
@@ -56,6 +56,8 @@ def current_event(ext: Any) -> dict[str, Any] | None:
 
 
 def get_event(ext: Any, event_id: int) -> dict[str, Any] | None:
+    if not 0 < event_id <= MAX_ROW_ID:
+        return None  # no row has it (and the database would refuse the number)
     t = _table(ext)
     with ext.engine.connect() as conn:
         row = conn.execute(sa.select(t).where(t.c.id == event_id)).first()

@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify
 
 from ..access import current_user_id, user_required
-from ..delivery import claim_for_user
+from ..delivery import claim_for_user, i18n
 
 
 def register(bp: Blueprint, ext_state: Any) -> None:
@@ -23,7 +23,7 @@ def register(bp: Blueprint, ext_state: Any) -> None:
             rows = claim_for_user(ext_state, uid, cfg["NOTIFY_EMERGENCY_POLL_BATCH_SIZE"], "poll")
         return jsonify(
             notifications=[{k: v for k, v in r.items() if k != "user_id"} for r in rows],
-            banners=ext_state.banners(),
+            banners=i18n.shown_banners(ext_state.banners()),
             mode=ext_state.control.mode,
             poll_interval=cfg["NOTIFY_EMERGENCY_POLL_INTERVAL"],
         )
@@ -31,4 +31,4 @@ def register(bp: Blueprint, ext_state: Any) -> None:
     @bp.route("/api/banners")
     def banners() -> Any:
         """Active banners (public, like the banners on every page)."""
-        return jsonify(banners=ext_state.banners(), mode=ext_state.control.mode)
+        return jsonify(banners=i18n.shown_banners(ext_state.banners()), mode=ext_state.control.mode)

@@ -12,9 +12,10 @@ import threading
 import time
 from typing import Any
 
-from flask import Blueprint, jsonify, render_template
+from flask import Blueprint, jsonify, render_template, url_for
 
-from ..communicate import public_status, public_view
+from ..communicate import public_status, public_view, translated_view
+from ..delivery import i18n
 
 CACHE_SECONDS = 5.0
 
@@ -44,9 +45,13 @@ def register(bp: Blueprint, ext_state: Any) -> None:
     def status_page() -> Any:
         """The public status, as a page anyone can open."""
         value = current()
-        body = render_template("notify_emergency/status_page.html", status=value)
+        shown = translated_view(value) if value is not None else None
+        body = render_template("notify_emergency/status_page.html", status=shown,
+                               status_url=url_for(f"{ext_state.blueprint_name}.status_page_json"))
         response = ext_state.app.make_response((body, 200 if value is not None else 503))
         response.headers["Cache-Control"] = f"public, max-age={int(CACHE_SECONDS)}"
+        if i18n.current_locale() is not None:  # the host picks the language from the request
+            response.vary.update(("Accept-Language", "Cookie"))
         return response
 
     @bp.route("/api/status-page")
@@ -54,9 +59,11 @@ def register(bp: Blueprint, ext_state: Any) -> None:
         """The public status as JSON: status, label, message, updated_at."""
         value = current()
         if value is None:
-            response = jsonify(status="unknown", label="Unknown", message=None, updated_at=None)
+            response = jsonify(status="unknown", label=i18n.gettext("Status unknown"), message=None, updated_at=None)
             response.status_code = 503
         else:
-            response = jsonify(value)
+            response = jsonify(translated_view(value))
         response.headers["Cache-Control"] = f"public, max-age={int(CACHE_SECONDS)}"
+        if i18n.current_locale() is not None:  # the host picks the language from the request
+            response.vary.update(("Accept-Language", "Cookie"))
         return response
