@@ -3,6 +3,8 @@ truth, :mod:`.state` caches it in every worker and spreads changes."""
 
 from __future__ import annotations
 
+import time
+import uuid
 from typing import Any
 
 import sqlalchemy as sa
@@ -54,6 +56,44 @@ class Control:
                                  .values(value=value, updated_at=now, updated_by=actor))
         if key in CACHED_KEYS:
             self.state.set(key, value)
+
+    # -- locks with an expiry (when there is no Redis to hold them) ------------------------
+    def acquire_lock(self, name: str, holder: str, ttl: float) -> bool:
+        """Take or renew the lock ``name`` for ``holder`` until ``ttl`` seconds from now.
+
+        The row ``lock:<name>`` holds ``{"holder", "expires"}`` (wall-clock seconds); a
+        renewal or a takeover is a compare-and-swap on ``updated_by``, a fresh token each
+        write, so two processes racing for an expired lock cannot both win.
+        """
+        t = self.table
+        key = f"lock:{name}"
+        now = time.time()
+        value = {"holder": holder, "expires": now + ttl}
+        token = f"{holder[:100]} {uuid.uuid4().hex[:16]}"
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(t.c.value, t.c.updated_by).where(t.c.key == key)).first()
+            if row is None:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(t.insert().values(key=key, value=value, updated_at=utcnow(), updated_by=token))
+                    return True
+                except sa.exc.IntegrityError:  # another process created it first
+                    return False
+            current = row[0] if isinstance(row[0], dict) else {}
+            if current.get("holder") != holder and float(current.get("expires") or 0) > now:
+                return False
+            swapped = conn.execute(t.update().where(t.c.key == key, t.c.updated_by == row[1])
+                                   .values(value=value, updated_at=utcnow(), updated_by=token)).rowcount
+            return bool(swapped)
+
+    def release_lock(self, name: str, holder: str) -> None:
+        """Give the lock up, if ``holder`` still holds it."""
+        t = self.table
+        key = f"lock:{name}"
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(t.c.value, t.c.updated_by).where(t.c.key == key)).first()
+            if row is not None and isinstance(row[0], dict) and row[0].get("holder") == holder:
+                conn.execute(t.delete().where(t.c.key == key, t.c.updated_by == row[1]))
 
     # -- the delivery mode ---------------------------------------------------------------
     @property

@@ -217,6 +217,8 @@ class NotifyEmergency:
 
         app.register_blueprint(make_blueprint(ext_state))
         _register_optional(app, ext_state)
+        if app.config["NOTIFY_EMERGENCY_START_ON_BOOT"]:
+            ext_state.worker_start.boot()
 
     # -- public API ----------------------------------------------------------------------
     @staticmethod

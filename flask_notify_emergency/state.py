@@ -9,6 +9,13 @@ never waits on the network. How the cache learns about changes made elsewhere:
   channel and applied by a listener thread in every worker within milliseconds. If Redis
   goes away it logs a warning, falls back to the memory behaviour (database refresh) and
   reconnects in the background; nothing is lost because the database is the truth.
+
+Self-healing: what only a worker knows, its live sockets, is kept by that worker
+(``_own``) next to what it has added to Redis's connection counts (``_published``). When
+Redis comes back, empty or not, the worker adds the difference (everything, when its marker
+key ``conn-published:<process>`` is gone, i.e. Redis lost its data), announces the new
+totals, and re-seeds the pending markers from the database. Sockets that connected or left
+while Redis was down are counted locally and published then.
 """
 
 from __future__ import annotations
@@ -255,6 +262,9 @@ class RedisState(SharedState):
                                             health_check_interval=10)
         self._healthy = False
         self._warned = False
+        #: this process's live sockets per user, and what of them Redis's counts hold
+        self._own: dict[str, int] = {}
+        self._published: dict[str, int] = {}
         self._stop = threading.Event()
         self._subscribed = threading.Event()
         self._thread = threading.Thread(target=self._listen, name="notify-emergency-state", daemon=True)
@@ -273,6 +283,7 @@ class RedisState(SharedState):
         try:
             with self._lock:
                 pending = list(self._pending)
+            deltas = self._republish_connections()
             pipe = self._client.pipeline()
             if pending:
                 pipe.sadd(self._key("pending"), *pending)
@@ -282,14 +293,42 @@ class RedisState(SharedState):
         except self._redis_mod.RedisError as exc:
             self._degrade(exc)
             return False
+        totals = {k.decode(): int(v) for k, v in conns.items() if int(v) > 0}
         with self._lock:
             self._pending |= {m.decode() for m in members}
-            self._connections = {k.decode(): int(v) for k, v in conns.items() if int(v) > 0}
-        if not self._healthy and self._warned:
+            self._connections = totals
+        was_down = not self._healthy and self._warned
+        self._healthy = True  # so the announcements below go out
+        for user_id in deltas:  # tell the other workers, whose caches may have missed it
+            self._publish({"t": "conn", "u": user_id, "n": totals.get(user_id, 0)})
+        if was_down:
             log.warning("flask-notify-emergency: Redis at %s is back; shared state restored.", self._safe_url)
         self._healthy = True
         self._warned = False
         return True
+
+    def _republish_connections(self) -> dict[str, int]:
+        """Bring Redis's connection counts in line with this process's live sockets; return
+        the changes made. Redis without this process's marker lost what it had published."""
+        marker = self._key(f"conn-published:{self.process_id}")
+        with self._lock:
+            own = dict(self._own)
+        published = dict(self._published) if self._client.exists(marker) else {}
+        deltas = {u: own.get(u, 0) - published.get(u, 0) for u in set(own) | set(published)}
+        deltas = {u: d for u, d in deltas.items() if d}
+        pipe = self._client.pipeline()
+        for user_id, delta in deltas.items():
+            pipe.hincrby(self._key("connections"), user_id, delta)
+        pipe.set(marker, "1")
+        results = pipe.execute()
+        gone = [u for u, n in zip(deltas, results) if int(n) <= 0]
+        if gone:
+            self._client.hdel(self._key("connections"), *gone)
+        with self._lock:
+            self._published = own
+        if deltas:
+            log.info("flask-notify-emergency: re-published %d user(s)' sockets to Redis", len(deltas))
+        return deltas
 
     @property
     def _safe_url(self) -> str:
@@ -414,14 +453,22 @@ class RedisState(SharedState):
         self._publish({"t": "pending-", "u": user_id})
 
     def _conn_change(self, user_id: str, delta: int) -> None:
+        with self._lock:
+            own = self._own.get(user_id, 0) + delta
+            if own > 0:
+                self._own[user_id] = own
+            else:
+                self._own.pop(user_id, None)
         if delta > 0:
             super().connection_opened(user_id)
         else:
             super().connection_closed(user_id)
         if not self._healthy:
-            return
+            return  # counted here; published when Redis is back
         try:
             n = int(self._client.hincrby(self._key("connections"), user_id, delta))
+            with self._lock:
+                self._published[user_id] = self._published.get(user_id, 0) + delta
             if n <= 0:
                 self._client.hdel(self._key("connections"), user_id)
         except self._redis_mod.RedisError as exc:
@@ -446,6 +493,9 @@ class RedisState(SharedState):
 
     def forget_connection(self, user_id: str) -> None:
         super().forget_connection(user_id)
+        with self._lock:
+            self._own.pop(user_id, None)
+            self._published.pop(user_id, None)
         if self._healthy:
             try:
                 self._client.hdel(self._key("connections"), user_id)

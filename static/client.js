@@ -391,7 +391,9 @@
     socket.on("notify_emergency:notification", function (n) {
       var id = notificationId(n && n.id);
       if (id === null) { return; }
-      show(n, "socket");  // false for a copy this tab has shown: dropped, and acknowledged anyway
+      // the server's probe of the live path (data.probe) is acknowledged, never shown; show() is
+      // false for a copy this tab has shown: dropped, and acknowledged anyway
+      if (!(n.data && n.data.probe)) { show(n, "socket"); }
       outboxAdd(id);
       sendAcks();
     });

@@ -10,10 +10,12 @@ Uses every phase below it: :mod:`..rollback`, :mod:`..communicate`, :mod:`..resp
 from __future__ import annotations
 
 from . import monitor, recovery
+from .monitor import heartbeat_status, watchdog
 from .recovery import auto_recover
 from .recovery_probe import probe_database, run_recovery_probes
 from .startup import WorkerStart
 
 __all__ = [
-    "auto_recover", "monitor", "probe_database", "recovery", "run_recovery_probes", "WorkerStart",
+    "auto_recover", "heartbeat_status", "monitor", "probe_database", "recovery", "run_recovery_probes",
+    "watchdog", "WorkerStart",
 ]

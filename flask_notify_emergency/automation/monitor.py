@@ -3,17 +3,29 @@ classifies, opens an emergency and runs its recovery plan, and leaves emergency 
 after ``HEALTHY_CHECKS_TO_RECOVER`` healthy checks in a row (so a flapping dependency does
 not toggle the mode on and off).
 
-Election: each serving worker runs a monitor thread, but a tick only happens in the one
-holding the shared lock ``monitor`` (``state.acquire_lock``, TTL three intervals, renewed
-every tick). With Redis the lock is cluster-wide; with the memory backend there is one
-process anyway. If Redis itself is down, each worker falls back to its own lock; duplicate
-events are avoided because activation re-reads the open event from the database.
+Where it runs: every serving worker starts a monitor thread when the app is created
+(``START_ON_BOOT``; else on its first real request, see :mod:`.workers`), and
+``flask emergency monitor`` runs one as a process of its own. ``flask emergency ...``
+commands never start one, nor do synthetic requests made by the CLI's page checks.
+``NOTIFY_EMERGENCY_MONITOR_ENABLED = False`` keeps the thread off; the monitor object still
+exists as ``ext.monitor`` and :meth:`Monitor.tick` runs one iteration on demand. A paused
+``monitor`` service (``stop-services``) makes ticks do nothing.
 
-The thread starts lazily on the first real request a worker serves (``before_request``),
-so ``flask emergency ...`` commands never start one, nor do synthetic requests made by the
-CLI's page checks. ``NOTIFY_EMERGENCY_MONITOR_ENABLED = False`` keeps it off; the monitor
-object still exists as ``ext.monitor`` and :meth:`Monitor.tick` runs one iteration on demand.
-A paused ``monitor`` service (``stop-services``) makes ticks do nothing.
+Election: only the holder of the lock ``monitor`` ticks. The lock expires
+``LOCK_TTL_INTERVALS`` intervals after its last renewal: in Redis (``state.acquire_lock``),
+or in the database (``control.acquire_lock``) with the memory backend or while Redis is
+down; with the database down too, each process falls back to a lock of its own. A keeper
+thread renews it (and writes the heartbeat) every quarter interval, even while a long
+tick runs; standbys try to take it every quarter interval, so a holder that dies, even by
+SIGKILL, is replaced within two intervals. A tick hung for ``HUNG_TICK_INTERVALS``
+intervals (at least ``HUNG_TICK_MIN_SECONDS``) stops the renewals, so a hung holder is
+replaced too.
+
+Heartbeat: the control key ``monitor_heartbeat`` (database) says when the holder last
+beat. :func:`heartbeat_status` reads it for ``status``, the dashboard and ``readyz``; when
+no monitor has beaten for ``STALE_INTERVALS`` intervals, :func:`watchdog` (called by
+standbys, every CLI command and every dashboard page) says so and sends one alert per
+cooldown: a dead man's switch.
 
 Only events the monitor opened are resolved by it (``resolved_by="monitor"``); after
 leaving emergency mode it replays the backlog in the background at ``REPLAY_RATE``.
@@ -22,16 +34,19 @@ leaving emergency mode it replays the backlog in the background at ``REPLAY_RATE
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import sqlalchemy as sa
 
-from ..communicate import alert_event
-from ..detect import FAILED_CHECK, Classification, classify, run_health_checks, utc_from_epoch
+from ..communicate import alert_event, alerts, send_alert
+from ..delivery import HALF_OPEN
+from ..detect import FAILED_CHECK, Classification, classify, realtime_probe, run_health_checks, utc_from_epoch
 from ..models import utcnow
-from ..respond import drill_lease, emergency, replay_backlog
+from ..respond import drill_lease, emergency, operator_hold, replay_backlog
 from ..rollback import execute as rollback
 from .recovery import auto_recover
 
@@ -41,9 +56,19 @@ LOCK = "monitor"
 ACTOR = "monitor"
 #: Control key (database only) with the last tick: services.verify_services reads it.
 HEARTBEAT_KEY = "monitor_heartbeat"
+#: The lock lapses this many intervals after its holder last renewed it.
+LOCK_TTL_INTERVALS = 1.5
+#: Renewals, heartbeats and standbys' takeover attempts happen this often (in intervals).
+POLL_INTERVALS = 0.25
+#: No heartbeat for this many intervals: no monitor is running (the dead man's switch).
+STALE_INTERVALS = 3
+#: A tick running this long (in intervals, and at least the seconds below) is hung.
+HUNG_TICK_INTERVALS = 20
+HUNG_TICK_MIN_SECONDS = 300.0
+#: Alert ledger key of the dead man's switch.
+WATCHDOG_ALERT_KEY = "watchdog:monitor-silent"
 #: The failure type of a database outage (resolved as soon as the database answers again).
 DATABASE_FAILURE = "database_persistence"
-#: Set in a request's WSGI environ by the CLI's own page checks: not a real request.
 
 
 class Monitor:
@@ -59,53 +84,123 @@ class Monitor:
         self.last: dict[str, Any] | None = None
         self.last_replay: dict[str, Any] | None = None
         self.is_leader = False
+        #: How many times this process has tried for the lock (0: not yet).
+        self.elections = 0
+        self.lock_ttl = self.interval * LOCK_TTL_INTERVALS
+        self.poll = self.interval * POLL_INTERVALS
+        #: Called with each tick's result (``flask emergency monitor`` prints them).
+        self.tick_listeners: list[Callable[[dict[str, Any]], None]] = []
         self._stop = threading.Event()
         self._tick_lock = threading.Lock()
+        self._elect_lock = threading.Lock()
         #: (report, started, finished) of this tick's health check, for the evidence log
         self._report: tuple[Any, float, float] | None = None
         #: what was detected while the database was down, written when it is back
         self.outage_detection: dict[str, Any] | None = None
         self._thread: threading.Thread | None = None
+        self._keeper: threading.Thread | None = None
+        self._tick_started: float | None = None
 
-    # -- the thread ------------------------------------------------------------------------
+    # -- the thread: lifecycle, lock, heartbeat ----------------------------------------------
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> bool:
-        """Start the background thread (once); True if it was started now."""
+        """Start the monitor and keeper threads (once); True if they were started now."""
         if self.running:
             return False
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="notify-emergency-monitor", daemon=True)
+        self._keeper = threading.Thread(target=self._keep, name="notify-emergency-monitor-lock", daemon=True)
         self._thread.start()
+        self._keeper.start()
         return True
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop the thread, interrupting a recovery backoff, and give up the lock."""
+        """Stop the threads, interrupting a recovery backoff, and give up the lock."""
         self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+        for thread in (self._thread, self._keeper):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout)
         if self.is_leader:
-            try:
-                self.ext.state.release_lock(LOCK)
-            except Exception:
-                pass
+            self._release()
             self.is_leader = False
 
     def elect(self) -> bool:
         """Take or renew the cluster's monitor lock; True if this process is the monitor."""
-        self.is_leader = bool(self.ext.state.acquire_lock(LOCK, self.interval * 3))
-        return self.is_leader
+        with self._elect_lock:
+            self.elections += 1
+            try:
+                self.is_leader = self._acquire()
+            except Exception as exc:  # no store answers: a lock of this process's own
+                log.warning("flask-notify-emergency: monitor lock unavailable (%s); using a local one", exc)
+                self.is_leader = bool(self.ext.state.acquire_lock(LOCK, self.lock_ttl))
+            return self.is_leader
+
+    def _acquire(self) -> bool:
+        """Redis holds the lock while it is healthy, else the database, else this process."""
+        state = self.ext.state
+        if state.backend == "redis" and state.healthy:
+            return bool(state.acquire_lock(LOCK, self.lock_ttl))
+        try:
+            return self.ext.control.acquire_lock(LOCK, state.process_id, self.lock_ttl)
+        except sa.exc.SQLAlchemyError:
+            return bool(state.acquire_lock(LOCK, self.lock_ttl))
+
+    def _release(self) -> None:
+        state = self.ext.state
+        for release in (lambda: state.release_lock(LOCK),
+                        lambda: self.ext.control.release_lock(LOCK, state.process_id)):
+            try:
+                release()
+            except Exception:  # the lock lapses by itself
+                pass
+
+    def _tick_hung(self) -> bool:
+        started = self._tick_started
+        limit = max(HUNG_TICK_MIN_SECONDS, self.interval * HUNG_TICK_INTERVALS)
+        return started is not None and time.monotonic() - started > limit
 
     def _run(self) -> None:
+        """Standby: try for the lock every poll and watch the holder. Holder: tick every interval."""
+        self._stop.wait(min(self.poll, 1.0))  # let the app finish creating itself (tables, routes)
+        next_tick = 0.0
         while not self._stop.is_set():
             try:
-                if self.elect():
+                leader = self.elect()
+            except Exception:
+                log.exception("flask-notify-emergency: monitor election failed")
+                leader = False
+            if leader and time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + self.interval
+                self._tick_started = time.monotonic()
+                try:
                     self.tick()
-            except Exception:  # the monitor must outlive any one bad tick
-                log.exception("flask-notify-emergency: monitor tick failed")
-            self._stop.wait(self.interval)
+                except Exception:  # the monitor must outlive any one bad tick
+                    log.exception("flask-notify-emergency: monitor tick failed")
+                finally:
+                    self._tick_started = None
+            elif not leader:
+                next_tick = 0.0  # on taking over, check at once
+                try:
+                    with self.app.app_context():
+                        watchdog(self.ext, source="monitor standby")
+                except Exception:
+                    log.debug("flask-notify-emergency: watchdog check failed", exc_info=True)
+            wait = self.poll if not leader else max(0.0, min(self.poll, next_tick - time.monotonic()))
+            self._stop.wait(wait)
+
+    def _keep(self) -> None:
+        """While this process holds the lock: renew it and beat, even during a long tick."""
+        while not self._stop.wait(self.poll):
+            if not self.is_leader or self._tick_hung():
+                continue  # a hung tick lets the lock lapse, so another monitor takes over
+            try:
+                if self.elect():
+                    self._beat()
+            except Exception:
+                log.debug("flask-notify-emergency: monitor lock renewal failed", exc_info=True)
 
     # -- one iteration ---------------------------------------------------------------------
     def tick(self) -> dict[str, Any]:
@@ -114,10 +209,16 @@ class Monitor:
             self._report = None
             result = self._tick()
             result["healthy_streak"] = self.healthy_streak
+            result["at"] = time.time()
             self.last = result
             self._record_evidence(result)
-            self._heartbeat(result)
-            return result
+            self._beat()
+        for listener in list(self.tick_listeners):
+            try:
+                listener(result)
+            except Exception:
+                log.exception("flask-notify-emergency: monitor tick listener failed")
+        return result
 
     def _tick(self) -> dict[str, Any]:
         ext = self.ext
@@ -133,8 +234,18 @@ class Monitor:
             mode = ext.control.read("mode", "normal") or "normal"
         except sa.exc.SQLAlchemyError as exc:
             return self._database_down(report, c, exc, health)
+        evidence: dict[str, Any] | None = None
+        if event is not None and event.get("triggered_by") == ACTOR and mode == "emergency":
+            c, evidence = self._judge_by_probes(report, c)
+            health["evidence"] = evidence
+        health["breaker_retest"] = self._retest_breaker(report, (evidence or {}).get("probe"))
         if c is not None:
             self.healthy_streak = 0
+            hold = self._held(c.level)
+            if hold is not None and (event is None or event.get("triggered_by") != ACTOR or mode != "emergency"):
+                # a person just decided (restore, deactivate, fallback): no activation, no rollback
+                return {"status": "held", "health": health, "classification": c.to_dict(), "event": event,
+                        "hold": hold, "note": operator_hold.describe(hold)}
             if event is None:
                 outcome = auto_recover(ext, ACTOR, "monitor", report=report, classification=c, stop=self._stop)
                 return {"status": "activated", "health": health, "classification": c.to_dict(),
@@ -162,6 +273,52 @@ class Monitor:
         self.healthy_streak = 0
         self._replay_later(event["id"])
         return {"status": "recovered", "health": health, "event": resolved["event"], "mode": resolved["mode"]}
+
+    # -- leaving an emergency on evidence ----------------------------------------------------
+    def _judge_by_probes(self, report: Any, c: Classification | None) -> tuple[Classification | None, dict[str, Any]]:
+        """In emergency mode real time is paused, so rates measured over deliveries (failure
+        rate, disconnect ratio, an open breaker) cannot recover: what fails now still counts,
+        and the real-time path itself is judged by active probes, the canary (in the realtime
+        check) and, where a user is connected, an acknowledged probe notification."""
+        current = classify(without_rates(report))
+        if current is not None:
+            return current, {"judged_by": "checks failing now"}
+        probe = realtime_probe.send_probe(self.ext)
+        evidence = {"judged_by": "probes", "probe": probe}
+        if probe["ran"] and not probe["ok"]:
+            reason = (f"the probe notification to connected user {probe['user_id']} was not acknowledged "
+                      f"({probe.get('error')})")
+            return c or Classification("message_delivery", 2, reason, {"probe": probe}), evidence
+        return None, evidence
+
+    def _retest_breaker(self, report: Any, probe: dict[str, Any] | None) -> dict[str, Any] | None:
+        """A half-open breaker is re-tested by the monitor's own probes, not only by traffic:
+        an acknowledged probe notification (its acknowledgement counts as a breaker success),
+        or, with nobody connected, the canary."""
+        breaker = self.ext.breaker
+        if breaker.current != HALF_OPEN:
+            return None
+        if probe is None:
+            probe = realtime_probe.send_probe(self.ext)
+        if probe["ran"]:
+            if not probe["ok"]:
+                breaker.record_failure()
+            return {"by": "probe notification", "ok": probe["ok"], "breaker": breaker.current}
+        realtime = report.checks.get("realtime")
+        canary = (realtime.detail.get("canary") or {}) if realtime is not None else {}
+        ok = realtime is not None and realtime.ok and bool(canary.get("verified"))
+        if ok:
+            breaker.record_success()
+        else:
+            breaker.record_failure()
+        return {"by": "canary", "ok": ok, "breaker": breaker.current}
+
+    def _held(self, level: int) -> dict[str, Any] | None:
+        """The operator's hold that keeps this tick from acting on a level-``level`` finding."""
+        try:
+            return operator_hold.holding(self.ext, level)
+        except sa.exc.SQLAlchemyError:
+            return None
 
     def _follow(self, event: dict[str, Any], mode: str, c: Classification) -> dict[str, Any] | None:
         """A monitor event that got worse: raise its level, switch emergency mode on if due."""
@@ -300,16 +457,81 @@ class Monitor:
 
         threading.Thread(target=replay, name="notify-emergency-replay", daemon=True).start()
 
-    def _heartbeat(self, result: dict[str, Any]) -> None:
+    def _beat(self) -> None:
+        """Write the heartbeat: who monitors, and what its last tick found."""
+        last = self.last or {}
+        beat = {"at": time.time(), "status": last.get("status", "starting"), "tick_at": last.get("at"),
+                "process": self.ext.state.process_id, "host": socket.gethostname(), "pid": os.getpid(),
+                "interval": self.interval}
         try:
-            self.ext.control.write(HEARTBEAT_KEY, {"at": time.time(), "status": result.get("status"),
-                                                   "process": self.ext.state.process_id}, ACTOR)
+            self.ext.control.write(HEARTBEAT_KEY, beat, ACTOR)
         except Exception:  # the database may be down; the tick result says so already
             pass
 
 
+def without_rates(report: Any) -> dict[str, Any]:
+    """``report`` as a dict without the findings measured over past deliveries (failure
+    rate, disconnect ratio, breaker state): what is failing right now."""
+    data = report.to_dict()
+    checks = {name: dict(check) for name, check in data["checks"].items()}
+    realtime = checks.get("realtime")
+    if realtime is not None:
+        detail = {k: v for k, v in (realtime.get("detail") or {}).items()
+                  if k not in ("delivery", "disconnect_ratio", "breaker")}
+        realtime["detail"] = detail
+        if realtime.get("status") == "degraded":
+            realtime["status"] = "ok"
+    return dict(data, checks=checks)
+
+
+# -- the heartbeat as others see it, and the dead man's switch ------------------------------
+def heartbeat_status(ext: Any) -> dict[str, Any]:
+    """The cluster's monitor as its heartbeat shows it.
+
+    ``state``: ``fresh``, ``stale`` (no beat for ``STALE_INTERVALS`` intervals) or ``never``
+    (no monitor has ever beaten on this database). Raises the database's error if it is down.
+    """
+    interval = float(ext.app.config["NOTIFY_EMERGENCY_MONITOR_INTERVAL"])
+    beat = ext.control.read(HEARTBEAT_KEY)
+    if not isinstance(beat, dict) or not isinstance(beat.get("at"), (int, float)):
+        return {"state": "never", "age_seconds": None, "limit_seconds": STALE_INTERVALS * interval,
+                "detail": "no monitor has run yet: start the app's workers or 'flask emergency monitor'"}
+    interval = max(interval, float(beat.get("interval") or 0))
+    limit = STALE_INTERVALS * interval
+    age = max(0.0, time.time() - float(beat["at"]))
+    stale = age > limit
+    where = f"{beat.get('host', '?')} pid {beat.get('pid', '?')}"
+    detail = (f"no monitor has checked for {age:.0f}s (more than {STALE_INTERVALS} intervals of {interval:g}s; "
+              f"last: {where}): start 'flask emergency monitor' or the app's workers, and check their logs"
+              if stale else f"last beat {age:.1f}s ago from {where}")
+    return {"state": "stale" if stale else "fresh", "age_seconds": round(age, 3), "limit_seconds": limit,
+            "process": beat.get("process"), "host": beat.get("host"), "pid": beat.get("pid"),
+            "last_status": beat.get("status"), "detail": detail}
+
+
+def watchdog(ext: Any, source: str = "watchdog") -> dict[str, Any] | None:
+    """The dead man's switch: if no monitor has beaten for ``STALE_INTERVALS`` intervals,
+    send one alert (per ``ALERT_COOLDOWN``) and return the stale status; else None."""
+    try:
+        status = heartbeat_status(ext)
+    except Exception:  # the database is down: other checks say so
+        return None
+    if status["state"] != "stale":
+        return None
+    try:
+        send, _ = alerts.ledger.claim(ext, [WATCHDOG_ALERT_KEY], None, lambda _id: True)
+        if send:
+            status["alert"] = send_alert(
+                ext, "[EMERGENCY] No notification monitor is running",
+                f"{status['detail']}.\nNothing detects or recovers real-time failures until a monitor "
+                f"runs again. Seen by: {source}.", 1, None, kind="watchdog", actor=ACTOR, source=source)
+    except Exception as exc:
+        log.warning("flask-notify-emergency: watchdog alert failed: %s", exc)
+    return status
+
+
 def init_app(app: Any, ext: Any) -> None:
-    """Create ``ext.monitor``; start its thread on the first real request, if enabled."""
+    """Create ``ext.monitor``; start its threads with the worker (at boot or first request), if enabled."""
     monitor = Monitor(app, ext)
     ext.monitor = monitor
     if not app.config["NOTIFY_EMERGENCY_MONITOR_ENABLED"]:

@@ -31,6 +31,7 @@ from flask import Flask, current_app
 from flask.cli import ScriptInfo
 
 from ..audit import cli_actor
+from ..automation import watchdog
 from ..config import redact_url
 from .output import EXIT_FAILED, to_json
 
@@ -184,6 +185,8 @@ class EmergencyCommand(click.Command):
                     if self.name not in RUNS_WITHOUT_DATABASE:
                         _fail_line(down, as_json)
                     ctx.meta[DATABASE_DOWN] = down
+                else:
+                    warn_if_no_monitor(app)
             try:
                 return super().invoke(ctx)
             except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, KeyboardInterrupt):
@@ -199,6 +202,18 @@ class EmergencyCommand(click.Command):
                 _fail_line(f"'emergency {self.name}' failed: {type(exc).__name__}: {first}. "
                            + (f"The full trace is in {path}; " if path else "")
                            + "run it again with --verbose to see it here.", as_json)
+
+
+def warn_if_no_monitor(app: Flask) -> None:
+    """Before a command: say so on stderr (and alert, once per cooldown) when no monitor has
+    beaten for three intervals, the dead man's switch. Silent when it cannot tell."""
+    ext = app.extensions.get("notify_emergency")
+    if ext is None:
+        return
+    with app.app_context():
+        status = watchdog(ext, source="cli")
+    if status is not None:
+        click.echo(f"Warning: {status['detail']}.", err=True)
 
 
 def _fail_line(message: str, as_json: bool) -> None:

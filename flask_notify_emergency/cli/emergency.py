@@ -89,7 +89,7 @@ def deactivate_emergency_command(resolved_by: str | None, force: bool, reason: s
               '--force --reason "socket queue restored, canary passes".')
     ext = ext_state()
     who = actor(resolved_by)
-    result = deactivate(ext, resolved_by=who, force=force, reason=reason, source=SOURCE)
+    result = deactivate(ext, resolved_by=who, force=force, reason=reason, source=SOURCE, by_operator=True)
     notes = _after_deactivate_notes(ext)
     data = dict(result, ok=True, notes=notes)
 

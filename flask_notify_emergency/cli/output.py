@@ -131,3 +131,4 @@ def with_errors(func: F) -> F:
         except ValueError as exc:
             usage(str(exc))
     return wrapper  # type: ignore[return-value]
+

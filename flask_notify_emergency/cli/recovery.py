@@ -207,6 +207,8 @@ def _services_lines(result: dict[str, Any]) -> list[str]:
                    + (f": {cmd.get('error') or cmd.get('detail')}" if (cmd.get("error") or cmd.get("detail")) else ""))
     if result["action"] == "stop":
         out.append("Real-time delivery is paused: notifications go to flash and polling until 'start-services'.")
+    if result.get("realtime_held"):
+        out.append(f"Real-time delivery stays paused: {result['realtime_held']}.")
     return out
 
 

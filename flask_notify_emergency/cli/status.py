@@ -16,9 +16,11 @@ import click
 import sqlalchemy as sa
 
 from ..communicate import dashboard_status
+from ..respond import operator_hold
 from ..config import redact_url, redacted
 from ..detect import health
 from ..models import utcnow
+from ..automation import heartbeat_status
 from ..respond import current_event, paused_now, profile, worker_reports
 from . import emergency_group
 from .command import DATABASE_DOWN, database_down_message
@@ -68,6 +70,8 @@ def collect_status(ext: Any) -> dict[str, Any]:
         "banners": len(banners),
         "connected_users": ext.state.connected_users(),
         "shared_state": {"backend": ext.state.backend, "healthy": bool(ext.state.healthy)},
+        "monitor": heartbeat_status(ext),
+        "operator_hold": operator_hold.current(ext),
     }
 
 
@@ -100,6 +104,12 @@ def _status_lines(data: dict[str, Any]) -> list[str]:
     lines.append(f"Connected users: {data['connected_users']}")
     state = data["shared_state"]
     lines.append(f"Shared state:    {state['backend']} ({'healthy' if state['healthy'] else 'UNREACHABLE'})")
+    monitor = data["monitor"]
+    lines.append(f"Monitor:         {monitor['state'].upper() if monitor['state'] == 'stale' else monitor['state']}: "
+                 f"{monitor['detail']}")
+    hold = data["operator_hold"]
+    lines.append(f"Automation:      held: {operator_hold.describe(hold)}" if hold
+                 else "Automation:      on (no operator hold)")
     return lines
 
 

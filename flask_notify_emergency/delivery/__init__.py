@@ -13,7 +13,7 @@ audit, assets).
 from __future__ import annotations
 
 from . import fallbacks, hourly, i18n, realtime, stats
-from .breaker import BREAKER_STATES, CircuitBreaker
+from .breaker import BREAKER_STATES, HALF_OPEN, CircuitBreaker
 from .dispatcher import Dispatcher
 from .fallbacks import claim_for_user, flash_pending
 from .notifier import ACK_EVENT, BANNER_EVENT, EVENT, CallableNotifier, SocketIONotifier
@@ -24,7 +24,7 @@ from .store import NotificationStore, banner_payload
 __all__ = [
     "ACK_EVENT", "BANNER_EVENT", "banner_payload", "BREAKER_STATES", "CallableNotifier", "CANARY_EVENT",
     "i18n",
-    "CircuitBreaker", "claim_for_user", "Dispatcher", "EVENT", "fallbacks", "flash_pending", "hourly",
+    "CircuitBreaker", "claim_for_user", "Dispatcher", "EVENT", "fallbacks", "flash_pending", "HALF_OPEN", "hourly",
     "NotificationStore", "PageHelpers", "realtime", "render_banners", "render_scripts",
     "SocketIONotifier", "stats",
 ]

@@ -10,15 +10,16 @@ events).
 
 from __future__ import annotations
 
-from . import evidence, health
-from .canary import check_message_queue, queue_manager, send_canary
+from . import evidence, health, realtime_probe
+from .canary import check_message_queue, listener_hears, queue_manager, send_canary
 from .classify import Classification, classify
 from .evidence import FAILED_CHECK, EvidenceLog, utc_from_epoch
-from .health import HealthReport, run_health_checks
+from .health import RATES_SINCE_KEY, HealthReport, run_health_checks
 from .levels import FAILURE_TYPES, LEVELS, Level, parse_level
 
 __all__ = [
     "check_message_queue", "Classification", "classify", "evidence", "EvidenceLog", "FAILED_CHECK",
-    "FAILURE_TYPES", "health", "HealthReport", "Level", "LEVELS", "parse_level", "queue_manager",
-    "run_health_checks", "send_canary", "utc_from_epoch",
+    "FAILURE_TYPES", "health", "HealthReport", "Level", "LEVELS", "listener_hears", "parse_level",
+    "queue_manager", "RATES_SINCE_KEY", "realtime_probe", "run_health_checks", "send_canary",
+    "utc_from_epoch",
 ]

@@ -270,6 +270,15 @@ def _through_listener(manager: Any, namespace: str, token: str, remaining: float
     return round((time.perf_counter() - start) * 1000, 3)
 
 
+def listener_hears(manager: Any, namespace: str, timeout: float) -> bool:
+    """Does this process's queue listener hand back a packet within ``timeout`` seconds?"""
+    try:
+        _through_listener(manager, namespace, uuid.uuid4().hex, timeout, timeout)
+    except CanaryTimeout:
+        return False
+    return True
+
+
 def _is_ours(raw: Any, token: str) -> bool:
     try:
         packet = json.loads(raw)

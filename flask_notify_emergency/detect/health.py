@@ -219,6 +219,24 @@ def _run_one(ext: Any, name: str, detail: dict[str, Any], out: list[CheckResult]
     out.append(CheckResult(name, status, latency, detail))
 
 
+#: Control key: when the last emergency ended. Delivery rates are judged from then on only,
+#: so the failures that caused it cannot open the next one.
+RATES_SINCE_KEY = "rates_since"
+
+
+def rate_window(ext: Any) -> float:
+    """Seconds of deliveries the failure rate is judged over: ``ACTIVITY_WINDOW``, cut at the
+    end of the last emergency."""
+    window = float(ext.app.config[PREFIX + "ACTIVITY_WINDOW"])
+    try:
+        since = ext.control.read(RATES_SINCE_KEY)
+    except Exception:
+        since = None
+    if isinstance(since, (int, float)):
+        window = max(0.0, min(window, time.time() - since))
+    return window
+
+
 # -- the checks: each fills ``detail``, returns (status, latency_ms) or raises ----------------
 def check_realtime(ext: Any, detail: dict[str, Any]) -> tuple[str, float | None]:
     cfg = ext.app.config
@@ -233,7 +251,7 @@ def check_realtime(ext: Any, detail: dict[str, Any]) -> tuple[str, float | None]
     judged = peak >= cfg[PREFIX + "DISCONNECT_MIN_USERS"]
     detail["disconnect_ratio"] = round((peak - connected) / peak, 3) if judged and peak else None
     try:
-        detail["delivery"] = stats.delivery_stats(ext, float(cfg[PREFIX + "ACTIVITY_WINDOW"]))
+        detail["delivery"] = stats.delivery_stats(ext, rate_window(ext))
     except Exception as exc:  # the database check reports the database; keep judging the socket
         detail["delivery"] = {"error": f"{type(exc).__name__}: {exc}"}
     degraded = (detail["breaker"] == "open"

@@ -8,6 +8,8 @@ writes one audit entry. They never raise for a failure of the thing they repair;
 
 from __future__ import annotations
 
+import ctypes
+
 import json
 import logging
 import os
@@ -18,7 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..detect import queue_manager, send_canary
+from ..detect import listener_hears, queue_manager, send_canary
 
 log = logging.getLogger("flask_notify_emergency")
 OUTPUT_LIMIT = 20_000
@@ -113,12 +115,7 @@ def restart_websockets(ext: Any, actor: str = "monitor", source: str = "monitor"
             except Exception:  # a dead connection may not close cleanly; it is dropped either way
                 pass
             steps["queue"] = "new connection"
-        listener = getattr(manager, "thread", None)
-        if listener is not None and hasattr(listener, "is_alive") and not listener.is_alive():
-            manager.thread = sio.server.start_background_task(manager._thread)
-            steps["listener"] = "restarted"
-        else:
-            steps["listener"] = "running" if listener is not None else "not started in this process"
+        steps["listener"] = _wake_listener(sio, manager, ext.namespace)
     if disconnect_sockets:
         sids = list(getattr(ext, "connected_sids", {}) or {})
         for sid in sids:
@@ -135,6 +132,40 @@ def restart_websockets(ext: Any, actor: str = "monitor", source: str = "monitor"
     audit_action(ext, actor, "restart-websockets", source, {"disconnect_sockets": disconnect_sockets},
                  result, event_id)
     return result
+
+
+#: How long a live queue listener may take to hand back a packet before it counts as asleep.
+LISTENER_PROBE_SECONDS = 1.0
+
+
+def _wake_listener(sio: Any, manager: Any, namespace: str) -> str:
+    """Make this process's Socket.IO queue listener hear the queue now.
+
+    A dead listener is started again. A live Redis one that does not hear the queue while Redis
+    answers is asleep in python-socketio's reconnect back-off (up to 60 s after an outage),
+    during which this worker's sockets get nothing from other workers: a new listener starts
+    now, and the old one is ended the moment its sleep does (an asynchronous ``SystemExit``
+    in that thread), so two listeners never hand out the same packet.
+    """
+    listener = getattr(manager, "thread", None)
+    if listener is None or getattr(manager, "write_only", False):
+        return "not started in this process"
+    if hasattr(listener, "is_alive") and not listener.is_alive():
+        manager.thread = sio.server.start_background_task(manager._thread)
+        return "restarted"
+    if not hasattr(manager, "_redis_connect"):  # Kombu's listener reconnects by itself
+        return "running"
+    try:
+        manager.redis.ping()
+    except Exception as exc:  # the queue itself is down: a new listener would only back off too
+        return f"running; the queue does not answer ({type(exc).__name__})"
+    if listener_hears(manager, namespace, LISTENER_PROBE_SECONDS):
+        return "running (hears the queue)"
+    ident = getattr(listener, "ident", None)
+    if ident is not None:
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(SystemExit))
+    manager.thread = sio.server.start_background_task(manager._thread)
+    return "replaced (the old one was asleep in its reconnect back-off)"
 
 
 def half_open_breaker(ext: Any, actor: str = "monitor", source: str = "monitor",

@@ -8,13 +8,15 @@ goes through the fallbacks and pages show the emergency notice.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
 import sqlalchemy as sa
 
 from .. import signals
-from ..detect import FAILURE_TYPES, LEVELS, Level, parse_level, run_health_checks  # noqa: F401 (the levels of an event)
+from ..detect import RATES_SINCE_KEY, FAILURE_TYPES, LEVELS, Level, parse_level, run_health_checks  # noqa: F401 (the levels of an event)
 from ..models import MAX_ROW_ID, utcnow
+from . import operator_hold, services
 
 
 class EmergencyError(Exception):
@@ -141,6 +143,8 @@ def resolve_event(ext: Any, event_id: int, resolved_by: str, recovered: bool,
             status="resolved", resolved_at=resolved_at or now, resolved_by=resolved_by, recovered=recovered)).rowcount
         if done and detected is not None:
             ext.store.hourly.event_resolved(conn, detected, resolved_at or now, bool(recovered))
+    # the failures that made this emergency are judged; rates start afresh (see health.rate_window)
+    ext.control.write(RATES_SINCE_KEY, time.time(), resolved_by)
     event = get_event(ext, event_id)
     if event is not None:
         signals.emergency_resolved.send(ext.app, event=event)
@@ -186,8 +190,12 @@ def failing_checks(ext: Any) -> list[str]:
 
 
 def deactivate(ext: Any, *, resolved_by: str, force: bool = False, reason: str | None = None,
-               source: str = "cli", recovered: bool = True) -> dict[str, Any]:
+               source: str = "cli", recovered: bool = True, by_operator: bool = False) -> dict[str, Any]:
     """Leave emergency mode. Refused while health checks fail, unless forced with a reason.
+
+    ``by_operator`` (``deactivate-emergency`` and the dashboard): a person decided, so the
+    ``--emergency-mode`` profile is cleared and the operator hold starts
+    (:mod:`.operator_hold`); a drill's or the monitor's own deactivation does neither.
 
     The result's ``failing_checks`` names the checks that failed when it was decided (empty:
     all passed; None: a forced deactivation whose checks could not run), so a forced exit
@@ -198,7 +206,9 @@ def deactivate(ext: Any, *, resolved_by: str, force: bool = False, reason: str |
     mode = ext.control.read("mode", "normal") or "normal"
     event = current_event(ext)
     if mode != "emergency" and event is None:
-        raise EmergencyError(f"emergency mode is not active (the delivery mode is '{mode}').")
+        raise EmergencyError(f"emergency mode is not active (the delivery mode is '{mode}')"
+                             + (": the cluster is rolled back; 'restore --confirm' rolls it forward."
+                                if mode == "legacy" else "; 'status' shows the cluster's state."))
     if force and not (reason and reason.strip()):
         raise EmergencyError("--force needs --reason: say why it is safe to leave emergency mode.")
     failing: list[str] | None
@@ -215,7 +225,7 @@ def deactivate(ext: Any, *, resolved_by: str, force: bool = False, reason: str |
                              event_id=event["id"] if event else None)
             raise EmergencyError(
                 f"refusing to leave emergency mode: these checks still fail: {', '.join(failing)}. "
-                "Fix them, or use --force --reason \"...\" to override.")
+                "Fix them ('health-check' shows why), or use --force --reason \"...\" to override.")
     if mode == "emergency":
         ext.control.set_mode("normal", resolved_by)
     result: dict[str, Any] = {"mode": ext.control.read("mode", "normal"), "event": None,
@@ -230,4 +240,8 @@ def deactivate(ext: Any, *, resolved_by: str, force: bool = False, reason: str |
                   else "forced; the checks were passing" if failing == [] else "forced; the checks could not run")
     ext.audit.record(resolved_by, "deactivate-emergency", source, {"force": force, "reason": reason},
                      detail=detail, event_id=event["id"] if event else None)
+    if by_operator:
+        result["profile"] = services.clear_emergency_profile(ext, resolved_by)
+        result["hold"] = operator_hold.place(ext, "deactivate-emergency", resolved_by,
+                                             int(event["level"]) if event else None)
     return result

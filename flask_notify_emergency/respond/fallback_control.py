@@ -19,6 +19,8 @@ from typing import Any
 from .. import signals
 from ..delivery import flash_pending, render_banners
 from ..models import utcnow
+from . import operator_hold
+from .emergency import current_event
 
 KINDS = ("flash", "broadcast")
 EMERGENCY_BANNER_KIND = "emergency"
@@ -83,6 +85,9 @@ def enable_fallback(ext: Any, kind: str, actor: str, source: str = "cli", messag
         _record(ext, "broadcast", {"by": actor, "at": _stamp(), "banner_id": banner["id"]}, actor)
     ext.audit.record(actor, "enable-fallback", source, {"type": kind, "message": message},
                      outcome="ok" if result["changed"] else "noop", detail=result["detail"])
+    if actor != "monitor":
+        event = current_event(ext)
+        result["hold"] = operator_hold.place(ext, "enable-fallback", actor, int(event["level"]) if event else None)
     return result
 
 

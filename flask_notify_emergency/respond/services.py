@@ -50,6 +50,32 @@ def profile(ext: Any) -> str:
     return str(ext.control.read(PROFILE_KEY, "normal") or "normal")
 
 
+def flash_fallback_on(ext: Any) -> bool:
+    """Has an operator forced the flash fallback (``enable-fallback --type flash``)?"""
+    return bool((ext.control.read("fallbacks", {}) or {}).get("flash"))
+
+
+def _realtime_stays_paused(ext: Any, emergency_profile: bool) -> str | None:
+    """Why resuming the services leaves real-time delivery paused, or None."""
+    if emergency_profile:
+        return "started with --emergency-mode ('deactivate-emergency' or 'start-services' clears it)"
+    if flash_fallback_on(ext):
+        return "the flash fallback is on ('disable-fallback --type flash' resumes real time)"
+    return None
+
+
+def clear_emergency_profile(ext: Any, actor: str) -> dict[str, Any]:
+    """Leave the ``--emergency-mode`` profile: profile normal, real time resumed unless the
+    flash fallback holds it. Returns what changed (``deactivate-emergency`` reports it)."""
+    if profile(ext) != "emergency":
+        return {"cleared": False, "profile": profile(ext)}
+    ext.control.write(PROFILE_KEY, "normal", actor)
+    held = _realtime_stays_paused(ext, False)
+    if held is None:
+        _write_paused(ext, {"realtime": False}, actor)
+    return {"cleared": True, "profile": "normal", "realtime": "paused: " + held if held else "resumed"}
+
+
 def _write_paused(ext: Any, changes: dict[str, bool], actor: str) -> dict[str, dict[str, bool]]:
     """Apply several pause changes in ONE switch write, so every worker sees them together."""
     stored = dict(ext.control.read("paused", {}) or {})
@@ -106,7 +132,8 @@ def start_services(ext: Any, actor: str, emergency_mode: bool = False, source: s
     counts the held real-time delivery as intended.
     """
     changes = {name: False for name in SERVICES}
-    if emergency_mode:
+    held = _realtime_stays_paused(ext, emergency_mode)
+    if held:
         changes["realtime"] = True
     ext.control.write(PROFILE_KEY, "emergency" if emergency_mode else "normal", actor)
     services = _write_paused(ext, changes, actor)
@@ -114,6 +141,8 @@ def start_services(ext: Any, actor: str, emergency_mode: bool = False, source: s
     result = {"ok": all(c["ok"] for c in commands), "action": "start", "services": services,
               "commands": commands, "profile": "emergency" if emergency_mode else "normal",
               "mode": ext.control.read("mode", "normal") or "normal"}
+    if held:
+        result["realtime_held"] = held
     _audit(ext, actor, "start-services", source, {"emergency_mode": emergency_mode}, result)
     return result
 
@@ -127,7 +156,8 @@ def restart_services(ext: Any, actor: str, source: str = "cli", settle: float = 
     # pub/sub reaches workers in milliseconds; a short pause lets each one observe the stop
     time.sleep(settle)
     changes = {name: False for name in SERVICES}
-    if current == "emergency":
+    held = _realtime_stays_paused(ext, current == "emergency")
+    if held:
         changes["realtime"] = True
     services = _write_paused(ext, changes, actor)
     for info in services.values():
@@ -139,18 +169,19 @@ def restart_services(ext: Any, actor: str, source: str = "cli", settle: float = 
     result = {"ok": all(c["ok"] for c in commands), "action": "restart", "services": services,
               "commands": commands, "profile": current,
               "mode": ext.control.read("mode", "normal") or "normal"}
+    if held:
+        result["realtime_held"] = held
     _audit(ext, actor, "restart-services", source, {}, result)
     return result
 
 
-def _verify_realtime(ext: Any, paused: bool, held: bool) -> dict[str, Any]:
+def _verify_realtime(ext: Any, paused: bool, held: str | None) -> dict[str, Any]:
     if ext.notifier is None:
         return {"state": "absent", "ok": True,
                 "detail": "no real-time notifier configured; every notification uses the fallbacks"}
     if paused:
         if held:
-            return {"state": "held", "ok": True,
-                    "detail": "paused on purpose (started with --emergency-mode); fallbacks deliver"}
+            return {"state": "held", "ok": True, "detail": f"paused on purpose: {held}; fallbacks deliver"}
         return {"state": "paused", "ok": False,
                 "detail": "paused: run 'start-services' (or 'disable-fallback --type flash')"}
     breaker = ext.breaker.current
@@ -185,7 +216,7 @@ def verify_services(ext: Any, actor: str = "verify-services", source: str = "cli
     paused = paused_now(ext)
     current = profile(ext)
     services = {
-        "realtime": _verify_realtime(ext, paused["realtime"], held=current == "emergency"),
+        "realtime": _verify_realtime(ext, paused["realtime"], held=_realtime_stays_paused(ext, current == "emergency")),
         "monitor": _verify_monitor(ext, paused["monitor"]),
         "replay": ({"state": "paused", "ok": False, "detail": "paused: run 'start-services'"}
                    if paused["replay"] else {"state": "running", "ok": True, "detail": "not paused"}),

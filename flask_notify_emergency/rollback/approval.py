@@ -130,14 +130,17 @@ def check_approved(ext: Any, request_id: str | None) -> dict[str, Any]:
     if req is None:
         raise RollbackError(f"no rollback request {request_id!r}: see 'rollback-requests'.")
     if _expired(req):
-        raise RollbackError(f"request {request_id} expired at {req['expires_at']}; open a new one.")
+        raise RollbackError(f"request {request_id} expired at {req['expires_at']}; open a new one with "
+                            "'request-rollback --planned --reason \"...\"'.")
     if req["status"] == "pending":
         raise RollbackError(f"request {request_id} has {len(req['approvals'])} of {req['required']} approvals: "
                             "another administrator must run 'approve-rollback' first.")
     if req["status"] == "used":
-        raise RollbackError(f"request {request_id} was already used by operation {req['operation_id']}.")
+        raise RollbackError(f"request {request_id} was already used by operation {req['operation_id']}; open a "
+                            "new one with 'request-rollback --planned --reason \"...\"'.")
     if req["status"] != "approved":
-        raise RollbackError(f"request {request_id} is {req['status']}.")
+        raise RollbackError(f"request {request_id} is {req['status']}; open a new one with "
+                            "'request-rollback --planned --reason \"...\"'.")
     return req
 
 

@@ -20,7 +20,7 @@ from typing import Any, Callable
 from ..access import is_admin
 from ..detect import run_health_checks
 from ..models import utcnow
-from ..respond import current_event, record_action
+from ..respond import current_event, operator_hold, record_action
 from . import approval
 from .approval import RollbackError, list_requests, required_approvals
 from .backups import BackupError, list_backups
@@ -240,11 +240,19 @@ def restore(ext: Any, *, actor: str, source: str, confirm: bool, reason: str | N
     if failing and not force:
         raise _refuse(ext, actor, "restore", source, dict(args, checks=checks),
                       f"refusing to restore real-time delivery: {', '.join(failing)} failing. Fix that "
-                      "first, or use --force --reason \"...\" to override.")
+                      "first ('health-check' shows why), or use --force --reason \"...\" to override.")
     detail = dict(args, source=source, checks=checks)
     result = _execute(ext, operation="restore", steps=RESTORE_STEPS, actor=actor, source=source,
                       begin_detail=detail, resume_kind="restore", on_step=on_step)
-    return dict(result, checks=checks)
+    return dict(result, checks=checks, hold=_hold_after_restore(ext, actor))
+
+
+def _hold_after_restore(ext: Any, actor: str) -> dict[str, Any] | None:
+    """A person restored: keep the automatic rollback off for the operator hold."""
+    if actor == "monitor":
+        return None
+    event = current_event(ext)
+    return operator_hold.place(ext, "restore", actor, int(event["level"]) if event else None)
 
 
 def rollback_status(ext: Any) -> dict[str, Any]:
@@ -320,6 +328,8 @@ def maybe_auto_rollback(ext: Any) -> dict[str, Any] | None:
     event = current_event(ext)
     if event is None:
         return None
+    if operator_hold.holding(ext, int(event["level"])) is not None:
+        return None  # a person restored or deactivated a moment ago: theirs is the decision
     failures = failed_recovery_attempts(event["actions"])
     why = None
     if len(failures) >= cfg["NOTIFY_EMERGENCY_RECOVERY_ATTEMPTS"]:

@@ -146,7 +146,8 @@ def deactivate(ext: Any, form: Form) -> ActionResult:
     force = _flag(form, "force")
     try:
         result = emergency.deactivate(ext, resolved_by=actor_name(), force=force, reason=reason,
-                                      source=request_source(), recovered=not _flag(form, "not_recovered"))
+                                      source=request_source(), recovered=not _flag(form, "not_recovered"),
+                                      by_operator=True)
     except emergency.EmergencyError as exc:
         text = str(exc).replace('--force --reason "..."', "'force' with a reason").replace("--force", "'force'")
         raise ActionError(text, audited="refusing" in text) from None

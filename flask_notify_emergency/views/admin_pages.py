@@ -9,6 +9,7 @@ from typing import Any
 from flask import current_app, render_template, url_for
 
 from ..access import csrf_token
+from ..automation import heartbeat_status, watchdog
 from ..config import BANNER_LEVELS
 from ..detect import LEVELS
 from ..learn import metrics
@@ -72,11 +73,20 @@ def render_page(template: str, page: str, http_status: int = 200, **context: Any
         mode=ext.control.mode,
         paused=ext.control.paused(),
         breaker=ext.breaker.current,
+        monitor_status=_monitor_status(ext),
         levels=LEVELS,
         banner_levels=BANNER_LEVELS,
         **context,
     )
     return html, http_status
+
+
+def _monitor_status(ext: Any) -> dict[str, Any] | None:
+    """The monitor's heartbeat for the page header; a stale one also trips the dead man's switch."""
+    try:
+        return watchdog(ext, source="dashboard") or heartbeat_status(ext)
+    except Exception:  # the database is down: the page says so elsewhere
+        return None
 
 
 def render_error(message: str, status: int) -> Any:

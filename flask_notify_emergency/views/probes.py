@@ -2,8 +2,11 @@
 
 ``<prefix>/livez`` answers 200 while the process serves requests (it touches nothing else),
 ``<prefix>/readyz`` answers 200 when the database answers within the health-check timeout
-and 503 otherwise. Both are unauthenticated and say nothing about the system beyond that;
-the details are at ``<prefix>/api/health``, for admins only.
+and 503 otherwise, with the age of the cluster monitor's heartbeat; with
+``READYZ_REQUIRE_MONITOR`` it is also 503 while no monitor has beaten for three intervals
+(a target for an outside uptime check: the dead man's switch seen from outside). Both are
+unauthenticated and say nothing about the system beyond that; the details are at
+``<prefix>/api/health``, for admins only.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import sqlalchemy as sa
 from flask import Blueprint, current_app, jsonify
 
 from ..access import admin_required
+from ..automation import heartbeat_status
 from ..detect import run_health_checks
 
 _pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="notify-emergency-ready")
@@ -36,9 +40,13 @@ def register(bp: Blueprint, ext_state: Any) -> None:
         timeout = current_app.config["NOTIFY_EMERGENCY_HEALTH_CHECK_TIMEOUT"]
         try:
             _pool.submit(select_one).result(timeout=timeout)
+            monitor = _pool.submit(heartbeat_status, ext_state).result(timeout=timeout)
         except Exception:  # unreachable, refused or too slow: not ready, and no details
             return jsonify(status="not ready"), 503
-        return jsonify(status="ready")
+        body = {"monitor": monitor["state"], "monitor_age_seconds": monitor["age_seconds"]}
+        if current_app.config["NOTIFY_EMERGENCY_READYZ_REQUIRE_MONITOR"] and monitor["state"] != "fresh":
+            return jsonify(status="not ready", **body), 503
+        return jsonify(status="ready", **body)
 
     @bp.route("/api/health")
     @admin_required

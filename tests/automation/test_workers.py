@@ -1,4 +1,4 @@
-"""Background work starts on a worker's first real request, never in a CLI command."""
+"""Background work starts when a serving app boots (or on its first real request), never in a CLI command."""
 
 from __future__ import annotations
 
@@ -48,3 +48,21 @@ def test_cli_commands_start_no_background_work(make_app):
     result = app.test_cli_runner().invoke(args=["emergency", "status"])
     assert result.exit_code == 0, result.output
     assert not ext.worker_start.started
+
+
+def test_with_start_on_boot_the_sweeper_runs_before_any_request(make_app):
+    app, _ = make_app(NOTIFY_EMERGENCY_SWEEP_SECONDS=0.2, NOTIFY_EMERGENCY_ACK_TIMEOUT=0.2,
+                      NOTIFY_EMERGENCY_START_ON_BOOT=True)
+    ext = app.extensions["notify_emergency"]
+    uid = user_id(app, "alice")
+    handed: list[tuple[int, str]] = []
+
+    @signals.notification_fallback.connect_via(app)
+    def host_receiver(sender, notification, reason, **extra):
+        handed.append((notification["id"], reason))
+
+    assert ext.worker_start.started  # no request has been served
+    with app.app_context():
+        nid = _row_left_by_a_dead_worker(ext, uid)
+    wait_until(lambda: (nid, "ack-timeout") in handed, timeout=10,
+               message="the sweep to hand the orphaned row to the fallbacks with no request served")

@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from flask_notify_emergency.cli import emergency_group
+from flask_notify_emergency.cli.command import LONG_RUNNING
 from tests.support.apps import EXAMPLES, ROOT, ServedApp
 from tests.support.cli import flask_process
 from tests.support.databases import own_database
@@ -73,8 +74,9 @@ def test_every_command_says_the_database_is_down_in_one_line(proxied_database, m
     proxy.cut()
     try:
         runner = app.test_cli_runner()
+        # a long-running command (the monitor process) keeps running through the outage instead
         results = {name: runner.invoke(args=["emergency", name, *minimal_arguments(command)], input="y\n")
-                   for name, command in sorted(emergency_group.commands.items())}
+                   for name, command in sorted(emergency_group.commands.items()) if name not in LONG_RUNNING}
         assert len(results) > 40
         wrong = {name: (r.exit_code, r.output[-600:]) for name, r in results.items()
                  if r.exit_code != 1 or "Traceback" in r.output or "the database is unreachable" not in r.output}

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from typing import Any
@@ -20,7 +21,9 @@ def build_example(config: dict[str, Any]) -> tuple[Any, Any]:
     """``examples/app.py``'s ``create_app`` with test config."""
     from app import create_app  # examples/app.py
 
-    base = {"TESTING": True, "SECRET_KEY": "test-secret", "NOTIFY_EMERGENCY_MONITOR_ENABLED": False}
+    # background work starts on the first request unless a test asks for it at boot
+    base = {"TESTING": True, "SECRET_KEY": "test-secret", "NOTIFY_EMERGENCY_MONITOR_ENABLED": False,
+            "NOTIFY_EMERGENCY_START_ON_BOOT": False}
     base.update(config)
     return create_app(base)
 
@@ -39,8 +42,14 @@ def drop_tables(app: Any) -> None:
 class ServedApp:
     """The example app running in its own process: ``python tests/support/serve.py``."""
 
-    def __init__(self, port: int, config: dict[str, Any], env: dict[str, str] | None = None) -> None:
+    def __init__(self, port: int, config: dict[str, Any], env: dict[str, str] | None = None,
+                 ready: str = "http", collect_output: bool = False) -> None:
+        """``ready="tcp"`` waits for the port to accept connections without sending any HTTP
+        request (for tests of what a server does with no traffic at all); with
+        ``collect_output`` the server's output lines are kept in ``output`` as they come."""
         self.port = port
+        self.ready = ready
+        self.output: list[str] = []
         self.url = f"http://127.0.0.1:{port}"
         full_env = dict(os.environ)
         full_env.update(env or {})
@@ -49,7 +58,17 @@ class ServedApp:
         self.proc = subprocess.Popen(
             [sys.executable, os.path.join(ROOT, "tests", "support", "serve.py")],
             env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
+        if collect_output:
+            threading.Thread(target=self._collect, daemon=True).start()
         self._wait_ready()
+
+    def _collect(self) -> None:
+        assert self.proc.stdout is not None
+        try:
+            for line in iter(self.proc.stdout.readline, b""):
+                self.output.append(line.decode(errors="replace").rstrip("\n"))
+        except (OSError, ValueError):  # closed by stop()
+            pass
 
     def _wait_ready(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
@@ -57,6 +76,13 @@ class ServedApp:
             if self.proc.poll() is not None:
                 out = self.proc.stdout.read().decode(errors="replace") if self.proc.stdout else ""
                 raise RuntimeError(f"served app exited with {self.proc.returncode}:\n{out}")
+            if self.ready == "tcp":
+                from tests.support.services import port_open
+
+                if port_open("127.0.0.1", self.port):
+                    return
+                time.sleep(0.05)
+                continue
             try:
                 with urllib.request.urlopen(self.url + "/login", timeout=1) as r:
                     if r.status == 200:
