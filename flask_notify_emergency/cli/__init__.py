@@ -18,7 +18,7 @@ emergency_group = AppGroup("emergency", help="Notification emergency procedures 
 
 #: Modules that contribute commands, in the order their commands were written.
 COMMAND_MODULES = ("status", "emergency", "recovery", "rollback", "communication", "drills", "metrics",
-                   "backups", "validation")
+                   "backups", "validation", "scripts")
 
 _loaded = False
 
