@@ -3,7 +3,10 @@
 ``<prefix>/livez`` answers 200 while the process serves requests (it touches nothing else),
 ``<prefix>/readyz`` answers 200 when the database answers within the health-check timeout
 and 503 otherwise. Both are unauthenticated and say nothing about the system beyond that;
-the details are at ``<prefix>/api/health``, for admins only.
+the details are at ``<prefix>/api/health``, for admins only. With
+``NOTIFY_EMERGENCY_READYZ_STRICT`` the readiness probe also needs every table and column of
+the extension (a deploy whose migrations have not run is not ready), and its 503 names what
+is missing and the command that fixes it: the extension's own schema, nothing of the host's.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import sqlalchemy as sa
 from flask import Blueprint, current_app, jsonify
 
 from ..access import admin_required
+from ..schema import SchemaReport, schema_problems
 
 _pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="notify-emergency-ready")
 
@@ -28,15 +32,23 @@ def register(bp: Blueprint, ext_state: Any) -> None:
     @bp.route("/readyz")
     def readyz() -> Any:
         """Readiness: the database, where every notification is stored first, answers."""
-        def select_one() -> None:
+        strict = current_app.config["NOTIFY_EMERGENCY_READYZ_STRICT"]
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+
+        def select_one() -> SchemaReport | None:
             with ext_state.engine.connect() as conn:
                 conn.execute(sa.text("SELECT 1"))
+            if not strict:
+                return None
+            return schema_problems(app, ext_state.engine, [m.__table__ for m in ext_state.models.all])
 
         timeout = current_app.config["NOTIFY_EMERGENCY_HEALTH_CHECK_TIMEOUT"]
         try:
-            _pool.submit(select_one).result(timeout=timeout)
+            schema = _pool.submit(select_one).result(timeout=timeout)
         except Exception:  # unreachable, refused or too slow: not ready, and no details
             return jsonify(status="not ready"), 503
+        if schema is not None and not schema.ok:
+            return jsonify(status="not ready", schema=schema.to_dict()), 503
         return jsonify(status="ready")
 
     @bp.route("/api/health")
