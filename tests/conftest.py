@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.support import services
-from tests.support.apps import build_example, drop_tables
+from tests.support.apps import SERVERS, build_example, drop_tables
 
 DATABASES = {"sqlite": None, "mariadb": services.MARIADB_URL, "postgres": services.POSTGRES_URL}
 
@@ -72,6 +72,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
     assert url is not None
     _check_database(url, name)
     return url
+
+
+@pytest.fixture(params=list(SERVERS))
+def server_kind(request: pytest.FixtureRequest) -> str:
+    """Each served test using it runs under the development server and under gunicorn with
+    threaded and with gevent workers (``ServedApp(..., server=server_kind)``)."""
+    return str(request.param)
 
 
 @pytest.fixture

@@ -43,6 +43,8 @@ class User:
 
         cookie = "; ".join(f"{k}={v}" for k, v in self.http.cookies.items())
         sio.connect(self.url, headers={"Cookie": cookie}, namespaces=[NAMESPACE], wait_timeout=10)
+        # polling first, then the upgrade: the WebSocket works under every server
+        wait_until(lambda: sio.transport() == "websocket", timeout=10, message="the upgrade to a WebSocket")
         self.sio = sio
         return sio
 
@@ -71,9 +73,9 @@ class User:
 
 
 @pytest.fixture
-def served(tmp_path: Any) -> Iterator[tuple[ServedApp, sa.engine.Engine]]:
+def served(tmp_path: Any, server_kind: str) -> Iterator[tuple[ServedApp, sa.engine.Engine]]:
     db = tmp_path / "served.sqlite"
-    app = ServedApp(free_port(), {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{db}", **CONFIG})
+    app = ServedApp(free_port(), {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{db}", **CONFIG}, server=server_kind)
     engine = sa.create_engine(f"sqlite:///{db}")
     try:
         yield app, engine

@@ -36,19 +36,37 @@ def drop_tables(app: Any) -> None:
         db.engine.dispose()
 
 
-class ServedApp:
-    """The example app running in its own process: ``python tests/support/serve.py``."""
+#: How a served app runs: the development server, or gunicorn (one worker per process, as
+#: Flask-SocketIO needs without sticky sessions) with threads or gevent; the Socket.IO async
+#: mode each needs. docs/deploy.md gives the same command lines.
+SERVERS: dict[str, tuple[list[str], str]] = {
+    "werkzeug": ([os.path.join(ROOT, "tests", "support", "serve.py")], "threading"),
+    "gunicorn-threads": (["-m", "gunicorn", "--worker-class", "gthread", "--workers", "1", "--threads", "50"],
+                         "threading"),
+    "gunicorn-gevent": (["-m", "gunicorn", "--worker-class", "gevent", "--workers", "1",
+                         "--worker-connections", "1000"], "gevent"),
+}
 
-    def __init__(self, port: int, config: dict[str, Any], env: dict[str, str] | None = None) -> None:
+
+class ServedApp:
+    """The example app running in its own process, under one of :data:`SERVERS`."""
+
+    def __init__(self, port: int, config: dict[str, Any], env: dict[str, str] | None = None,
+                 server: str = "werkzeug") -> None:
         self.port = port
+        self.server = server
         self.url = f"http://127.0.0.1:{port}"
+        argv, async_mode = SERVERS[server]
+        config = {"SOCKETIO_ASYNC_MODE": async_mode, **config}
         full_env = dict(os.environ)
         full_env.update(env or {})
         full_env["SERVE_CONFIG"] = json.dumps(config)
         full_env["SERVE_PORT"] = str(port)
-        self.proc = subprocess.Popen(
-            [sys.executable, os.path.join(ROOT, "tests", "support", "serve.py")],
-            env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
+        if server.startswith("gunicorn"):
+            argv = argv + ["--bind", f"127.0.0.1:{port}", "--graceful-timeout", "3", "--log-level", "warning",
+                           "tests.support.wsgi:app"]
+        self.proc = subprocess.Popen([sys.executable, *argv],
+                                     env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 20.0) -> None:
@@ -60,6 +78,11 @@ class ServedApp:
             try:
                 with urllib.request.urlopen(self.url + "/login", timeout=1) as r:
                     if r.status == 200:
+                        served_by = r.headers.get("Server", "")
+                        expected = "gunicorn" if self.server.startswith("gunicorn") else "Werkzeug"
+                        if not served_by.startswith(expected):
+                            self.stop()
+                            raise RuntimeError(f"port {self.port} is served by {served_by!r}, not {expected}")
                         return
             except OSError:
                 time.sleep(0.05)
