@@ -64,6 +64,7 @@ class ServedApp:
         full_env["SERVE_PORT"] = str(port)
         if server.startswith("gunicorn"):
             argv = argv + ["--bind", f"127.0.0.1:{port}", "--graceful-timeout", "3", "--log-level", "warning",
+                           "--no-control-socket",  # one path per user by default, shared by every test
                            "tests.support.wsgi:app"]
         self.proc = subprocess.Popen([sys.executable, *argv],
                                      env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
