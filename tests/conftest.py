@@ -103,6 +103,19 @@ def example(make_app: Callable[..., tuple[Any, Any]]) -> tuple[Any, Any]:
     return make_app()
 
 
+@pytest.fixture
+def app(example: tuple[Any, Any]) -> Any:
+    """pytest-flask's application, behind its ``client`` and ``live_server`` fixtures: the
+    example app on SQLite with the memory backend (a module may override it with other config).
+
+    pytest-flask keeps one request context pushed for the whole test, so every request the
+    test makes shares one ``g``, and with it Flask-Login's cached user: tests that act as one
+    identity use ``client``; tests with several users build their own clients from
+    ``example``/``make_app`` (docs/testing.md says why).
+    """
+    return example[0]
+
+
 def login(client: Any, username: str) -> Any:
     response = client.post("/login", data={"username": username, "password": username})
     assert response.status_code == 302, response.get_data(as_text=True)

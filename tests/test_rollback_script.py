@@ -47,3 +47,21 @@ def test_the_script_rolls_back_verifies_and_reports(make_app, tmp_path):
                     "verify-rollback-ready", "rollback --reason socket queue lost --confirm", "verify-rollback",
                     "generate-rollback-report --latest"):
         assert f"$ flask emergency {command}" in log
+
+
+def test_rollback_script_writes_out_the_shipped_script(example, tmp_path):
+    from tests.support.cli import invoke, invoke_json
+
+    app, _ = example
+    code, where = invoke_json(app, "rollback-script")
+    assert code == 0 and Path(where["path"]).read_bytes() == Path(SCRIPT).read_bytes()
+    target = tmp_path / "rollback.sh"
+    code, written = invoke_json(app, "rollback-script", "--output", str(target))
+    assert code == 0 and written["path"] == str(target)
+    assert os.access(target, os.X_OK) and target.read_bytes() == Path(SCRIPT).read_bytes()
+    target.write_text("edited by the operator")
+    refused = invoke(app, "rollback-script", "--output", str(target))
+    assert refused.exit_code == 1 and "--force" in refused.output
+    assert target.read_text() == "edited by the operator"
+    assert invoke(app, "rollback-script", "--output", str(target), "--force").exit_code == 0
+    assert target.read_bytes() == Path(SCRIPT).read_bytes()

@@ -28,6 +28,12 @@ def demo(make_app: Any) -> tuple[Any, Any, Any]:
     return app, socketio, app.extensions["demo"]["notify"]
 
 
+@pytest.fixture
+def app(make_app: Any) -> Any:
+    """pytest-flask's application here: the example app with short timeouts (one identity per test)."""
+    return make_app(**FAST)[0]
+
+
 def send(app: Any, notify: Any, to: Any, title: str = "Caption ready",
          message: str = "Your image has alt text now.", **kwargs: Any) -> int:
     with app.app_context():
@@ -111,9 +117,8 @@ def test_disconnected_user_gets_it_as_a_flash_exactly_once(demo):
     assert poll(client, csrf_from_page(client)).get_json()["notifications"] == []
 
 
-def test_flash_category_follows_priority(demo):
-    app, _, notify = demo
-    client = app.test_client()
+def test_flash_category_follows_priority(app, client):
+    notify = app.extensions["demo"]["notify"]
     login(client, "alice")
     send(app, notify, user_id(app, "alice"), title="Disk", message="Almost full.", priority="critical")
     assert '<div class="flash danger" role="status">Disk: Almost full.</div>' in client.get("/").get_data(as_text=True)
@@ -206,9 +211,8 @@ def test_user_id_may_be_int_or_str(demo, as_type):
 
 # -- polling -----------------------------------------------------------------------------------
 
-def test_poll_returns_pending_notifications_exactly_once(demo):
-    app, _, notify = demo
-    client = app.test_client()
+def test_poll_returns_pending_notifications_exactly_once(app, client):
+    notify = app.extensions["demo"]["notify"]
     login(client, "alice")
     token = csrf_from_page(client)
     ids = [send(app, notify, user_id(app, "alice"), title=f"N{i}") for i in range(2)]
@@ -224,9 +228,8 @@ def test_poll_returns_pending_notifications_exactly_once(demo):
     assert {r["channel"] for r in notification_rows(app)} == {"poll"}
 
 
-def test_poll_refuses_a_request_without_csrf_token(demo):
-    app, _, notify = demo
-    client = app.test_client()
+def test_poll_refuses_a_request_without_csrf_token(app, client):
+    notify = app.extensions["demo"]["notify"]
     login(client, "alice")
     csrf_from_page(client)
     send(app, notify, user_id(app, "alice"))
@@ -235,10 +238,9 @@ def test_poll_refuses_a_request_without_csrf_token(demo):
     assert notification_rows(app)[0]["delivered"] is False  # nothing was handed out
 
 
-def test_poll_refuses_anonymous_users(demo):
-    app, _, notify = demo
-    send(app, notify, user_id(app, "alice"))
-    response = app.test_client().post(POLL_URL, json={}, headers={"Accept": "application/json"})
+def test_poll_refuses_anonymous_users(app, client):
+    send(app, app.extensions["demo"]["notify"], user_id(app, "alice"))
+    response = client.post(POLL_URL, json={}, headers={"Accept": "application/json"})
     assert response.status_code == 401
     assert response.get_json() == {"error": "login required"}
     assert notification_rows(app)[0]["delivered"] is False
