@@ -93,7 +93,7 @@ def bench_health_check(options: Options) -> dict[str, Any]:
     """p50/p95 of a full health check, everything healthy on loopback."""
     import redis
 
-    from flask_notify_emergency.health import run_health_checks
+    from flask_notify_emergency.detect.health import run_health_checks
 
     redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()  # fail early, with Redis's own error
     runs = options.pick(60, 300)

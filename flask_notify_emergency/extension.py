@@ -16,10 +16,15 @@ from .delivery.breaker import CircuitBreaker
 from .delivery.dispatcher import Dispatcher
 from .delivery.notifier import CallableNotifier, SocketIONotifier
 from .delivery.store import NotificationStore
-from .jinja_helpers import PageHelpers, render_banners, render_scripts  # noqa: F401 (re-exported)
+from .delivery.page_helpers import PageHelpers, render_banners, render_scripts  # noqa: F401 (re-exported)
 from .models import Models, models_for
 from .state import RedisState, SharedState
-from .workers import WorkerStart
+from .automation.startup import WorkerStart
+from . import cli
+from .automation import monitor
+from .communicate import alerts
+from .respond import cluster_actions, worker_mode
+from .views import admin_realtime
 
 EXTENSION_KEY = "notify_emergency"
 BANNER_CACHE_SECONDS = 30.0
@@ -174,7 +179,7 @@ class NotifyEmergency:
         for name, helper in ext_state.page_helpers.template_globals().items():
             app.add_template_global(helper, name)
         if socketio is not None:
-            from . import realtime
+            from .delivery import realtime
 
             realtime.register(socketio, ext_state)
         from .views import make_blueprint
@@ -255,17 +260,9 @@ def _login_user_exists(app: Flask) -> Callable[[str], bool] | None:
 
 
 def _register_optional(app: Flask, ext_state: NotifyEmergencyState) -> None:
-    """Hook in the parts that live in their own modules (CLI, monitor, admin namespace)."""
-    import importlib
-
-    for name in ("cli", "monitor", "admin_realtime", "worker_mode", "alerts", "cluster_actions"):
-        try:
-            module = importlib.import_module(f"{__package__}.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__package__}.{name}":
-                raise
-            continue
-        module.init_app(app, ext_state)
+    """Hook in the parts that live in their own modules (CLI, monitor, admin namespace, ...)."""
+    for part in (cli, monitor, admin_realtime, worker_mode, alerts, cluster_actions):
+        part.init_app(app, ext_state)
 
 
 def _parse_stamp(stamp: str) -> Any:

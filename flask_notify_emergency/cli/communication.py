@@ -13,16 +13,15 @@ from typing import Any
 import click
 
 from ..config import BANNER_LEVELS, PRIORITIES
-from ..incident_docs import TEMPLATES, render_blank, render_incident, write_report
-from ..incidents import PRIORITIES as INCIDENT_PRIORITIES
-from ..incidents import check_day, create_incident, parse_reference, reference
-from ..operator_notice import NoticeError
-from ..status_page import DASHBOARD_STATUSES, PUBLIC_STATUSES, set_dashboard_status, set_public_status
-from ..status_report import FORMATS, gather, mail, render
-from ..user_communication import CHANNELS, send_user_notification
+from ..communicate.incident_docs import TEMPLATES, render_blank, render_incident, write_report
+from ..communicate.incidents import PRIORITIES as INCIDENT_PRIORITIES
+from ..communicate.incidents import check_day, create_incident, parse_reference, reference
+from ..communicate.operator_notice import NoticeError
+from ..communicate.status_page import DASHBOARD_STATUSES, PUBLIC_STATUSES, set_dashboard_status, set_public_status
+from ..learn.status_report import FORMATS, gather, mail, render
+from ..communicate.user_communication import CHANNELS, send_user_notification
 from . import emergency_group
-from .output import (SOURCE, actor, done, ext_state, fail, format_with_json_alias, json_option, report, to_json,
-                     usage, with_errors)
+from .output import SOURCE, actor, done, ext_state, fail, format_with_json_alias, json_option, report, to_json, usage, with_errors
 
 
 @emergency_group.command("update-dashboard")
@@ -100,7 +99,7 @@ def send_user_notification_command(message: str, title: str | None, channel: str
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the same as --format json).")
 def generate_status_report_command(fmt: str, recipients: str | None, no_health: bool, as_json: bool) -> None:
     """Status, mode, open event, health, backlog and recent actions, for the team."""
-    from ..alert_targets import parse_emails
+    from ..communicate.alerts.targets import parse_emails
 
     fmt = format_with_json_alias(fmt, as_json)
     to: list[str] = []
@@ -173,7 +172,7 @@ def _write(ext: Any, text: str, name: str, output: str | None, force: bool, as_j
 def document_incident_command(event_id: str, template: str, output: str | None, force: bool,
                               as_json: bool) -> None:
     """Write the incident report of one event, pre-filled from what was stored."""
-    from ..emergency import get_event
+    from ..respond.emergency import get_event
 
     ext = ext_state()
     try:

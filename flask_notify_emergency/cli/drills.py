@@ -12,8 +12,8 @@ from typing import Any
 
 import click
 
-from ..drills import DRILL_TYPES, MAX_DURATION, DrillError, parse_participants
-from ..incidents import check_day, parse_reference
+from ..learn.drills import DRILL_TYPES, MAX_DURATION, DrillError, parse_participants
+from ..communicate.incidents import check_day, parse_reference
 from . import emergency_group
 from .output import SOURCE, actor, done, ext_state, fail, json_option, mark, report, usage, with_errors
 
@@ -29,7 +29,7 @@ def _step_lines(title: str, ok: bool, steps: list[dict[str, Any]], label: str = 
 @json_option
 def test_emergency_procedures_command(as_json: bool) -> None:
     """Run activate, fallback delivery, recover and deactivate on a throwaway copy; report each."""
-    from ..procedure_sandbox import run_procedure_tests
+    from ..learn.procedure_sandbox import run_procedure_tests
 
     data = run_procedure_tests(ext_state(), actor=actor(), source=SOURCE)
 
@@ -48,7 +48,7 @@ def test_emergency_procedures_command(as_json: bool) -> None:
 @json_option
 def validate_recovery_command(user_id: str | None, as_json: bool) -> None:
     """Check the runbook's Post-Recovery Validation list; exit 1 if any automated check fails."""
-    from ..recovery_validation import validate_recovery
+    from ..learn.recovery_validation import validate_recovery
 
     data = validate_recovery(ext_state(), actor=actor(), source=SOURCE, user_id=user_id)
     report(data, as_json, lambda: _step_lines("Post-recovery validation", data["ok"], data["checks"], "checklist")
@@ -69,7 +69,7 @@ def validate_recovery_command(user_id: str | None, as_json: bool) -> None:
 def execute_drill_command(drill_type: str, duration: float, participants: str | None, probe_user: str | None,
                           dry_run: bool, as_json: bool) -> None:
     """Inject a real, reversible failure, measure detection and recovery, restore everything."""
-    from ..drills import execute_drill
+    from ..learn.drills import execute_drill
 
     try:
         names = parse_participants(participants)
@@ -108,8 +108,8 @@ def execute_drill_command(drill_type: str, duration: float, participants: str | 
 @with_errors
 def evaluate_drill_command(drill_id: str, as_json: bool) -> None:
     """Score a drill against the runbook's targets (MTTD, MTTR, users kept informed, restored)."""
-    from ..drill_evaluation import evaluate_drill
-    from ..drills import get_drill
+    from ..learn.drill_evaluation import evaluate_drill
+    from ..learn.drills import get_drill
 
     ext = ext_state()
     try:

@@ -12,10 +12,10 @@ from typing import Any
 import click
 
 from ..config import PRIORITIES
-from ..emergency import FAILURE_TYPES, LEVELS, activate, deactivate, parse_level
-from ..fallback_control import KINDS, FallbackTestError, disable_fallback, enable_fallback, run_fallback_test
-from ..operator_notice import TARGET_HELP, NoticeError, send_notice
-from ..services import paused_now
+from ..respond.emergency import FAILURE_TYPES, LEVELS, activate, deactivate, parse_level
+from ..respond.fallback_control import KINDS, FallbackTestError, disable_fallback, enable_fallback, run_fallback_test
+from ..communicate.operator_notice import TARGET_HELP, NoticeError, send_notice
+from ..respond.services import paused_now
 from . import emergency_group
 from .output import SOURCE, actor, done, ext_state, fail, json_option, mark, report, usage, with_errors
 

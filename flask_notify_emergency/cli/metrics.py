@@ -11,11 +11,10 @@ from typing import Any
 
 import click
 
-from ..alert_targets import CHANNELS, configure, configured_targets, effective_targets, stored_targets
-from ..kpi_report import FORMATS, PERIODS, improvements, period_report, show, show_delta
+from ..communicate.alerts.targets import CHANNELS, configure, configured_targets, effective_targets, stored_targets
+from ..learn.kpi_report import FORMATS, PERIODS, improvements, period_report, show, show_delta
 from . import emergency_group
-from .output import (SOURCE, actor, done, ext_state, fail, format_with_json_alias, json_option, mark, report,
-                     to_json, with_errors)
+from .output import SOURCE, actor, done, ext_state, fail, format_with_json_alias, json_option, mark, report, to_json, with_errors
 
 
 @emergency_group.command("configure-alerts")
@@ -54,7 +53,7 @@ def configure_alerts_command(email: tuple[str, ...], sms: tuple[str, ...], webho
 @json_option
 def test_alerts_command(as_json: bool) -> None:
     """Send a test alert through every configured channel and report each target's result."""
-    from ..alert_targets import test_alerts
+    from ..communicate.alerts.targets import test_alerts
 
     ext = ext_state()
     try:

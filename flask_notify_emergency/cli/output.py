@@ -119,24 +119,11 @@ def mark(ok: bool | None) -> str:
     return "ok  " if ok else ("skip" if ok is None else "FAIL")
 
 
-def needs_module(name: str) -> Any:
-    """Import one of the extension's optional service modules, or fail saying it is missing."""
-    import importlib
-
-    try:
-        return importlib.import_module(f"flask_notify_emergency.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"flask_notify_emergency.{name}":
-            raise
-        fail(f"this installation of flask-notify-emergency has no '{name}' module; "
-             "upgrade the package to use this command.")
-
-
 def with_errors(func: F) -> F:
     """Turn ``ValueError`` (bad input) into exit 2 and service refusals into exit 1."""
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from ..emergency import EmergencyError
+        from ..respond.emergency import EmergencyError
 
         try:
             return func(*args, **kwargs)

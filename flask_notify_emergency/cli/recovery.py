@@ -12,9 +12,10 @@ from typing import Any, Callable
 
 import click
 
-from .. import services
+from ..automation import recovery
+from ..respond import services
 from . import emergency_group
-from .output import SOURCE, actor, done, ext_state, fail, json_option, mark, needs_module, report, with_errors
+from .output import SOURCE, actor, done, ext_state, fail, json_option, mark, report, with_errors
 
 
 def succeeded(result: Any) -> bool:
@@ -60,7 +61,7 @@ def _run_action(title: str, call: Callable[[Any], Any], as_json: bool) -> None:
     try:
         result = call(ext)
     except Exception as exc:
-        from ..recovery_actions import RecoveryError
+        from ..respond.actions import RecoveryError
 
         if isinstance(exc, RecoveryError):
             fail(str(exc), as_json=as_json)
@@ -72,7 +73,7 @@ def _run_action(title: str, call: Callable[[Any], Any], as_json: bool) -> None:
 
 def _with_cluster_request(ext: Any, action: str, result: Any) -> Any:
     """This process has done its part; ask every serving worker to do the same on itself."""
-    from ..cluster_actions import request
+    from ..respond.cluster_actions import request
 
     data = dict(result) if isinstance(result, dict) else {"ok": bool(result)}
     data["cluster_request"] = request(ext, action, actor())
@@ -107,7 +108,6 @@ def _auto_recover_lines(result: dict[str, Any]) -> list[str]:
 @with_errors
 def auto_recover_command(as_json: bool) -> None:
     """Check, classify the failure and run its recovery plan (retries, then escalation)."""
-    recovery = needs_module("recovery")
     result = recovery.auto_recover(ext_state(), actor(), SOURCE)
     report(result, as_json, lambda: _auto_recover_lines(result))
     done(succeeded(result))
@@ -118,7 +118,6 @@ def auto_recover_command(as_json: bool) -> None:
 @with_errors
 def restart_websockets_command(as_json: bool) -> None:
     """Reconnect this process's real-time layer (shared state, Socket.IO queue) and re-probe it."""
-    recovery = needs_module("recovery")
     _run_action("Restart WebSockets", lambda ext: _with_cluster_request(
         ext, "restart-websockets", recovery.restart_websockets(ext, actor(), SOURCE)), as_json)
 
@@ -128,7 +127,6 @@ def restart_websockets_command(as_json: bool) -> None:
 @with_errors
 def clear_queues_command(as_json: bool) -> None:
     """Hand stuck real-time deliveries to the fallbacks, delete expired rows (after a backup)."""
-    recovery = needs_module("recovery")
     _run_action("Clear queues", lambda ext: recovery.clear_queues(ext, actor(), SOURCE), as_json)
 
 
@@ -139,7 +137,6 @@ def clear_queues_command(as_json: bool) -> None:
 @with_errors
 def clear_sessions_command(problematic_only: bool, as_json: bool) -> None:
     """Clear real-time session state (all of it, or only the problematic entries)."""
-    recovery = needs_module("recovery")
     action = "clear-problematic-sessions" if problematic_only else "clear-sessions"
     _run_action("Clear sessions", lambda ext: _with_cluster_request(
         ext, action, recovery.clear_sessions(ext, actor(), problematic_only, SOURCE)), as_json)
@@ -211,7 +208,7 @@ def verify_services_command(as_json: bool) -> None:
 @with_errors
 def test_recovery_command(user_id: str | None, as_json: bool) -> None:
     """Exercise each recovery mechanism without disturbing users; report pass/fail."""
-    from ..recovery_probe import run_recovery_probes
+    from ..automation.recovery_probe import run_recovery_probes
 
     ext = ext_state()
     result = run_recovery_probes(ext, actor(), SOURCE, user_id)

@@ -20,10 +20,10 @@ from typing import Any, Callable, TypeVar
 
 import click
 
-from ..checklist import document_state, notify_rollback_start, verify_rollback_ready
-from ..rollback import RollbackError, approve_rollback, request_rollback, restore, rollback, rollback_status
-from ..rollback_approval import list_requests
-from ..rollback_verify import verify_rollback
+from ..rollback.checklist import document_state, notify_rollback_start, verify_rollback_ready
+from ..rollback.execute import RollbackError, approve_rollback, request_rollback, restore, rollback, rollback_status
+from ..rollback.approval import list_requests
+from ..rollback.verify import verify_rollback
 from . import emergency_group
 from .output import EXIT_FAILED, SOURCE, actor, done, ext_state, fail, json_option, mark, report, usage
 

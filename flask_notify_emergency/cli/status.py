@@ -16,13 +16,13 @@ import click
 import sqlalchemy as sa
 
 from ..config import redact_url, redacted
-from ..emergency import current_event
+from ..detect import health
+from ..respond.emergency import current_event
 from ..models import utcnow
-from ..services import paused_now, profile
-from ..status_page import dashboard_status
+from ..respond.services import paused_now, profile
+from ..communicate.status_page import dashboard_status
 from . import emergency_group
-from .output import (EXIT_DEGRADED, EXIT_FAILED, EXIT_OK, done, ext_state, fail, json_option, mark,
-                     needs_module, report)
+from .output import EXIT_DEGRADED, EXIT_FAILED, EXIT_OK, done, ext_state, fail, json_option, mark, report
 
 #: The checks ``run_health_checks`` knows, for ``--only``.
 CHECK_NAMES = ("realtime", "redis", "database", "sessions", "resources")
@@ -137,7 +137,6 @@ def _check_line(name: str, check: dict[str, Any]) -> str:
 
 def run_checks(ext: Any, only: list[str] | None) -> dict[str, Any]:
     """``run_health_checks`` as a dict (``status``, ``score``, ``checks``...)."""
-    health = needs_module("health")
     return dict(health.run_health_checks(ext, only=only or None).to_dict())
 
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import click
 
-from ..rehearsal import test_rollback
-from ..rollback_report import ReportError, generate_rollback_report
-from ..validation import check_database, test_pages
+from ..rollback.rehearsal import test_rollback
+from ..rollback.report import ReportError, generate_rollback_report
+from ..rollback.validation import check_database, test_pages
 from . import emergency_group
 from .output import actor, done, ext_state, fail, json_option, mark, report
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint
 
-from .. import resources
+from .. import assets as resources
 
 
 def make_blueprint(ext_state: Any) -> Blueprint:

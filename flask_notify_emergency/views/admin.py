@@ -12,10 +12,10 @@ from typing import Any
 
 from flask import Blueprint, current_app, render_template, request, url_for
 
-from .. import metrics
+from ..learn import metrics
 from ..access import admin_required, csrf_token
 from ..config import BANNER_LEVELS
-from ..emergency import LEVELS, get_event
+from ..respond.emergency import LEVELS, get_event
 from . import admin_queries as queries
 
 #: (endpoint, label) of the dashboard's navigation.

@@ -12,7 +12,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from .. import emergency
+from ..respond import emergency
 from ..access import actor_name
 from ..audit import request_source
 from ..config import BANNER_LEVELS
@@ -209,7 +209,7 @@ def _tell_pages_banners_changed(ext: Any, banner_id: int) -> None:
 # -- health, recovery --------------------------------------------------------------------
 def run_health_check(ext: Any, form: Form) -> ActionResult:
     """Run every health check now."""
-    from ..metrics import run_health
+    from ..learn.metrics import run_health
 
     try:
         report = run_health(ext)
@@ -226,7 +226,7 @@ def run_health_check(ext: Any, form: Form) -> ActionResult:
 def auto_recover(ext: Any, form: Form) -> ActionResult:
     """Run the automatic recovery plan."""
     try:
-        from ..recovery import auto_recover as run
+        from ..automation.recovery import auto_recover as run
     except ImportError:
         raise ActionUnavailable("automatic recovery is not available in this installation.") from None
     result = run(ext, actor_name(), request_source())  # recovery.py writes the audit entry
@@ -270,7 +270,7 @@ def _confirm_word(form: Form, word: str, what: str) -> None:
 
 def _rollback_call(ext: Any, name: str, what: str, **kwargs: Any) -> dict[str, Any]:
     try:
-        from .. import rollback as module
+        from ..rollback import execute as module
     except ImportError:
         raise ActionUnavailable(f"{what} is not available in this installation.") from None
     func: Callable[..., dict[str, Any]] = getattr(module, name)
@@ -309,7 +309,7 @@ def restore(ext: Any, form: Form) -> ActionResult:
 def rollback_status(ext: Any) -> dict[str, Any]:
     """The rollback's live status and the pre-rollback checklist, or why they are not available."""
     try:
-        from ..rollback import rollback_status as status
+        from ..rollback.execute import rollback_status as status
     except ImportError:
         return {"available": False, "detail": "rollback is not available in this installation."}
     try:
@@ -317,7 +317,7 @@ def rollback_status(ext: Any) -> dict[str, Any]:
     except Exception as exc:  # show the failure on the page
         return {"available": True, "error": f"{type(exc).__name__}: {exc}"[:300]}
     try:
-        from ..checklist import verify_rollback_ready
+        from ..rollback.checklist import verify_rollback_ready
     except ImportError:
         return result
     try:

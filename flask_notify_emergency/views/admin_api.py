@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from flask import Blueprint, current_app, jsonify, request
 
-from .. import metrics
+from ..learn import metrics
 from ..access import admin_required
 from . import admin_actions as actions
 from . import admin_queries as queries
@@ -77,7 +77,7 @@ def register(bp: Blueprint, ext_state: Any) -> None:
     @bp.route("/api/events/<int:event_id>")
     @admin_required
     def api_event(event_id: int) -> Any:
-        from ..emergency import get_event
+        from ..respond.emergency import get_event
 
         event = get_event(ext_state, event_id)
         if event is None:

@@ -66,7 +66,7 @@ def page_args(args: Any, default_per_page: int = 50) -> tuple[int, int]:
 # -- events ------------------------------------------------------------------------------
 def events_page(ext: Any, args: Any) -> Page:
     """Events, newest first, optionally only ``open`` or ``resolved`` ones."""
-    from ..emergency import list_events
+    from ..respond.emergency import list_events
 
     status = args.get("status") or None
     if status is not None and status not in EVENT_STATUSES:

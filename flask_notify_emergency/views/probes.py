@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from flask import Blueprint, current_app, jsonify
 
 from ..access import admin_required
-from ..schema import SchemaReport, schema_problems
+from ..detect import schema
 
 _pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="notify-emergency-ready")
 
@@ -35,27 +35,27 @@ def register(bp: Blueprint, ext_state: Any) -> None:
         strict = current_app.config["NOTIFY_EMERGENCY_READYZ_STRICT"]
         app = current_app._get_current_object()  # type: ignore[attr-defined]
 
-        def select_one() -> SchemaReport | None:
+        def select_one() -> schema.SchemaReport | None:
             with ext_state.engine.connect() as conn:
                 conn.execute(sa.text("SELECT 1"))
             if not strict:
                 return None
-            return schema_problems(app, ext_state.engine, [m.__table__ for m in ext_state.models.all])
+            return schema.schema_problems(app, ext_state.engine, [m.__table__ for m in ext_state.models.all])
 
         timeout = current_app.config["NOTIFY_EMERGENCY_HEALTH_CHECK_TIMEOUT"]
         try:
-            schema = _pool.submit(select_one).result(timeout=timeout)
+            found = _pool.submit(select_one).result(timeout=timeout)
         except Exception:  # unreachable, refused or too slow: not ready, and no details
             return jsonify(status="not ready"), 503
-        if schema is not None and not schema.ok:
-            return jsonify(status="not ready", schema=schema.to_dict()), 503
+        if found is not None and not found.ok:
+            return jsonify(status="not ready", schema=found.to_dict()), 503
         return jsonify(status="ready")
 
     @bp.route("/api/health")
     @admin_required
     def api_health() -> Any:
         """Every check's result, the overall status and the health score (admins)."""
-        from ..health import run_health_checks
+        from ..detect.health import run_health_checks
 
         report = run_health_checks(ext_state).to_dict()
         return jsonify(report), 200 if report["status"] != "critical" else 503

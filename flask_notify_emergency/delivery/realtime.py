@@ -1,0 +1,75 @@
+"""Socket.IO handlers on the notification namespace.
+
+Users join their own room on connect, from ``current_user`` on the server, never from
+anything the client sends. The browser acknowledges each notification it shows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request
+from flask_socketio import emit, join_room
+
+from .. import signals
+from ..access import current_user_id
+from .notifier import ACK_EVENT
+
+CANARY_EVENT = "notify_emergency:canary"
+MODE_EVENT = "notify_emergency:mode"
+PENDING_EVENT = "notify_emergency:pending"
+
+
+def register(socketio: Any, ext_state: Any) -> None:
+    """Attach connect/disconnect/ack handlers for ``ext_state``'s namespace."""
+    namespace = ext_state.namespace
+    sids: dict[str, str] = {}
+
+    def on_connect(auth: Any = None) -> bool:
+        uid = current_user_id()
+        if uid is None:
+            return False  # anonymous sockets are refused; they poll nothing either
+        join_room(ext_state.notifier.room(uid))
+        sids[request.sid] = uid  # type: ignore[attr-defined]
+        ext_state.state.connection_opened(uid)
+        if ext_state.state.may_have_pending(uid):
+            # what waited while this user was away: the client claims it with one poll
+            emit(PENDING_EVENT, {})
+        return True
+
+    def on_disconnect(*_: Any) -> None:
+        uid = sids.pop(request.sid, None)  # type: ignore[attr-defined]
+        if uid is not None:
+            ext_state.state.connection_closed(uid)
+
+    def on_ack(data: Any) -> dict[str, Any]:
+        uid = sids.get(request.sid)  # type: ignore[attr-defined]
+        if uid is None:
+            return {"ok": False, "error": "not connected"}
+        ids = data.get("ids") if isinstance(data, dict) else None
+        if ids is None and isinstance(data, dict):
+            ids = [data.get("id")]
+        acked = []
+        for raw in ids or []:
+            try:
+                nid = int(raw)
+            except (TypeError, ValueError):
+                continue
+            if ext_state.dispatcher.acknowledge(nid, uid):
+                acked.append(nid)
+        return {"ok": True, "acknowledged": acked}
+
+    def on_mode_changed(sender: Any, old: str, new: str, **_: Any) -> None:
+        # best effort: pages re-read banners and mode; polling covers a broken socket
+        try:
+            socketio.emit(MODE_EVENT, {"mode": new}, namespace=namespace)
+        except Exception:
+            pass
+
+    ext_state.receivers.append(on_mode_changed)
+    signals.mode_changed.connect(on_mode_changed, sender=ext_state.app, weak=False)
+
+    socketio.on_event("connect", on_connect, namespace=namespace)
+    socketio.on_event("disconnect", on_disconnect, namespace=namespace)
+    socketio.on_event(ACK_EVENT, on_ack, namespace=namespace)
+    ext_state.connected_sids = sids

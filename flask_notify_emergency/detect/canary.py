@@ -1,0 +1,152 @@
+"""The end-to-end canary: one message sent the way real notifications go, and seen arriving.
+
+A liveness ping is not health: python-socketio's ``RedisManager`` logs "giving up" and
+returns when Redis is down, so ``emit`` "succeeds" while nothing reaches another worker.
+The canary therefore does what a notification does, ``socketio.emit(...)`` on the
+notification namespace (to a room of its own that no browser joins), and confirms that the
+message came out of the message queue:
+
+* **Redis message queue** (``SOCKETIO_MESSAGE_QUEUE`` / ``message_queue=`` with a
+  ``redis://`` URL, i.e. the server's client manager is a ``RedisManager``): a listener
+  subscribes to the manager's own pub/sub channel on the manager's own Redis *before* the
+  emit, and waits up to ``NOTIFY_EMERGENCY_CANARY_TIMEOUT`` for the emit packet carrying
+  the canary's random token. That packet is exactly what every other worker's manager
+  receives and turns into socket writes; if it does not arrive, no worker delivers anything.
+  Then, if this process's manager runs its listener (a serving worker), a second message
+  goes the way a reply from another worker comes back: a ``callback`` packet published on
+  the channel, which only the manager's own listener thread can hand to the canary's
+  callback. It proves this worker hears the queue (the listener can sit in a long
+  reconnect backoff after an outage while Redis already answers everyone else).
+* **No message queue** (one process): the server hands the emit to its own sockets in
+  process; there is no queue that could drop it, so the canary checks that ``emit`` runs.
+* **Other pub/sub managers** (Kombu, Kafka, ZeroMQ): the emit is sent, its arrival cannot
+  be observed from here; the result says so (``verified: False``).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from typing import Any
+from urllib.parse import urlparse
+
+from ..delivery.realtime import CANARY_EVENT
+
+#: A room no browser ever joins: the canary reaches no user.
+CANARY_ROOM = "notify-emergency:canary"
+#: The pseudo client id the listener stage registers its callback under.
+CANARY_SID = "notify-emergency-canary"
+_REDIS_SCHEMES = ("redis", "rediss", "unix", "valkey", "valkeys")
+
+
+class CanaryTimeout(TimeoutError):
+    """The canary was sent but did not come out of the message queue in time."""
+
+
+def queue_manager(socketio: Any) -> Any:
+    """The Socket.IO server's client manager if it is a pub/sub (message queue) one, else None."""
+    import socketio as python_socketio
+
+    manager = getattr(getattr(socketio, "server", None), "manager", None)
+    return manager if isinstance(manager, python_socketio.PubSubManager) else None
+
+
+def send_canary(socketio: Any, namespace: str, timeout: float) -> dict[str, Any]:
+    """Send one canary; return what was verified. Raises :class:`CanaryTimeout` or the
+    message queue's own error (e.g. ``redis.exceptions.ConnectionError``) when it fails."""
+    token = uuid.uuid4().hex
+    manager = queue_manager(socketio)
+    payload = {"token": token, "sent_at": time.time()}
+    if manager is None:
+        start = time.perf_counter()
+        socketio.emit(CANARY_EVENT, payload, namespace=namespace, to=CANARY_ROOM)
+        return {"path": "in-process", "verified": True,
+                "round_trip_ms": round((time.perf_counter() - start) * 1000, 3)}
+    url = getattr(manager, "redis_url", None)
+    if not isinstance(url, str) or urlparse(url).scheme not in _REDIS_SCHEMES:
+        socketio.emit(CANARY_EVENT, payload, namespace=namespace, to=CANARY_ROOM)
+        return {"path": f"{getattr(manager, 'name', type(manager).__name__)} queue", "verified": False,
+                "note": "arrival through this kind of message queue cannot be observed"}
+    return _through_redis(socketio, manager, url, namespace, payload, timeout)
+
+
+def _through_redis(socketio: Any, manager: Any, url: str, namespace: str, payload: dict[str, Any],
+                   timeout: float) -> dict[str, Any]:
+    module = manager._get_redis_module()  # redis or valkey, as the manager itself uses
+    deadline = time.monotonic() + timeout
+    # our own connection without retries: a dead queue must fail fast, not after backoffs
+    client = module.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout,
+                                   retry=module.retry.Retry(module.backoff.NoBackoff(), 0))
+    pubsub = client.pubsub()
+    try:
+        pubsub.subscribe(manager.channel)
+        while True:  # the subscription must be in place before the emit, or we could miss it
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise CanaryTimeout(f"could not subscribe to the Socket.IO channel {manager.channel!r} "
+                                    f"within {timeout}s")
+            msg = pubsub.get_message(timeout=remaining)
+            if msg and msg.get("type") == "subscribe":
+                break
+        start = time.perf_counter()
+        socketio.emit(CANARY_EVENT, payload, namespace=namespace, to=CANARY_ROOM)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise CanaryTimeout(f"the canary emit did not come through the Redis message queue "
+                                    f"(channel {manager.channel!r}) within {timeout}s")
+            msg = pubsub.get_message(timeout=remaining)
+            if msg and msg.get("type") == "message" and _is_ours(msg.get("data"), payload["token"]):
+                result = {"path": "redis queue", "verified": True, "channel": manager.channel,
+                          "round_trip_ms": round((time.perf_counter() - start) * 1000, 3)}
+                break
+    finally:
+        try:
+            pubsub.close()
+            client.close()
+        except Exception:  # closing a dead connection may fail; nothing to do about it
+            pass
+    listener = getattr(manager, "thread", None)
+    if listener is None or getattr(manager, "write_only", False):
+        result["listener"] = "not running in this process"
+        return result
+    result["listener_round_trip_ms"] = _through_listener(manager, namespace, payload["token"],
+                                                         max(0.05, deadline - time.monotonic()), timeout)
+    result["listener"] = "hears the queue"
+    return result
+
+
+def _through_listener(manager: Any, namespace: str, token: str, remaining: float, timeout: float) -> float:
+    """Publish a callback packet for this host; its own listener thread must hand it back."""
+    arrived = threading.Event()
+
+    def on_callback(*args: Any) -> None:
+        if args and args[0] == token:
+            arrived.set()
+
+    # the same bookkeeping Socket.IO uses for acknowledgements that come from other hosts
+    ack_id = manager._generate_ack_id(CANARY_SID, on_callback)
+    start = time.perf_counter()
+    try:
+        manager._publish({"method": "callback", "host_id": manager.host_id, "sid": CANARY_SID,
+                          "namespace": namespace, "id": ack_id, "args": [token]})
+        if not arrived.wait(remaining):
+            raise CanaryTimeout(f"this worker's Socket.IO queue listener did not hear the canary within "
+                                f"{timeout}s (it may be waiting to reconnect)")
+    finally:
+        manager.callbacks.get(CANARY_SID, {}).pop(ack_id, None)
+    return round((time.perf_counter() - start) * 1000, 3)
+
+
+def _is_ours(raw: Any, token: str) -> bool:
+    try:
+        packet = json.loads(raw)
+    except (TypeError, ValueError):
+        return False
+    if not isinstance(packet, dict) or packet.get("method") != "emit" or packet.get("event") != CANARY_EVENT:
+        return False
+    data = packet.get("data")
+    first = data[0] if isinstance(data, list) and data else data
+    return isinstance(first, dict) and first.get("token") == token

@@ -1,0 +1,161 @@
+"""Live updates of the admin dashboard over its own Socket.IO namespace.
+
+``NOTIFY_EMERGENCY_ADMIN_NAMESPACE`` (default ``/notify-emergency-admin``) accepts admins
+only: anyone else is refused at connect, and every event checks again (an admin demoted
+while connected gets nothing more). While at least one admin is connected, this worker
+pushes each of them the overview of the window they watch every
+``NOTIFY_EMERGENCY_DASHBOARD_REFRESH_SECONDS``, and at once when the mode, the breaker or an
+emergency changes, or a banner is posted.
+
+The push doubles as the dashboard's heartbeat: the page calls itself *live* only while
+pushes arrive. A socket that is connected but silent (Flask-SocketIO drops emits when its
+message queue is down, and ping/pong keeps working) turns the page to *polling*, where it
+reads the same JSON from ``<prefix>/api/overview``.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from flask import Flask, request
+
+from ..learn import metrics
+from .. import signals
+from ..access import is_admin
+
+#: Server -> browser: ``{"window": name, "overview": {...}, "reason": why}``.
+OVERVIEW_EVENT = "notify_emergency_admin:overview"
+#: Browser -> server events, each answered through the Socket.IO acknowledgement.
+SUBSCRIBE_EVENT = "notify_emergency_admin:subscribe"
+REFRESH_EVENT = "notify_emergency_admin:refresh"
+ADMIN_EVENTS = (SUBSCRIBE_EVENT, REFRESH_EVENT)
+#: Signals after which every admin gets a fresh overview at once.
+PUSH_ON = ("mode_changed", "breaker_changed", "emergency_detected", "emergency_resolved", "banner_posted")
+
+
+class AdminChannel:
+    """The admin namespace of one app: who watches which window, and the pusher."""
+
+    def __init__(self, app: Flask, ext_state: Any) -> None:
+        self.app = app
+        self.ext = ext_state
+        self.socketio = ext_state.socketio
+        self.namespace: str = app.config["NOTIFY_EMERGENCY_ADMIN_NAMESPACE"]
+        self.refresh: float = float(app.config.get("NOTIFY_EMERGENCY_DASHBOARD_REFRESH_SECONDS", 5.0))
+        self.watchers: dict[str, str] = {}  # sid -> window name
+        self.lock = threading.Lock()
+        self.pusher_running = False
+
+    # -- handlers ------------------------------------------------------------------------
+    def on_connect(self, auth: Any = None) -> bool:
+        if not is_admin():
+            return False  # refused: the browser gets connect_error, nothing else
+        with self.lock:
+            self.watchers[request.sid] = metrics.DEFAULT_WINDOW  # type: ignore[attr-defined]
+        self._start_pusher()
+        return True
+
+    def on_disconnect(self, *_: Any) -> None:
+        with self.lock:
+            self.watchers.pop(request.sid, None)  # type: ignore[attr-defined]
+
+    def _refuse_if_not_admin(self) -> dict[str, Any] | None:
+        if request.sid in self.watchers and is_admin():  # type: ignore[attr-defined]
+            return None
+        from flask_socketio import disconnect
+
+        with self.lock:
+            self.watchers.pop(request.sid, None)  # type: ignore[attr-defined]
+        disconnect()
+        return {"ok": False, "error": "admins only"}
+
+    def on_subscribe(self, data: Any = None) -> dict[str, Any]:
+        """Watch another window; answers with its overview at once."""
+        refused = self._refuse_if_not_admin()
+        if refused:
+            return refused
+        name = data.get("window") if isinstance(data, dict) else None
+        try:
+            window = metrics.parse_window(name)
+        except ValueError as exc:
+            return {"ok": False, "error": str(exc)}
+        with self.lock:
+            self.watchers[request.sid] = window.name  # type: ignore[attr-defined]
+        return {"ok": True, "window": window.name, "overview": self.compute(window.name)}
+
+    def on_refresh(self, data: Any = None) -> dict[str, Any]:
+        """The overview of the watched window, now."""
+        refused = self._refuse_if_not_admin()
+        if refused:
+            return refused
+        name = self.watchers.get(request.sid, metrics.DEFAULT_WINDOW)  # type: ignore[attr-defined]
+        return {"ok": True, "window": name, "overview": self.compute(name)}
+
+    # -- pushing -------------------------------------------------------------------------
+    def compute(self, window_name: str) -> dict[str, Any]:
+        from .admin_api import overview_payload
+
+        with self.app.app_context():
+            return overview_payload(self.ext, metrics.parse_window(window_name))
+
+    def push(self, reason: str = "tick") -> int:
+        """Send every watching admin the overview of their window; return how many got one."""
+        with self.lock:
+            watchers = dict(self.watchers)
+        by_window: dict[str, list[str]] = {}
+        for sid, name in watchers.items():
+            by_window.setdefault(name, []).append(sid)
+        sent = 0
+        for name, sids in by_window.items():
+            try:
+                data = self.compute(name)
+            except Exception as exc:  # the page falls back to polling and shows the error there
+                self.app.logger.warning("flask-notify-emergency: dashboard overview failed: %s", exc)
+                continue
+            for sid in sids:
+                try:
+                    self.socketio.emit(OVERVIEW_EVENT, {"window": name, "reason": reason, "overview": data},
+                                       to=sid, namespace=self.namespace)
+                    sent += 1
+                except Exception as exc:  # message queue down: the page notices the silence
+                    self.app.logger.warning("flask-notify-emergency: dashboard push failed: %s", exc)
+        return sent
+
+    def _start_pusher(self) -> None:
+        with self.lock:
+            if self.pusher_running:
+                return
+            self.pusher_running = True
+        self.socketio.start_background_task(self._pusher)
+
+    def _pusher(self) -> None:
+        while True:
+            self.socketio.sleep(self.refresh)
+            with self.lock:
+                if not self.watchers:
+                    self.pusher_running = False
+                    return
+            self.push("tick")
+
+    def on_signal(self, sender: Any, **kwargs: Any) -> None:
+        """A switch changed: push now, from a background task (never in the caller's request)."""
+        if self.watchers:
+            self.socketio.start_background_task(self.push, "change")
+
+
+def init_app(app: Flask, ext_state: Any) -> None:
+    """Register the admin namespace on the host's Flask-SocketIO (nothing without one)."""
+    if ext_state.socketio is None:
+        return
+    channel = AdminChannel(app, ext_state)
+    ns = channel.namespace
+    socketio = ext_state.socketio
+    socketio.on_event("connect", channel.on_connect, namespace=ns)
+    socketio.on_event("disconnect", channel.on_disconnect, namespace=ns)
+    socketio.on_event(SUBSCRIBE_EVENT, channel.on_subscribe, namespace=ns)
+    socketio.on_event(REFRESH_EVENT, channel.on_refresh, namespace=ns)
+    for name in PUSH_ON:
+        getattr(signals, name).connect(channel.on_signal, sender=app, weak=False)
+    ext_state.receivers.append(channel.on_signal)
+    app.extensions["notify_emergency_admin_channel"] = channel

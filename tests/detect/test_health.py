@@ -1,0 +1,170 @@
+"""Health checks and classification on the example app, with real sockets, Redis and sessions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from flask_notify_emergency.detect.classify import classify
+from flask_notify_emergency.detect.health import CHECK_NAMES, run_health_checks
+from tests.conftest import login, user_id
+from tests.support.outages import PrivateRedis
+from tests.support.pages import NAMESPACE
+
+
+def ext_of(app: Any) -> Any:
+    return app.extensions["notify_emergency"]
+
+
+def test_the_example_app_is_healthy_on_the_memory_backend(example):
+    app, _ = example
+    report = run_health_checks(ext_of(app))
+    data = report.to_dict()
+    assert (data["status"], data["score"]) == ("healthy", 100)
+    assert set(data["checks"]) == set(CHECK_NAMES)
+    assert data["checks"]["redis"]["status"] == "skipped"
+    for name in ("realtime", "database", "sessions", "resources"):
+        check = data["checks"][name]
+        assert (check["ok"], check["status"], check["error"]) == (True, "ok", None), name
+    assert data["checks"]["realtime"]["detail"]["canary"]["path"] == "in-process"
+    assert data["checks"]["sessions"]["detail"]["round_trip"] is True
+    assert isinstance(data["checks"]["database"]["latency_ms"], float)
+    assert classify(report) is None
+
+
+def test_healthy_with_the_redis_backend_and_the_redis_message_queue(make_app, redis_url, redis_prefix):
+    app, _ = make_app(NOTIFY_EMERGENCY_REDIS_URL=redis_url, NOTIFY_EMERGENCY_REDIS_KEY_PREFIX=redis_prefix,
+                      SOCKETIO_MESSAGE_QUEUE=redis_url)
+    report = run_health_checks(ext_of(app))
+    assert report.status == "healthy", report.to_dict()
+    redis_check = report.checks["redis"]
+    assert redis_check.status == "ok" and redis_check.detail["subscribed"] is True
+    assert isinstance(redis_check.latency_ms, float)
+    canary = report.checks["realtime"].detail["canary"]
+    assert canary["path"] == "redis queue" and canary["verified"] is True
+
+
+def test_only_runs_the_named_checks_and_rejects_unknown_names(example):
+    app, _ = example
+    report = run_health_checks(ext_of(app), only=["database"])
+    assert list(report.checks) == ["database"]
+    with pytest.raises(ValueError, match="unknown health check.*'sockets'.*realtime, redis"):
+        run_health_checks(ext_of(app), only=["sockets"])
+
+
+def test_a_hung_redis_fails_its_checks_with_a_timeout_and_the_report_still_returns(make_app):
+    redis = PrivateRedis()
+    try:
+        app, _ = make_app(NOTIFY_EMERGENCY_REDIS_URL=redis.url, NOTIFY_EMERGENCY_REDIS_KEY_PREFIX="ne-hung",
+                          SOCKETIO_MESSAGE_QUEUE=redis.url, NOTIFY_EMERGENCY_HEALTH_CHECK_TIMEOUT=0.5,
+                          NOTIFY_EMERGENCY_CANARY_TIMEOUT=0.5)
+        ext = ext_of(app)
+        assert run_health_checks(ext).status == "healthy"
+        redis.freeze()  # accepts connections, never answers
+        report = run_health_checks(ext)
+        checks = report.checks
+        assert checks["redis"].status == "failed" and checks["redis"].error_type == "CheckTimeout"
+        assert checks["redis"].error.startswith("timeout")
+        assert checks["realtime"].status == "failed" and "timeout" in checks["realtime"].error.lower()
+        assert checks["database"].status == "ok" and checks["sessions"].status == "ok"
+        assert report.status == "critical"
+        # the hung ping is still running: the next report does not pile another one on it
+        again = run_health_checks(ext, only=["redis"])
+        assert again.checks["redis"].error_type == "CheckTimeout"
+        assert "previous run is still hung" in again.checks["redis"].error
+        finding = classify(report)
+        assert finding is not None and (finding.failure_type, finding.level) == ("realtime_connection", 1)
+        assert {"failure_type": "shared_state", "level": 3, "check": "redis"}.items() <= \
+            finding.evidence["other_findings"][0].items()
+    finally:
+        redis.thaw()
+        redis.stop()
+
+
+def test_memory_over_the_limit_is_resource_exhaustion_by_its_exception_type(make_app):
+    app, _ = make_app(NOTIFY_EMERGENCY_MEMORY_LIMIT_MB=1)
+    report = run_health_checks(ext_of(app))
+    resources = report.checks["resources"]
+    assert resources.status == "failed" and resources.error_type == "ResourceExhausted"
+    assert resources.detail["memory_exhausted"] is True
+    assert "NOTIFY_EMERGENCY_MEMORY_LIMIT_MB=1" in resources.error
+    assert report.status == "degraded" and report.score == round(100 * 80 / 90)  # redis skipped
+    finding = classify(report)
+    assert (finding.failure_type, finding.level) == ("resource_exhaustion", 2)
+
+
+def test_the_sessions_check_loads_the_configured_test_user(make_app):
+    app, _ = make_app()
+    app.config["NOTIFY_EMERGENCY_TEST_USER_ID"] = user_id(app, "alice")
+    check = run_health_checks(ext_of(app), only=["sessions"]).checks["sessions"]
+    assert check.status == "ok" and check.detail["user_loader"] == "loaded test user"
+
+    app.config["NOTIFY_EMERGENCY_TEST_USER_ID"] = "999999"
+    report = run_health_checks(ext_of(app))
+    check = report.checks["sessions"]
+    assert check.status == "failed" and check.error_type == "SessionProbeFailed"
+    assert "NOTIFY_EMERGENCY_TEST_USER_ID='999999'" in check.error
+    finding = classify(report)
+    assert (finding.failure_type, finding.level) == ("authentication", 2)
+
+
+def test_a_session_interface_that_loses_sessions_fails_the_check(make_app):
+    app, _ = make_app()
+    app.secret_key = None  # cookie sessions cannot be signed: every session is a null one
+    app.config["SECRET_KEY"] = None
+    check = run_health_checks(ext_of(app), only=["sessions"]).checks["sessions"]
+    assert check.status == "failed" and "SECRET_KEY" in check.error
+
+
+def test_unacknowledged_deliveries_over_the_threshold_are_a_message_delivery_emergency(make_app):
+    from flask_notify_emergency.delivery.notifier import EVENT
+
+    app, socketio = make_app(NOTIFY_EMERGENCY_ACK_TIMEOUT=0.2, NOTIFY_EMERGENCY_BREAKER_MIN_CALLS=1000,
+                             NOTIFY_EMERGENCY_DELIVERY_MIN_SAMPLE=5)
+    client = app.test_client()
+    login(client, "alice")
+    sio = socketio.test_client(app, namespace=NAMESPACE, flask_test_client=client)
+    notify, alice = app.extensions["demo"]["notify"], user_id(app, "alice")
+    with app.app_context():
+        for n in range(5):
+            notify.send(alice, f"Report {n}", "Ready.")
+    # the socket got them, but this client never acknowledges: each counts as a failure
+    assert len([p for p in sio.get_received(NAMESPACE) if p["name"] == EVENT]) == 5
+    from tests.support.services import wait_until
+
+    report = wait_until(lambda: (r := run_health_checks(ext_of(app))).checks["realtime"]
+                        .detail["delivery"]["failed"] == 5 and r, timeout=10, message="acks to time out")
+    delivery = report.checks["realtime"].detail["delivery"]
+    assert (delivery["attempted"], delivery["failure_rate"], delivery["failed_users"]) == (5, 1.0, 1)
+    assert report.checks["realtime"].status == "degraded"
+    finding = classify(report)
+    assert (finding.failure_type, finding.level, finding.affected_users) == ("message_delivery", 2, 1)
+    sio.disconnect(NAMESPACE)
+
+
+def test_half_of_the_connected_users_dropping_their_socket_is_level_2(make_app):
+    app, socketio = make_app(NOTIFY_EMERGENCY_DISCONNECT_MIN_USERS=2)
+    sockets = []
+    for name in ("alice", "bob"):
+        client = app.test_client()
+        login(client, name)
+        sockets.append(socketio.test_client(app, namespace=NAMESPACE, flask_test_client=client))
+    ext = ext_of(app)
+    first = run_health_checks(ext, only=["realtime"])
+    assert first.checks["realtime"].detail["connected_users"] == 2
+    assert classify(first) is None
+    for sio in sockets:
+        sio.disconnect(NAMESPACE)
+    report = run_health_checks(ext, only=["realtime"])
+    detail = report.checks["realtime"].detail
+    assert (detail["connected_users"], detail["peak_connected_users"], detail["disconnect_ratio"]) == (0, 2, 1.0)
+    finding = classify(report)
+    assert (finding.failure_type, finding.level, finding.affected_users) == ("realtime_connection", 2, 2)
+
+
+def test_classify_reads_a_report_dict_the_same_way(make_app):
+    app, _ = make_app(NOTIFY_EMERGENCY_MEMORY_LIMIT_MB=1)
+    report = run_health_checks(ext_of(app))
+    from_dict = classify(report.to_dict())
+    assert from_dict is not None and from_dict.to_dict() == classify(report).to_dict()
