@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from tests.support.apps import EXAMPLES, ROOT, build_example, drop_tables
 from tests.support.services import free_port, unavailable, wait_until
-from tests.test_roundtrip import User, rows, user_ids
+from tests.delivery.test_roundtrip import User, rows, user_ids
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
