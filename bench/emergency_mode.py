@@ -149,8 +149,8 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--observe"]:
         observe()
     else:
-        from .timing import Options
-
         import json
+
+        from .timing import Options
 
         print(json.dumps(bench_mode_propagation(Options(quick="--quick" in sys.argv[1:]))))

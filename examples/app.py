@@ -18,14 +18,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from flask import Flask, abort, flash, redirect, render_template, request, url_for
-from flask_login import LoginManager, UserMixin, current_user, login_required, login_user, logout_user
+from flask import Flask, flash, redirect, render_template, request, url_for
+from flask_login import LoginManager, UserMixin, login_required, login_user, logout_user
 from flask_socketio import SocketIO
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import DeclarativeBase
 
 from flask_notify_emergency import NotifyEmergency
-
 
 DEMO_USERS = (("admin", "admin", True), ("alice", "alice", False), ("bob", "bob", False))
 

@@ -119,3 +119,12 @@ def admin_required(view: F) -> F:
             check_csrf()
         return view(*args, **kwargs)
     return wrapper  # type: ignore[return-value]
+
+
+#: Set in the WSGI environ of requests the extension makes itself (page checks).
+SYNTHETIC = "notify_emergency.synthetic"
+
+
+def is_synthetic(environ: dict[str, Any]) -> bool:
+    """True for a request the extension made itself (it starts no background work)."""
+    return bool(environ.get(SYNTHETIC))

@@ -8,23 +8,28 @@ from typing import Any, Callable
 
 from flask import Flask, current_app
 
+from . import cli, signals
 from . import config as cfgmod
 from .audit import AuditLog
-from .control import Control
-from .delivery import fallbacks
-from .delivery.breaker import CircuitBreaker
-from .delivery.dispatcher import Dispatcher
-from .delivery.notifier import CallableNotifier, SocketIONotifier
-from .delivery.store import NotificationStore
-from .delivery.page_helpers import PageHelpers, render_banners, render_scripts  # noqa: F401 (re-exported)
-from .models import Models, models_for
-from .state import RedisState, SharedState
-from .automation.startup import WorkerStart
-from . import cli
-from .automation import monitor
+from .automation import WorkerStart, monitor
 from .communicate import alerts
+from .control import Control
+from .delivery import (  # noqa: F401 (re-exported)
+    CallableNotifier,
+    CircuitBreaker,
+    Dispatcher,
+    NotificationStore,
+    PageHelpers,
+    SocketIONotifier,
+    fallbacks,
+    realtime,
+    render_banners,
+    render_scripts,
+)
+from .models import Models, models_for, utcnow
 from .respond import cluster_actions, worker_mode
-from .views import admin_realtime
+from .state import RedisState, SharedState
+from .views import admin_realtime, make_blueprint
 
 EXTENSION_KEY = "notify_emergency"
 BANNER_CACHE_SECONDS = 30.0
@@ -37,6 +42,8 @@ class NotifyEmergencyState:
                  user_exists: Callable[[str], bool] | None) -> None:
         cfg = app.config
         self.app = app
+        #: the NotifyEmergency that registered this state (its class builds sandbox apps)
+        self.extension: Any = None
         self.db = db
         self.socketio = socketio
         self.models: Models = models_for(db)
@@ -89,8 +96,6 @@ class NotifyEmergencyState:
             self.state.set(key, value)
 
     def _breaker_changed(self, old: str, new: str) -> None:
-        from . import signals
-
         signals.breaker_changed.send(self.app, old=old, new=new)
 
     # -- banners -------------------------------------------------------------------------
@@ -109,12 +114,26 @@ class NotifyEmergencyState:
             self._banner_version, self._banner_at = version, now
         if not self._banner_cache:
             return []  # the usual case, on every page: no clock, no parsing
-        from .models import utcnow
 
         now_utc = utcnow()
         return [b for b in self._banner_cache
                 if (b["starts_at"] is None or _parse_stamp(b["starts_at"]) <= now_utc)
                 and (b["ends_at"] is None or _parse_stamp(b["ends_at"]) > now_utc)]
+
+    def broadcast(self, message: str, level: str = "warning", title: str | None = None, *,
+                  starts_at: Any = None, ends_at: Any = None, created_by: str | None = None) -> int:
+        """Post one site-wide banner (see :meth:`NotifyEmergency.broadcast`); return its id."""
+        bid = self.dispatcher.broadcast(message, level, title, starts_at, ends_at, created_by)
+        self.banners_changed(created_by)
+        banner = next((b for b in self.store.active_banners() if b["id"] == bid), None)
+        if banner is not None:
+            signals.banner_posted.send(self.app, banner=banner)
+            if self.notifier is not None and self.control.mode == "normal" and not self.control.paused().get("realtime"):
+                try:
+                    self.notifier.broadcast_banner(banner)
+                except Exception as exc:  # pages show it anyway
+                    self.app.logger.warning("flask-notify-emergency: live banner emit failed: %s", exc)
+        return bid
 
     def banners_changed(self, actor: str | None = None) -> None:
         self.control.write("banners_version", uuid.uuid4().hex, actor)
@@ -169,6 +188,7 @@ class NotifyEmergency:
         cfgmod.validate(app.config)
         user_exists = user_exists or self.user_exists or _login_user_exists(app)
         ext_state = NotifyEmergencyState(app, db, socketio, notifier, user_exists)
+        ext_state.extension = self
         app.extensions[EXTENSION_KEY] = ext_state
 
         fallbacks.connect_receivers(app, ext_state)
@@ -179,10 +199,7 @@ class NotifyEmergency:
         for name, helper in ext_state.page_helpers.template_globals().items():
             app.add_template_global(helper, name)
         if socketio is not None:
-            from .delivery import realtime
-
             realtime.register(socketio, ext_state)
-        from .views import make_blueprint
 
         app.register_blueprint(make_blueprint(ext_state))
         _register_optional(app, ext_state)
@@ -211,20 +228,8 @@ class NotifyEmergency:
     def broadcast(self, message: str, level: str = "warning", title: str | None = None, *,
                   starts_at: Any = None, ends_at: Any = None, created_by: str | None = None) -> int:
         """Post one site-wide banner every user sees on every page; return its id."""
-        ext = self.state_for()
-        bid = ext.dispatcher.broadcast(message, level, title, starts_at, ends_at, created_by)
-        ext.banners_changed(created_by)
-        banner = next((b for b in ext.store.active_banners() if b["id"] == bid), None)
-        from . import signals
-
-        if banner is not None:
-            signals.banner_posted.send(ext.app, banner=banner)
-            if ext.notifier is not None and ext.control.mode == "normal" and not ext.control.paused().get("realtime"):
-                try:
-                    ext.notifier.broadcast_banner(banner)
-                except Exception as exc:  # pages show it anyway
-                    ext.app.logger.warning("flask-notify-emergency: live banner emit failed: %s", exc)
-        return bid
+        return self.state_for().broadcast(message, level, title, starts_at=starts_at, ends_at=ends_at,
+                                          created_by=created_by)
 
     def acknowledge(self, notification_id: int, user_id: int | str) -> bool:
         """Confirm delivery of a notification sent through a host ``notifier=`` callable."""

@@ -22,6 +22,8 @@ import uuid
 from collections import deque
 from typing import Any, Callable
 
+from .config import redact_url
+
 log = logging.getLogger("flask_notify_emergency")
 
 #: ``() -> (switches: dict, pending_user_ids: set[str])`` read from the database.
@@ -281,8 +283,6 @@ class RedisState(SharedState):
 
     @property
     def _safe_url(self) -> str:
-        from .config import redact_url
-
         return redact_url(self.url)
 
     def _degrade(self, exc: BaseException) -> None:

@@ -5,6 +5,7 @@ writes out."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.support import surface
 from tests.support.apps import ROOT
 
 pytestmark = pytest.mark.slow
@@ -83,6 +85,10 @@ def test_the_wheel_holds_every_module_template_and_static_file(wheel):
                for kind in ("templates", "static")
                for p in Path(ROOT, kind).rglob("*") if p.is_file() and p.suffix in (".html", ".js", ".css")}
     assert shipped - names == set(), "templates or static files missing from the wheel"
+    recorded = json.loads(surface.RECORD.read_text())  # the public surface, as it was recorded
+    wheel_files = {f"flask_notify_emergency/{kind}/{name}" for kind in ("templates", "static")
+                   for name in recorded[kind]}
+    assert wheel_files - names == set(), "a recorded template or static file is not in the wheel"
     assert "flask_notify_emergency/py.typed" in names
     assert "flask_notify_emergency/cli/rollback_notification_system.sh" in names
     (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]

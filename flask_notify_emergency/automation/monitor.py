@@ -28,9 +28,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..respond import emergency
-from ..detect.classify import Classification, classify
-from ..detect.health import run_health_checks
+from ..communicate import alert_event
+from ..detect import Classification, classify, run_health_checks
+from ..respond import emergency, replay_backlog
+from ..rollback import execute as rollback
+from .recovery import auto_recover
 
 log = logging.getLogger("flask_notify_emergency")
 
@@ -123,8 +125,6 @@ class Monitor:
         if c is not None:
             self.healthy_streak = 0
             if event is None:
-                from .recovery import auto_recover
-
                 outcome = auto_recover(ext, ACTOR, "monitor", report=report, classification=c, stop=self._stop)
                 return {"status": "activated", "health": health, "classification": c.to_dict(),
                         "event": outcome.get("event"), "recovery": outcome["status"]}
@@ -168,8 +168,6 @@ class Monitor:
         emergency.record_action(ext, event["id"], "reclassify", "ok", detail, ACTOR)
         ext.audit.record(ACTOR, "reclassify", "monitor", detail, event_id=event["id"])
         try:
-            from ..communicate.alerts import alert_event
-
             alert_event(ext, emergency.get_event(ext, event["id"]) or event, "escalated", level=c.level,
                         note=f"worse: {c.reason}")
         except Exception as exc:
@@ -180,7 +178,6 @@ class Monitor:
                        health: dict[str, Any]) -> dict[str, Any]:
         """Nothing can be recorded; alert directly (deduplicated) and try to repair."""
         self.healthy_streak = 0
-        from .recovery import auto_recover
 
         outcome = auto_recover(self.ext, ACTOR, "monitor", report=report, classification=c, stop=self._stop)
         return {"status": "database-unreachable", "health": health,
@@ -190,13 +187,7 @@ class Monitor:
 
     def _maybe_rollback(self) -> None:
         """Hand over to the automatic rollback, when the rollback module and config allow it."""
-        try:
-            from ..rollback import execute as rollback
-        except ImportError:
-            return
-        auto = getattr(rollback, "maybe_auto_rollback", None)
-        if auto is None:
-            return
+        auto = rollback.maybe_auto_rollback
         try:
             auto(self.ext)
         except Exception:
@@ -204,8 +195,6 @@ class Monitor:
 
     def _replay_later(self, event_id: int) -> None:
         def replay() -> None:
-            from ..respond.backlog import replay_backlog
-
             try:
                 with self.app.app_context():
                     self.last_replay = replay_backlog(self.ext, actor=ACTOR, source="monitor",

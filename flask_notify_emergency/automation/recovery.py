@@ -39,11 +39,21 @@ from typing import Any, Callable
 
 import sqlalchemy as sa
 
-from ..respond import emergency
-from ..respond.backlog import clear_queues, replay_backlog
-from ..detect.classify import Classification, classify
-from ..detect.health import HealthReport, run_health_checks
-from ..respond.actions import RecoveryError, audit_action, clear_sessions, half_open_breaker, reconnect_database, reconnect_redis, restart_websockets, run_service_command
+from ..communicate import alert_event, alert_unrecorded
+from ..detect import Classification, HealthReport, classify, run_health_checks
+from ..respond import (
+    RecoveryError,
+    audit_action,
+    clear_queues,
+    clear_sessions,
+    emergency,
+    half_open_breaker,
+    reconnect_database,
+    reconnect_redis,
+    replay_backlog,
+    restart_websockets,
+    run_service_command,
+)
 
 log = logging.getLogger("flask_notify_emergency")
 
@@ -144,8 +154,6 @@ def escalate(ext: Any, event: dict[str, Any] | None, failure_type: str, attempts
     _record(ext, event["id"] if event else None, "escalate", "escalated", detail, actor)
     alerted: list[dict[str, Any]] | None = None
     try:
-        from ..communicate.alerts import alert_event
-
         if event is not None:
             alerted = alert_event(ext, event, "escalated", level=level,
                                   note=f"automatic recovery failed after {len(attempts)} attempt(s)")
@@ -217,8 +225,6 @@ def _unrecorded(ext: Any, c: Classification, exc: BaseException, actor: str, sou
              f"alerts were sent directly. Check SQLALCHEMY_DATABASE_URI and the database server.")
     alerted: list[dict[str, Any]] = []
     try:
-        from ..communicate.alerts import alert_unrecorded
-
         alerted = alert_unrecorded(ext, c, f"{type(exc).__name__}: {exc}")
     except Exception as alert_exc:
         log.warning("flask-notify-emergency: direct alert failed: %s", alert_exc)

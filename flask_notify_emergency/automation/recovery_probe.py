@@ -15,7 +15,9 @@ import time
 import uuid
 from typing import Any, Callable, TypedDict
 
-from ..respond.services import verify_services
+from ..detect import run_health_checks
+from ..respond import FallbackTestError, run_fallback_test, verify_services
+from . import recovery
 
 #: A probe returns (True pass / False fail / None skip, detail).
 Outcome = tuple[bool | None, str]
@@ -95,10 +97,6 @@ def probe_breaker(ext: Any, actor: str) -> Outcome:
 
 def probe_health(ext: Any, actor: str) -> Outcome:
     """The health checks run and report (the canary included)."""
-    try:
-        from ..detect.health import run_health_checks
-    except ImportError:
-        return None, "health checks are not installed"
     report = run_health_checks(ext).to_dict()
     failing = sorted(name for name, c in report["checks"].items() if not c["ok"])
     return True, f"{len(report['checks'])} checks ran: {report['status']}" + (
@@ -107,10 +105,6 @@ def probe_health(ext: Any, actor: str) -> Outcome:
 
 def probe_recovery_actions(ext: Any, actor: str) -> Outcome:
     """Every recovery action the runbook names is available."""
-    try:
-        from . import recovery
-    except ImportError:
-        return False, "the recovery module is not installed"
     names = ("auto_recover", "restart_websockets", "clear_queues", "clear_sessions",
              "run_service_command", "half_open_breaker", "replay_backlog")
     missing = [n for n in names if not callable(getattr(recovery, n, None))]
@@ -141,7 +135,6 @@ def probe_fallback(ext: Any, actor: str, user_id: str | None, source: str) -> Ou
     """A test notification to the test user arrives by flash exactly once."""
     if not user_id:
         return None, "no test user: pass --user or set NOTIFY_EMERGENCY_TEST_USER_ID"
-    from ..respond.fallback_control import FallbackTestError, run_fallback_test
 
     try:
         result = run_fallback_test(ext, user_id, actor, source)

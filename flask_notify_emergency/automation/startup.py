@@ -8,20 +8,15 @@ synthetic requests of the CLI's page checks never start background threads.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from typing import Callable
 
-#: Set in the WSGI environ of requests the extension makes itself (page checks).
-SYNTHETIC = "notify_emergency.synthetic"
+import click
 
-
-def is_synthetic(environ: dict[str, Any]) -> bool:
-    return bool(environ.get(SYNTHETIC))
+from ..access import is_synthetic
 
 
 def inside_cli_command() -> bool:
     """True inside a ``flask <command>`` other than ``run`` (e.g. ``flask emergency ...``)."""
-    import click
-
     ctx = click.get_current_context(silent=True)
     return ctx is not None and ctx.info_name != "run"
 

@@ -11,8 +11,16 @@ from typing import Any, Callable, TypeVar
 
 import click
 
-from ..rollback.backup_restore import plan_lines, public_plan, restore_backup, restore_plan
-from ..rollback.backups import BackupError, create_backup, list_backups, verify_backup
+from ..rollback import (
+    BackupError,
+    create_backup,
+    list_backups,
+    plan_lines,
+    public_plan,
+    restore_backup,
+    restore_plan,
+    verify_backup,
+)
 from . import emergency_group
 from .output import EXIT_FAILED, SOURCE, actor, done, ext_state, fail, json_option, report
 

@@ -12,16 +12,41 @@ from typing import Any
 
 import click
 
+from ..communicate import (
+    DASHBOARD_STATUSES,
+    PUBLIC_STATUSES,
+    TEMPLATES,
+    NoticeError,
+    alert_targets,
+    check_day,
+    create_incident,
+    incidents,
+    parse_reference,
+    reference,
+    render_blank,
+    render_incident,
+    set_dashboard_status,
+    set_public_status,
+    user_communication,
+    write_report,
+)
 from ..config import BANNER_LEVELS, PRIORITIES
-from ..communicate.incident_docs import TEMPLATES, render_blank, render_incident, write_report
-from ..communicate.incidents import PRIORITIES as INCIDENT_PRIORITIES
-from ..communicate.incidents import check_day, create_incident, parse_reference, reference
-from ..communicate.operator_notice import NoticeError
-from ..communicate.status_page import DASHBOARD_STATUSES, PUBLIC_STATUSES, set_dashboard_status, set_public_status
-from ..learn.status_report import FORMATS, gather, mail, render
-from ..communicate.user_communication import CHANNELS, send_user_notification
+from ..learn import status_report
+from ..respond import get_event
 from . import emergency_group
-from .output import SOURCE, actor, done, ext_state, fail, format_with_json_alias, json_option, report, to_json, usage, with_errors
+from .output import (
+    SOURCE,
+    actor,
+    done,
+    ext_state,
+    fail,
+    format_with_json_alias,
+    json_option,
+    report,
+    to_json,
+    usage,
+    with_errors,
+)
 
 
 @emergency_group.command("update-dashboard")
@@ -60,7 +85,7 @@ def update_status_page_command(status: str, message: str, as_json: bool) -> None
 @emergency_group.command("send-user-notification")
 @click.option("--message", required=True, help="What users should know.")
 @click.option("--title", help="A short title (default: 'Service notice').")
-@click.option("--channel", type=click.Choice(CHANNELS), default="fallback", show_default=True,
+@click.option("--channel", type=click.Choice(user_communication.CHANNELS), default="fallback", show_default=True,
               help="fallback: banner / flash / polling only, never the socket; all: the normal path.")
 @click.option("--target", default="all", show_default=True, help="all, admins, or user:ID[,ID...].")
 @click.option("--level", type=click.Choice(BANNER_LEVELS), default="warning", show_default=True,
@@ -73,7 +98,7 @@ def send_user_notification_command(message: str, title: str | None, channel: str
                                    priority: str, as_json: bool) -> None:
     """Tell users what is going on, through the fallback channels or the normal path."""
     try:
-        result = send_user_notification(ext_state(), message=message, title=title, channel=channel,
+        result = user_communication.send_user_notification(ext_state(), message=message, title=title, channel=channel,
                                         target=target, actor=actor(), source=SOURCE, level=level,
                                         priority=priority)
     except NoticeError as exc:
@@ -93,38 +118,36 @@ def send_user_notification_command(message: str, title: str | None, channel: str
 
 
 @emergency_group.command("generate-status-report")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="markdown", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(status_report.FORMATS), default="markdown", show_default=True)
 @click.option("--recipients", help="Comma-separated email addresses to mail it to (with --format email).")
 @click.option("--no-health", is_flag=True, help="Leave out the health checks (they send a canary).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the same as --format json).")
 def generate_status_report_command(fmt: str, recipients: str | None, no_health: bool, as_json: bool) -> None:
     """Status, mode, open event, health, backlog and recent actions, for the team."""
-    from ..communicate.alerts.targets import parse_emails
-
     fmt = format_with_json_alias(fmt, as_json)
     to: list[str] = []
     if recipients is not None:
         if fmt != "email":
             usage("--recipients needs --format email.", "--recipients")
         try:
-            to = parse_emails(recipients, "--recipients")
+            to = alert_targets.parse_emails(recipients, "--recipients")
         except ValueError as exc:
             usage(str(exc), "--recipients")
         if not to:
             usage("--recipients is empty: give addresses separated by commas.", "--recipients")
     ext = ext_state()
-    data = gather(ext, include_health=not no_health)
+    data = status_report.gather(ext, include_health=not no_health)
     if fmt == "json":
         click.echo(to_json(data))
         return
-    rendered = render(ext, data, fmt)
+    rendered = status_report.render(ext, data, fmt)
     if fmt == "markdown":
         click.echo(rendered["body"])
         return
     if not to:
         click.echo(f"Subject: {rendered['subject']}\n\n{rendered['body']}")
         return
-    results = mail(ext, to, data, actor(), SOURCE)
+    results = status_report.mail(ext, to, data, actor(), SOURCE)
     for r in results:
         click.echo(f"  {'sent' if r.get('ok') else 'FAILED'} to {r.get('target')}"
                    + ("" if r.get("ok") else f": {r.get('error')}"))
@@ -133,7 +156,7 @@ def generate_status_report_command(fmt: str, recipients: str | None, no_health: 
 
 @emergency_group.command("create-incident")
 @click.option("--title", required=True, help="What the incident is about.")
-@click.option("--priority", type=click.Choice(INCIDENT_PRIORITIES), required=True)
+@click.option("--priority", type=click.Choice(incidents.PRIORITIES), required=True)
 @click.option("--assignee", help="Who owns it.")
 @click.option("--event-id", type=int, help="Link it to this event (default: the open emergency, if any).")
 @json_option
@@ -172,8 +195,6 @@ def _write(ext: Any, text: str, name: str, output: str | None, force: bool, as_j
 def document_incident_command(event_id: str, template: str, output: str | None, force: bool,
                               as_json: bool) -> None:
     """Write the incident report of one event, pre-filled from what was stored."""
-    from ..respond.emergency import get_event
-
     ext = ext_state()
     try:
         number, day = parse_reference(event_id, "emergency")

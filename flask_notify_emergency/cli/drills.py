@@ -12,8 +12,18 @@ from typing import Any
 
 import click
 
-from ..learn.drills import DRILL_TYPES, MAX_DURATION, DrillError, parse_participants
-from ..communicate.incidents import check_day, parse_reference
+from ..communicate import check_day, parse_reference
+from ..learn import (
+    DRILL_TYPES,
+    MAX_DURATION,
+    DrillError,
+    evaluate_drill,
+    execute_drill,
+    get_drill,
+    parse_participants,
+    run_procedure_tests,
+    validate_recovery,
+)
 from . import emergency_group
 from .output import SOURCE, actor, done, ext_state, fail, json_option, mark, report, usage, with_errors
 
@@ -29,8 +39,6 @@ def _step_lines(title: str, ok: bool, steps: list[dict[str, Any]], label: str = 
 @json_option
 def test_emergency_procedures_command(as_json: bool) -> None:
     """Run activate, fallback delivery, recover and deactivate on a throwaway copy; report each."""
-    from ..learn.procedure_sandbox import run_procedure_tests
-
     data = run_procedure_tests(ext_state(), actor=actor(), source=SOURCE)
 
     def lines() -> list[str]:
@@ -48,8 +56,6 @@ def test_emergency_procedures_command(as_json: bool) -> None:
 @json_option
 def validate_recovery_command(user_id: str | None, as_json: bool) -> None:
     """Check the runbook's Post-Recovery Validation list; exit 1 if any automated check fails."""
-    from ..learn.recovery_validation import validate_recovery
-
     data = validate_recovery(ext_state(), actor=actor(), source=SOURCE, user_id=user_id)
     report(data, as_json, lambda: _step_lines("Post-recovery validation", data["ok"], data["checks"], "checklist")
            + [f"{data['passed']} passed, {data['failed']} failed, {data['manual']} to check by hand."])
@@ -69,8 +75,6 @@ def validate_recovery_command(user_id: str | None, as_json: bool) -> None:
 def execute_drill_command(drill_type: str, duration: float, participants: str | None, probe_user: str | None,
                           dry_run: bool, as_json: bool) -> None:
     """Inject a real, reversible failure, measure detection and recovery, restore everything."""
-    from ..learn.drills import execute_drill
-
     try:
         names = parse_participants(participants)
     except ValueError as exc:
@@ -108,9 +112,6 @@ def execute_drill_command(drill_type: str, duration: float, participants: str | 
 @with_errors
 def evaluate_drill_command(drill_id: str, as_json: bool) -> None:
     """Score a drill against the runbook's targets (MTTD, MTTR, users kept informed, restored)."""
-    from ..learn.drill_evaluation import evaluate_drill
-    from ..learn.drills import get_drill
-
     ext = ext_state()
     try:
         number, day = parse_reference(drill_id, "drill")

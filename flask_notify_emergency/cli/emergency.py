@@ -11,11 +11,19 @@ from typing import Any
 
 import click
 
+from ..communicate import TARGET_HELP, NoticeError, send_notice
 from ..config import PRIORITIES
-from ..respond.emergency import FAILURE_TYPES, LEVELS, activate, deactivate, parse_level
-from ..respond.fallback_control import KINDS, FallbackTestError, disable_fallback, enable_fallback, run_fallback_test
-from ..communicate.operator_notice import TARGET_HELP, NoticeError, send_notice
-from ..respond.services import paused_now
+from ..detect import FAILURE_TYPES, LEVELS, parse_level
+from ..respond import (
+    KINDS,
+    FallbackTestError,
+    activate,
+    deactivate,
+    disable_fallback,
+    enable_fallback,
+    paused_now,
+    run_fallback_test,
+)
 from . import emergency_group
 from .output import SOURCE, actor, done, ext_state, fail, json_option, mark, report, usage, with_errors
 

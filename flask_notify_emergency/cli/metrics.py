@@ -11,10 +11,22 @@ from typing import Any
 
 import click
 
-from ..communicate.alerts.targets import CHANNELS, configure, configured_targets, effective_targets, stored_targets
-from ..learn.kpi_report import FORMATS, PERIODS, improvements, period_report, show, show_delta
+from ..communicate import alert_targets, test_alerts
+from ..learn import kpi_report
 from . import emergency_group
-from .output import SOURCE, actor, done, ext_state, fail, format_with_json_alias, json_option, mark, report, to_json, with_errors
+from .output import (
+    SOURCE,
+    actor,
+    done,
+    ext_state,
+    fail,
+    format_with_json_alias,
+    json_option,
+    mark,
+    report,
+    to_json,
+    with_errors,
+)
 
 
 @emergency_group.command("configure-alerts")
@@ -33,15 +45,15 @@ def configure_alerts_command(email: tuple[str, ...], sms: tuple[str, ...], webho
     ext = ext_state()
     data: dict[str, Any]  # the command's JSON result, the shape configure() returns
     if not (email or sms or webhook or clear):
-        data = {"ok": True, "stored": stored_targets(ext), "configured": configured_targets(ext),
-                "effective": effective_targets(ext)}
+        data = {"ok": True, "stored": alert_targets.stored_targets(ext), "configured": alert_targets.configured_targets(ext),
+                "effective": alert_targets.effective_targets(ext)}
     else:
-        data = configure(ext, actor=actor(), source=SOURCE, email=list(email) or None, sms=list(sms) or None,
+        data = alert_targets.configure(ext, actor=actor(), source=SOURCE, email=list(email) or None, sms=list(sms) or None,
                          webhook=list(webhook) or None, clear=clear)
 
     def lines() -> list[str]:
         out = ["Alert targets (config + stored):"]
-        for channel in CHANNELS:
+        for channel in alert_targets.CHANNELS:
             targets = data["effective"][channel]
             out.append(f"  {channel:<8} {', '.join(targets) if targets else 'none'}")
         return out
@@ -53,8 +65,6 @@ def configure_alerts_command(email: tuple[str, ...], sms: tuple[str, ...], webho
 @json_option
 def test_alerts_command(as_json: bool) -> None:
     """Send a test alert through every configured channel and report each target's result."""
-    from ..communicate.alerts.targets import test_alerts
-
     ext = ext_state()
     try:
         data = test_alerts(ext, actor=actor(), source=SOURCE)
@@ -80,24 +90,24 @@ def _kpi_lines(data: dict[str, Any], fmt: str) -> list[str]:
             f"{counts['delivered']} delivered.")
     if fmt == "markdown":
         out = [f"# {title}", "", "| KPI | value | target | status |", "|---|---|---|---|"]
-        out += [f"| {k['label']} | {show(k['kind'], k['value'])} | {k['target']} | "
+        out += [f"| {k['label']} | {kpi_report.show(k['kind'], k['value'])} | {k['target']} | "
                 f"{'met' if k['met'] else 'missed' if k['met'] is False else '-'} |" for k in data["kpis"]]
         return out + ["", tail] + [f"> {n}" for n in data["notes"]]
     out = [title, f"  {'KPI':<32} {'value':>12}  {'target':<9} status"]
-    out += [f"  {k['label']:<32} {show(k['kind'], k['value']):>12}  {k['target']:<9} "
+    out += [f"  {k['label']:<32} {kpi_report.show(k['kind'], k['value']):>12}  {k['target']:<9} "
             f"{'met' if k['met'] else 'MISSED' if k['met'] is False else '-'}" for k in data["kpis"]]
     return out + ["  " + tail] + [f"  note: {n}" for n in data["notes"]]
 
 
 @emergency_group.command("generate-metrics")
-@click.option("--period", type=click.Choice(tuple(PERIODS)), default="last_30_days", show_default=True)
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="dashboard", show_default=True)
+@click.option("--period", type=click.Choice(tuple(kpi_report.PERIODS)), default="last_30_days", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(kpi_report.FORMATS), default="dashboard", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the same as --format json).")
 @with_errors
 def generate_metrics_command(period: str, fmt: str, as_json: bool) -> None:
     """MTTD, MTTR, recovery, rollback and delivery rates and user impact, against the runbook's targets."""
     fmt = format_with_json_alias(fmt, as_json)
-    data = period_report(ext_state(), period)
+    data = kpi_report.period_report(ext_state(), period)
     if fmt == "json":
         click.echo(to_json(data))
         return
@@ -111,15 +121,15 @@ def generate_metrics_command(period: str, fmt: str, as_json: bool) -> None:
 @with_errors
 def track_improvements_command(baseline: str, as_json: bool) -> None:
     """Each KPI before and since the baseline date, with the change."""
-    data = improvements(ext_state(), baseline)
+    data = kpi_report.improvements(ext_state(), baseline)
 
     def lines() -> list[str]:
         out = [f"Improvements since {data['baseline']}:",
                f"  {'KPI':<32} {'before':>12} {'since':>12} {'change':>14}  trend"]
         for r in data["rows"]:
             trend = "better" if r["improved"] else "worse" if r["improved"] is False else "-"
-            out.append(f"  {r['label']:<32} {show(r['kind'], r['before']):>12} {show(r['kind'], r['after']):>12} "
-                       f"{show_delta(r['kind'], r['delta']):>14}  {trend}")
+            out.append(f"  {r['label']:<32} {kpi_report.show(r['kind'], r['before']):>12} {kpi_report.show(r['kind'], r['after']):>12} "
+                       f"{kpi_report.show_delta(r['kind'], r['delta']):>14}  {trend}")
         return out + [f"  note: {n}" for n in data["notes"]]
 
     report(data, as_json, lines)

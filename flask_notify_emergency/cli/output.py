@@ -20,6 +20,7 @@ from click.core import ParameterSource
 from flask import current_app
 
 from ..audit import cli_actor
+from ..respond import EmergencyError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -123,8 +124,6 @@ def with_errors(func: F) -> F:
     """Turn ``ValueError`` (bad input) into exit 2 and service refusals into exit 1."""
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from ..respond.emergency import EmergencyError
-
         try:
             return func(*args, **kwargs)
         except EmergencyError as exc:

@@ -12,8 +12,8 @@ from typing import Any, Callable
 
 import click
 
-from ..automation import recovery
-from ..respond import services
+from ..automation import recovery, run_recovery_probes
+from ..respond import RecoveryError, cluster_actions, services
 from . import emergency_group
 from .output import SOURCE, actor, done, ext_state, fail, json_option, mark, report, with_errors
 
@@ -61,8 +61,6 @@ def _run_action(title: str, call: Callable[[Any], Any], as_json: bool) -> None:
     try:
         result = call(ext)
     except Exception as exc:
-        from ..respond.actions import RecoveryError
-
         if isinstance(exc, RecoveryError):
             fail(str(exc), as_json=as_json)
         raise
@@ -73,10 +71,8 @@ def _run_action(title: str, call: Callable[[Any], Any], as_json: bool) -> None:
 
 def _with_cluster_request(ext: Any, action: str, result: Any) -> Any:
     """This process has done its part; ask every serving worker to do the same on itself."""
-    from ..respond.cluster_actions import request
-
     data = dict(result) if isinstance(result, dict) else {"ok": bool(result)}
-    data["cluster_request"] = request(ext, action, actor())
+    data["cluster_request"] = cluster_actions.request(ext, action, actor())
     return data
 
 
@@ -208,8 +204,6 @@ def verify_services_command(as_json: bool) -> None:
 @with_errors
 def test_recovery_command(user_id: str | None, as_json: bool) -> None:
     """Exercise each recovery mechanism without disturbing users; report pass/fail."""
-    from ..automation.recovery_probe import run_recovery_probes
-
     ext = ext_state()
     result = run_recovery_probes(ext, actor(), SOURCE, user_id)
 

@@ -20,10 +20,19 @@ from typing import Any, Callable, TypeVar
 
 import click
 
-from ..rollback.checklist import document_state, notify_rollback_start, verify_rollback_ready
-from ..rollback.execute import RollbackError, approve_rollback, request_rollback, restore, rollback, rollback_status
-from ..rollback.approval import list_requests
-from ..rollback.verify import verify_rollback
+from ..rollback import (
+    RollbackError,
+    approve_rollback,
+    document_state,
+    list_requests,
+    notify_rollback_start,
+    request_rollback,
+    restore,
+    rollback,
+    rollback_status,
+    verify_rollback,
+    verify_rollback_ready,
+)
 from . import emergency_group
 from .output import EXIT_FAILED, SOURCE, actor, done, ext_state, fail, json_option, mark, report, usage
 

@@ -15,12 +15,11 @@ from typing import Any
 import click
 import sqlalchemy as sa
 
+from ..communicate import dashboard_status
 from ..config import redact_url, redacted
 from ..detect import health
-from ..respond.emergency import current_event
 from ..models import utcnow
-from ..respond.services import paused_now, profile
-from ..communicate.status_page import dashboard_status
+from ..respond import current_event, paused_now, profile
 from . import emergency_group
 from .output import EXIT_DEGRADED, EXIT_FAILED, EXIT_OK, done, ext_state, fail, json_option, mark, report
 

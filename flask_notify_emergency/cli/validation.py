@@ -8,9 +8,7 @@ from typing import Any
 
 import click
 
-from ..rollback.rehearsal import test_rollback
-from ..rollback.report import ReportError, generate_rollback_report
-from ..rollback.validation import check_database, test_pages
+from ..rollback import ReportError, check_database, generate_rollback_report, test_pages, test_rollback
 from . import emergency_group
 from .output import actor, done, ext_state, fail, json_option, mark, report
 

@@ -15,7 +15,10 @@ import os
 from typing import Any
 
 import sqlalchemy as sa
+
 from ..models import utcnow
+from ..respond import get_event
+from .incidents import list_incidents, reference
 
 TEMPLATES = ("standard", "brief")
 #: The runbook's targets, in seconds.
@@ -131,9 +134,6 @@ def recommendations(event: dict[str, Any], impact: dict[str, Any]) -> list[str]:
 
 def incident_context(ext: Any, event_id: int) -> dict[str, Any]:
     """Everything the report says about event ``event_id``; ValueError if there is none."""
-    from ..respond.emergency import get_event
-    from .incidents import list_incidents, reference
-
     event = get_event(ext, event_id)
     if event is None:
         raise ValueError(f"no emergency event #{event_id}: list events on the dashboard or with "

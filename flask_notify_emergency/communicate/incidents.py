@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..models import utcnow
+from ..respond import current_event, get_event, record_action
 
 PRIORITIES = ("critical", "high", "medium", "low")
 STATUSES = ("open", "closed")
@@ -111,8 +112,6 @@ def validate(title: Any, priority: Any, assignee: Any) -> tuple[str, str, str | 
 def create_incident(ext: Any, *, title: str, priority: str, assignee: str | None, actor: str,
                     source: str = "cli", event_id: int | None = None) -> dict[str, Any]:
     """Record an incident, linked to ``event_id`` or else to the open emergency event, if any."""
-    from ..respond.emergency import current_event, get_event, record_action
-
     title, priority, assignee = validate(title, priority, assignee)
     if event_id is not None and get_event(ext, event_id) is None:
         raise ValueError(f"no emergency event #{event_id}: check --event-id.")

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from ..config import PRIORITIES
+from ..respond import post_banner
 
 #: Banner level used when ``--target all`` posts a banner, by priority.
 BANNER_LEVEL = {"low": "info", "normal": "warning", "high": "danger", "critical": "critical"}
@@ -76,8 +77,6 @@ def send_notice(ext: Any, *, title: str, message: str, priority: str, target: st
     kind, ids = parse_target(target)
     arguments = {"title": title, "priority": priority, "target": target}
     if kind == "all":
-        from ..respond.fallback_control import post_banner
-
         banner = post_banner(ext, message, BANNER_LEVEL[priority], title, actor)
         ext.audit.record(actor, "send-notification", source, arguments, detail=f"banner #{banner['id']}")
         return {"ok": True, "target": "all", "banner": banner,

@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..models import utcnow
+from ..respond import current_event
+from .user_communication import dismiss_banners, post_banner
 
 DASHBOARD_KEY = "dashboard_status"
 PUBLIC_KEY = "status_page"
@@ -84,8 +86,6 @@ def public_view(value: dict[str, Any]) -> dict[str, Any]:
 def set_public_status(ext: Any, status: str, message: str, actor: str,
                       source: str = "cli") -> dict[str, Any]:
     """Set the public status; post (or replace, or remove) its banner. ValueError on bad input."""
-    from .user_communication import dismiss_banners, post_banner
-
     status = _choice(status, PUBLIC_STATUSES)
     text = _message(message)
     previous = public_status(ext)
@@ -107,7 +107,5 @@ def set_public_status(ext: Any, status: str, message: str, actor: str,
 
 
 def _open_event_id(ext: Any) -> int | None:
-    from ..respond.emergency import current_event
-
     event = current_event(ext)
     return int(event["id"]) if event else None

@@ -14,6 +14,9 @@ from typing import Any
 from .. import signals
 from ..config import BANNER_LEVELS, PRIORITIES
 from ..models import utcnow
+from ..respond import post_banner as store_banner
+from .operator_notice import admin_ids
+from .operator_notice import parse_target as parse_notice_target
 
 CHANNELS = ("fallback", "all")
 #: ``notification_fallback``'s reason when the operator asked for the fallback channels.
@@ -27,9 +30,6 @@ def parse_target(ext: Any, text: str) -> list[str] | None:
 
     ValueError on anything else; :class:`.operator_notice.NoticeError` if no admin is known.
     """
-    from .operator_notice import admin_ids
-    from .operator_notice import parse_target as parse_notice_target
-
     kind, ids = parse_notice_target(text)
     if kind == "all":
         return None
@@ -48,8 +48,6 @@ def post_banner(ext: Any, message: str, *, level: str, title: str | None, actor:
     With ``live`` it is also pushed over the socket when the real-time path is up; without,
     pages show it on their next load or poll.
     """
-    from ..respond.fallback_control import post_banner as store_banner
-
     banner = dict(store_banner(ext, message, level, title, actor, kind=kind))
     pushed = False
     if live and "message" in banner and ext.notifier is not None and ext.control.mode == "normal" \

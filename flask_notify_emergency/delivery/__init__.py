@@ -1,1 +1,28 @@
-"""The ``send`` path: persist, route, record. See :mod:`.dispatcher`."""
+"""The send path: a notification is validated, stored first, then routed to the user's
+Socket.IO room (delivered when the browser acknowledges it) or to the fallbacks (flash on the
+next page, the polling endpoint, banners). Holds the dispatcher, the store, the circuit
+breaker, the notifiers, the fallback receivers, delivery statistics, the user Socket.IO
+namespace (:mod:`.realtime`) and the page helpers that put banners and the client script
+into the host's pages.
+
+Uses only the shared top-level modules (config, models, signals, access, state, control,
+audit, assets).
+"""
+
+from __future__ import annotations
+
+from . import fallbacks, realtime, stats
+from .breaker import CircuitBreaker
+from .dispatcher import Dispatcher
+from .fallbacks import claim_for_user, flash_pending
+from .notifier import ACK_EVENT, BANNER_EVENT, EVENT, CallableNotifier, SocketIONotifier
+from .page_helpers import PageHelpers, render_banners, render_scripts
+from .realtime import CANARY_EVENT
+from .store import NotificationStore, banner_payload
+
+__all__ = [
+    "ACK_EVENT", "BANNER_EVENT", "banner_payload", "CallableNotifier", "CANARY_EVENT",
+    "CircuitBreaker", "claim_for_user", "Dispatcher", "EVENT", "fallbacks", "flash_pending",
+    "NotificationStore", "PageHelpers", "realtime", "render_banners", "render_scripts",
+    "SocketIONotifier", "stats",
+]

@@ -14,7 +14,6 @@ import sqlalchemy as sa
 
 from ..models import Models, notification_payload, utcnow
 
-
 #: Claiming transactions one claim may run when other claimers keep taking its rows.
 CLAIM_ROUNDS = 5
 

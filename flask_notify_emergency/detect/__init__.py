@@ -1,1 +1,23 @@
-"""detect."""
+"""Detection and assessment: the health checks (realtime with an end-to-end canary through
+the message queue, database, sessions, redis, resources), the canary itself, and the
+classification of a failing report into a failure type and one of the runbook's four levels
+(:mod:`.levels`), by evidence, never by the text of an error; and whether the database has
+every table and column of the extension (:mod:`.schema`).
+
+Uses the shared top-level modules and :mod:`..delivery` (delivery statistics, the notifier's
+events).
+"""
+
+from __future__ import annotations
+
+from . import health
+from .canary import queue_manager, send_canary
+from .classify import Classification, classify
+from .health import HealthReport, run_health_checks
+from .levels import FAILURE_TYPES, LEVELS, Level, parse_level
+from .schema import SchemaReport, schema_problems
+
+__all__ = [
+    "Classification", "classify", "FAILURE_TYPES", "health", "HealthReport", "Level", "LEVELS",
+    "parse_level", "queue_manager", "run_health_checks", "SchemaReport", "schema_problems", "send_canary",
+]

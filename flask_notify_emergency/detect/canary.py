@@ -32,7 +32,7 @@ import uuid
 from typing import Any
 from urllib.parse import urlparse
 
-from ..delivery.realtime import CANARY_EVENT
+from ..delivery import CANARY_EVENT
 
 #: A room no browser ever joins: the canary reaches no user.
 CANARY_ROOM = "notify-emergency:canary"

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import BY_NAME
-from ..respond.emergency import LEVELS
+from .levels import LEVELS
 
 #: Exception classes (qualified names, matched against a check's MRO) -> failure type.
 EXCEPTION_FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (

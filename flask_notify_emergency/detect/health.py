@@ -38,9 +38,10 @@ from typing import Any, Callable, Iterable
 
 import sqlalchemy as sa
 
-from ..config import PREFIX
-from ..delivery import stats
+from ..config import PREFIX, redact_url
+from ..delivery import SocketIONotifier, stats
 from ..models import utcnow
+from .canary import send_canary
 
 CHECK_NAMES = ("realtime", "redis", "database", "sessions", "resources")
 WEIGHTS = {"realtime": 35, "database": 30, "sessions": 15, "redis": 10, "resources": 10}
@@ -221,7 +222,6 @@ def _run_one(ext: Any, name: str, detail: dict[str, Any], out: list[CheckResult]
 # -- the checks: each fills ``detail``, returns (status, latency_ms) or raises ----------------
 def check_realtime(ext: Any, detail: dict[str, Any]) -> tuple[str, float | None]:
     cfg = ext.app.config
-    from ..delivery.notifier import SocketIONotifier
 
     detail["notifier"] = type(ext.notifier).__name__ if ext.notifier is not None else None
     detail["breaker"] = ext.breaker.current
@@ -243,7 +243,6 @@ def check_realtime(ext: Any, detail: dict[str, Any]) -> tuple[str, float | None]
     if ext.socketio is None or not isinstance(ext.notifier, SocketIONotifier):
         detail["canary"] = {"path": None, "verified": False, "note": "no Socket.IO server to probe"}
         return ("degraded" if degraded else ("ok" if ext.notifier is not None else "skipped")), None
-    from .canary import send_canary
 
     detail["canary"] = {"path": "pending"}
     canary = send_canary(ext.socketio, ext.namespace, float(cfg[PREFIX + "CANARY_TIMEOUT"]))
@@ -257,7 +256,6 @@ def check_redis(ext: Any, detail: dict[str, Any]) -> tuple[str, float | None]:
     if state.backend != "redis":
         detail["note"] = "memory backend: no Redis to check"
         return "skipped", None
-    from ..config import redact_url
 
     detail["url"] = redact_url(getattr(state, "url", ""))
     latency = round(state.ping() * 1000, 3)

@@ -22,8 +22,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .drills import DRILL_TYPES, get_drill, save_result
 from ..models import utcnow
+from .drills import DRILL_TYPES, get_drill, save_result
 
 TARGET_DETECTION_SECONDS = 5 * 60
 TARGET_RECOVERY_SECONDS = 15 * 60

@@ -34,7 +34,11 @@ from typing import Any, Callable, Iterator
 
 import sqlalchemy as sa
 
+from ..communicate import reference
+from ..detect import run_health_checks
 from ..models import utcnow
+from ..respond import emergency
+from ..rollback import admin_user_ids, test_rollback
 
 MAX_DURATION = 3600.0
 MAX_PARTICIPANTS = 20
@@ -91,8 +95,6 @@ def validate(drill_type: str, duration: float) -> DrillType:
 
 def probe_user(ext: Any, given: str | None) -> str:
     """Who receives the probe: ``given``, ``NOTIFY_EMERGENCY_TEST_USER_ID``, or the first admin."""
-    from ..rollback.validation import admin_user_ids
-
     uid = given or ext.app.config["NOTIFY_EMERGENCY_TEST_USER_ID"]
     if not uid:
         admins = admin_user_ids(ext)
@@ -108,8 +110,6 @@ def _table(ext: Any) -> sa.Table:
 
 
 def drill_dict(row: Any) -> dict[str, Any]:
-    from ..communicate.incidents import reference
-
     return {"id": row.id, "reference": reference("drill", row.id, row.started_at), "type": row.drill_type,
             "started_at": row.started_at.isoformat() + "Z", "participants": row.participants or [],
             "ended_at": row.ended_at.isoformat() + "Z" if row.ended_at else None, "result": row.result or {}}
@@ -175,14 +175,9 @@ def detect(ext: Any, kind: DrillType, uid: str, evidence: dict[str, Any]) -> dic
         seen["database"] = evidence["database"]["error"]
     if "rollback" in kind.injects:
         seen["rollback"] = "rehearsal requested"
-    try:
-        from ..detect.health import run_health_checks
-
-        check = run_health_checks(ext, only=["realtime"]).to_dict()["checks"]["realtime"]
-        if check["status"] != "ok":
-            seen["health.realtime"] = check["status"]
-    except ImportError:
-        pass
+    check = run_health_checks(ext, only=["realtime"]).to_dict()["checks"]["realtime"]
+    if check["status"] != "ok":
+        seen["health.realtime"] = check["status"]
     needed = {"realtime": "route", "breaker": "breaker", "database": "database", "rollback": "rollback"}
     return seen if all(needed[i] in seen for i in kind.injects) else None
 
@@ -191,8 +186,6 @@ def execute_drill(ext: Any, *, drill_type: str, duration: float, participants: l
                   source: str = "cli", probe: str | None = None, dry_run: bool = False,
                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run one drill (see the module doc); its result, also stored on the Drill row."""
-    from ..respond import emergency
-
     kind = validate(drill_type, duration)
     say = progress or (lambda _msg: None)
     uid = probe_user(ext, probe)
@@ -263,8 +256,6 @@ def execute_drill(ext: Any, *, drill_type: str, duration: float, participants: l
                            "realtime_tried": row.get("realtime_deadline") is not None}
         say(f"Emergency event #{event['id']} open; probe notification #{nid} sent to user {uid}.")
         if "rollback" in kind.injects:
-            from ..rollback.rehearsal import test_rollback
-
             rehearsal = test_rollback(ext, actor=actor)
             result["rollback_rehearsal"] = {k: rehearsal.get(k) for k in ("ok", "checks", "error", "seconds")}
             say(f"Rollback rehearsal on a copy: {'passed' if rehearsal.get('ok') else 'FAILED'}.")
@@ -301,8 +292,6 @@ def _backdate(ext: Any, event_id: int, started_at: Any) -> None:
 
 def _restore(ext: Any, result: dict[str, Any], snapshot: dict[str, Any], actor: str, source: str) -> None:
     """Undo every injection, leave emergency mode, and check each part is back."""
-    from ..respond import emergency
-
     problems: list[str] = []
     steps: list[Callable[[], None]] = []
     if "realtime" in result["injected"]:

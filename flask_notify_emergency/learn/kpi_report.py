@@ -22,7 +22,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..communicate import duration_text
 from ..models import utcnow
+from .metrics import Window, delivery_metrics, event_metrics, parse_window, rollback_metrics, seconds_between
 
 PERIODS = {"last_24_hours": "24h", "last_7_days": "7d", "last_30_days": "30d"}
 FORMATS = ("dashboard", "json", "markdown")
@@ -66,8 +68,6 @@ TARGETS = (
 
 def window_since(since: dt.datetime, until: dt.datetime | None = None) -> Any:
     """A :class:`.metrics.Window` from ``since`` to now, one bucket wide (no time series)."""
-    from .metrics import Window
-
     until = until or utcnow()
     span = max(1, int((until - since).total_seconds()) + 1)
     return Window("custom", span, span, since, until)
@@ -75,8 +75,6 @@ def window_since(since: dt.datetime, until: dt.datetime | None = None) -> Any:
 
 def user_impact(ext: Any, since: dt.datetime) -> dict[str, Any]:
     """(mean seconds users were affected, events counted) over events detected since ``since``."""
-    from .metrics import seconds_between
-
     t = ext.models.EmergencyEvent.__table__
     now = sa.literal(utcnow(), sa.DateTime)
     start = sa.func.coalesce(t.c.started_at, t.c.detected_at)
@@ -90,8 +88,6 @@ def user_impact(ext: Any, since: dt.datetime) -> dict[str, Any]:
 
 def measure(ext: Any, since: dt.datetime) -> dict[str, Any]:
     """Every KPI over what happened since ``since`` (plus the counts behind each)."""
-    from .metrics import delivery_metrics, event_metrics, rollback_metrics
-
     window = window_since(since)
     events = event_metrics(ext, window)
     delivery = delivery_metrics(ext, window)
@@ -118,8 +114,6 @@ def judged(values: dict[str, Any]) -> list[dict[str, Any]]:
 
 def period_report(ext: Any, period: str) -> dict[str, Any]:
     """The KPIs of ``last_24_hours`` / ``last_7_days`` / ``last_30_days``."""
-    from .metrics import parse_window
-
     if period not in PERIODS:
         raise ValueError(f"--period must be one of {', '.join(PERIODS)}; got {period!r}.")
     window = parse_window(PERIODS[period])
@@ -186,8 +180,6 @@ def show(kind: str, value: Any) -> str:
     if value is None:
         return "no data"
     if kind == "seconds":
-        from ..communicate.incident_docs import duration_text
-
         return duration_text(float(value))
     if kind == "rate":
         return f"{float(value) * 100:.1f}%"

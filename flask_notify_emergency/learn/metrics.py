@@ -40,7 +40,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..communicate import dashboard_status
+from ..detect import run_health_checks
 from ..models import utcnow
+from ..respond import current_event
+from ..rollback import rollback_success_rate
 
 #: name -> (length in seconds, bucket size in seconds) of the time series.
 WINDOWS: dict[str, tuple[int, int]] = {
@@ -235,11 +239,7 @@ def event_metrics(ext: Any, window: Window) -> dict[str, Any]:
 
 # -- optional services -------------------------------------------------------------------
 def rollback_metrics(ext: Any, window: Window) -> dict[str, Any]:
-    """Rollback success rate from ``rollback.py``, or why it is not available."""
-    try:
-        from ..rollback.execute import rollback_success_rate
-    except ImportError:
-        return {"available": False, "success_rate": None, "detail": "rollback is not available in this installation"}
+    """Rollback success rate of the window, or why it could not be computed."""
     try:
         value = rollback_success_rate(ext, window.since)
     except Exception as exc:  # a failing optional metric must not take the overview down
@@ -284,9 +284,7 @@ def cache_for(ext: Any) -> MetricsCache:
 
 
 def run_health(ext: Any, only: Any = None) -> dict[str, Any]:
-    """Run the health checks now and remember the report; raises ImportError if absent."""
-    from ..detect.health import run_health_checks
-
+    """Run the health checks now and remember the report."""
     report = run_health_checks(ext, only=only).to_dict()
     if only is None:
         cache = cache_for(ext)
@@ -304,9 +302,6 @@ def health_metrics(ext: Any, max_age: float = HEALTH_MAX_AGE) -> dict[str, Any]:
     if report is None:
         try:
             report = run_health(ext)
-        except ImportError:
-            return {"available": False, "score": None, "status": None, "failing": [],
-                    "detail": "health checks are not available in this installation"}
         except Exception as exc:  # show the failure, keep the page
             return {"available": True, "score": None, "status": "error", "failing": [],
                     "detail": f"{type(exc).__name__}: {exc}"[:300]}
@@ -319,9 +314,6 @@ def health_metrics(ext: Any, max_age: float = HEALTH_MAX_AGE) -> dict[str, Any]:
 # -- the overview ------------------------------------------------------------------------
 def overview(ext: Any, window: Window, *, health_max_age: float = HEALTH_MAX_AGE) -> dict[str, Any]:
     """Everything the overview page shows, as JSON-ready data."""
-    from ..respond.emergency import current_event
-    from ..communicate.status_page import dashboard_status
-
     database = database_metrics(ext)
     result: dict[str, Any] = {
         "generated_at": iso(utcnow()),

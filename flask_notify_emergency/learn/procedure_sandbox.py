@@ -23,6 +23,11 @@ from typing import Any, Callable
 
 import sqlalchemy as sa
 
+from .. import signals
+from ..delivery import claim_for_user
+from ..respond import disable_fallback, emergency, enable_fallback
+from ..rollback import copy_tables
+
 SANDBOX_USER = "procedure-test-user"
 
 
@@ -31,8 +36,6 @@ def _private_app(ext: Any, directory: str) -> tuple[Any, Any, list[tuple[str, di
     from flask import Flask
     from flask_sqlalchemy import SQLAlchemy
     from sqlalchemy.orm import DeclarativeBase
-
-    from ..extension import NotifyEmergency
 
     app = Flask("notify_emergency_procedure_sandbox", instance_path=directory)
     app.config.update({k: v for k, v in ext.app.config.items() if k.startswith("NOTIFY_EMERGENCY_")})
@@ -57,13 +60,12 @@ def _private_app(ext: Any, directory: str) -> tuple[Any, Any, list[tuple[str, di
         handed.append((user_id, payload))
         return True  # "the browser acknowledged it"
 
-    NotifyEmergency(app, db=db, notifier=realtime_stand_in, user_exists=lambda uid: True)
+    # the same extension class the host runs (a subclass included), on the private app
+    type(ext.extension)(app, db=db, notifier=realtime_stand_in, user_exists=lambda uid: True)
     return app, db, handed
 
 
 def _copy(ext: Any, sandbox: Any, db: Any) -> dict[str, int]:
-    from ..rollback.rehearsal import copy_tables
-
     with sandbox.app_context():
         counts = copy_tables(ext, db.engine)
         db.create_all()  # anything the copy lacks (nothing, normally)
@@ -80,8 +82,6 @@ def _host_switches(ext: Any) -> dict[str, Any]:
 
 def _dismantle(app: Any, db: Any) -> None:
     """Stop the private app's threads and let go of its receivers and connections."""
-    from .. import signals
-
     box = app.extensions["notify_emergency"]
     box.close()
     for name in signals.__all__:
@@ -93,10 +93,6 @@ def _dismantle(app: Any, db: Any) -> None:
 
 def run_procedure_tests(ext: Any, *, actor: str, source: str = "cli") -> dict[str, Any]:
     """Run every procedure in the sandbox; each step passes or fails with what was seen."""
-    from ..respond import emergency
-    from ..delivery.fallbacks import claim_for_user
-    from ..respond.fallback_control import disable_fallback, enable_fallback
-
     started = time.monotonic()
     steps: list[dict[str, Any]] = []
     host_before = _host_switches(ext)

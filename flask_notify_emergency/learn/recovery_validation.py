@@ -27,6 +27,11 @@ from typing import Any, Callable, TypedDict
 
 import sqlalchemy as sa
 
+from ..automation import probe_database
+from ..communicate import NoticeError, send_notice
+from ..detect import run_health_checks
+from ..rollback import admin_user_ids, database_reachable, fetch_page, login_client, test_pages
+
 #: Check result: (True pass / False fail / None manual or skipped, detail).
 Outcome = tuple[bool | None, str]
 
@@ -41,8 +46,6 @@ class ChecklistResult(TypedDict):
 
 
 def _health(ext: Any) -> dict[str, Any]:
-    from ..detect.health import run_health_checks
-
     return dict(run_health_checks(ext, only=["realtime", "sessions"]).to_dict()["checks"])
 
 
@@ -76,8 +79,6 @@ def _undelivered(ext: Any, user_id: str) -> int:
 
 def check_delivery(ext: Any, user_id: str | None) -> Outcome:
     """A test notification reaches the test user, by real time or a page request."""
-    from ..rollback.validation import fetch_page, login_client
-
     if not user_id:
         return False, "no user to test with: set NOTIFY_EMERGENCY_TEST_USER_ID (or pass --user)"
     uid = str(user_id)
@@ -105,9 +106,6 @@ def check_delivery(ext: Any, user_id: str | None) -> Outcome:
 
 
 def check_database(ext: Any, actor: str) -> Outcome:
-    from ..automation.recovery_probe import probe_database
-    from ..rollback.validation import database_reachable
-
     reachable = database_reachable(ext)
     if not reachable["ok"]:
         return False, reachable["detail"]
@@ -123,8 +121,6 @@ def check_sessions(health: dict[str, Any]) -> Outcome:
 
 
 def check_admins(ext: Any, actor: str, source: str) -> Outcome:
-    from ..communicate.operator_notice import NoticeError, send_notice
-
     try:
         result = send_notice(ext, title="Recovery validation", message="Admin notifications are delivered again.",
                              priority="low", target="admins", actor=actor, source=source)
@@ -136,8 +132,6 @@ def check_admins(ext: Any, actor: str, source: str) -> Outcome:
 
 
 def check_pages(ext: Any, user_id: str | None) -> Outcome:
-    from ..rollback.validation import test_pages
-
     result = test_pages(ext, user_id=user_id)
     bad = [f"{p['url']} as {p['role']}: {p['detail']}" for p in result["pages"] if not p["ok"]]
     return result["ok"], "; ".join(result["problems"] + bad) or f"{len(result['pages'])} page load(s) fine"
@@ -145,8 +139,6 @@ def check_pages(ext: Any, user_id: str | None) -> Outcome:
 
 def validate_recovery(ext: Any, *, actor: str, source: str = "cli", user_id: str | None = None) -> dict[str, Any]:
     """Run the checklist; ``ok`` only when every automated check passes. Audited."""
-    from ..rollback.validation import admin_user_ids
-
     uid = user_id or ext.app.config["NOTIFY_EMERGENCY_TEST_USER_ID"]
     if not uid:
         admins = admin_user_ids(ext)

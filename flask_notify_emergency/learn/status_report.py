@@ -10,7 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
+
+from ..communicate import dashboard_status, list_incidents, public_status, public_view, send_email
 from ..models import utcnow
+from ..respond import current_event
+from .metrics import health_metrics
 
 FORMATS = ("email", "markdown", "json")
 RECENT_ACTIONS = 15
@@ -35,20 +39,11 @@ def _health(ext: Any, include: bool) -> dict[str, Any]:
     if not include:
         return {"available": False, "score": None, "status": None, "failing": [],
                 "detail": "not checked (--no-health)"}
-    try:
-        from .metrics import health_metrics
-    except ImportError:
-        return {"available": False, "score": None, "status": None, "failing": [],
-                "detail": "health checks are not available in this installation"}
     return dict(health_metrics(ext))
 
 
 def gather(ext: Any, *, include_health: bool = True) -> dict[str, Any]:
     """Everything the report says, as JSON-ready data."""
-    from ..respond.emergency import current_event
-    from ..communicate.incidents import list_incidents
-    from ..communicate.status_page import dashboard_status, public_status, public_view
-
     count, oldest = ext.store.backlog()
     now = utcnow()
     return {
@@ -100,8 +95,6 @@ def render(ext: Any, report: dict[str, Any], fmt: str) -> dict[str, Any]:
 def mail(ext: Any, recipients: list[str], report: dict[str, Any], actor: str,
          source: str = "cli") -> list[dict[str, Any]]:
     """Mail the report to ``recipients`` through the alerts' email channel; one result each."""
-    from ..communicate.alerts import send_email
-
     rendered = render(ext, report, "email")
     results = [dict(r) for r in send_email(ext, recipients, rendered["subject"], rendered["body"])]
     ok = bool(results) and all(r.get("ok") for r in results)

@@ -18,6 +18,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..detect import queue_manager, send_canary
+
 log = logging.getLogger("flask_notify_emergency")
 OUTPUT_LIMIT = 20_000
 
@@ -82,8 +84,6 @@ def restart_websockets(ext: Any, actor: str = "monitor", source: str = "monitor"
        disconnected, so clients connect afresh (their notifications wait in the store);
     4. the canary must make the trip.
     """
-    from ..detect.canary import queue_manager, send_canary
-
     steps: dict[str, Any] = {}
     sio = ext.socketio
     if sio is None:

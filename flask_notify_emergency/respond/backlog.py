@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .. import signals
+from ..delivery import SocketIONotifier
 from ..models import notification_payload, utcnow
 from .actions import audit_action
 
@@ -52,7 +53,6 @@ def replay_backlog(ext: Any, rate: int | None = None, actor: str = "monitor", so
         result = {"ok": True, "action": "replay-backlog", "outcome": "skipped", "note": "the replay service is paused"}
         audit_action(ext, actor, "replay-backlog", source, {"rate": rate}, result, event_id)
         return result
-    from ..delivery.notifier import SocketIONotifier
 
     mode = ext.control.read("mode", "normal") or "normal"
     live = (mode == "normal" and not paused.get("realtime") and isinstance(ext.notifier, SocketIONotifier)

@@ -17,6 +17,7 @@ import uuid
 from typing import Any
 
 from ..models import utcnow
+from . import actions as recovery_actions
 
 log = logging.getLogger("flask_notify_emergency")
 KEY = "cluster_action"
@@ -33,8 +34,6 @@ def request(ext: Any, action: str, actor: str) -> dict[str, Any]:
 
 
 def _run(ext: Any, value: dict[str, Any]) -> None:
-    from . import actions as recovery_actions
-
     actor = f"{value.get('by', '?')} via worker {ext.state.process_id}"
     action = value.get("action")
     try:

@@ -17,6 +17,7 @@ import uuid
 from typing import Any
 
 from .. import signals
+from ..delivery import flash_pending, render_banners
 from ..models import utcnow
 
 KINDS = ("flash", "broadcast")
@@ -117,8 +118,6 @@ def _claim_page(ext: Any, user: Any, path: str) -> list[str]:
     from flask import get_flashed_messages
     from flask_login import login_user
 
-    from ..delivery.fallbacks import flash_pending
-
     with ext.app.test_request_context(path, headers={"Accept": "text/html"}):
         login_user(user)
         flash_pending(ext)
@@ -141,8 +140,6 @@ def _page_path(ext: Any) -> str:
 def run_fallback_test(ext: Any, user_id: str, actor: str, source: str = "cli") -> dict[str, Any]:
     """Send a test notification to ``user_id`` through the fallback path, claim it as that
     user in a test request, and check it arrives exactly once; render the banners too."""
-    from ..extension import render_banners
-
     steps: list[dict[str, Any]] = []
 
     def step(name: str, ok: bool, detail: str) -> bool:

@@ -18,6 +18,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from .actions import run_service_command
+
 #: The extension's services and what pausing each one means.
 SERVICES: dict[str, str] = {
     "realtime": "real-time delivery (Socket.IO); paused, notifications go to flash and polling",
@@ -67,8 +69,6 @@ def _run_commands(ext: Any, action: str, actor: str, source: str = "cli") -> lis
     names = operator_commands(ext, action)
     if not names:
         return []
-    from ..automation.recovery import run_service_command
-
     results = []
     for name in names:
         try:

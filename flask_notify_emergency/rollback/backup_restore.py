@@ -16,8 +16,17 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .backups import VOLATILE_KEYS, BackupError, archive_tables, create_backup, encode, find_backup, load_rows, verify_backup
 from ..control import CACHED_KEYS
+from .backups import (
+    VOLATILE_KEYS,
+    BackupError,
+    archive_tables,
+    create_backup,
+    encode,
+    find_backup,
+    load_rows,
+    verify_backup,
+)
 
 CHUNK = 500
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import importlib.metadata
 import io
 import json
 import os
@@ -108,6 +109,14 @@ def decode(table: sa.Table, data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def package_version() -> str:
+    """The installed flask-notify-emergency's version (recorded in each manifest)."""
+    try:
+        return importlib.metadata.version("flask-notify-emergency")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -115,8 +124,6 @@ def _sha256(data: bytes) -> str:
 def create_backup(ext: Any, *, actor: str, source: str, emergency: bool = False,
                   reason: str | None = None) -> dict[str, Any]:
     """Write an archive of every table; verify it; return its manifest (with ``path``)."""
-    from .. import __version__
-
     now = utcnow()
     backup_id = f"notify-emergency-{now.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     if emergency:
@@ -134,7 +141,7 @@ def create_backup(ext: Any, *, actor: str, source: str, emergency: bool = False,
         "format": FORMAT, "version": FORMAT_VERSION, "id": backup_id,
         "created_at": now.isoformat() + "Z", "created_by": actor, "source": source,
         "emergency": emergency, "reason": reason, "app_name": ext.app.name,
-        "db_dialect": ext.engine.dialect.name, "package_version": __version__,
+        "db_dialect": ext.engine.dialect.name, "package_version": package_version(),
         "tables": {name: {"table": table.name, "rows": counts[name],
                           "file": f"tables/{name}.jsonl"} for name, table in tables.items()},
         "counts": counts,

@@ -14,8 +14,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from .backups import BackupError, list_backups, verification, verify_backup
+from ..communicate import send_alert
+from ..detect import run_health_checks
 from ..models import utcnow
+from ..respond import current_event, list_events
+from .backups import BackupError, list_backups, verification, verify_backup
 from .execute import brief
 from .journal import Journal, OperationLock
 from .report import reports_dir, write_pair
@@ -25,10 +28,6 @@ from .validation import admin_user_ids, database_reachable
 
 def _health(ext: Any) -> dict[str, Any]:
     try:
-        from ..detect.health import run_health_checks
-    except ImportError:
-        return {"available": False, "detail": "unavailable (no health module in this installation)"}
-    try:
         return dict(run_health_checks(ext).to_dict(), available=True)
     except Exception as exc:
         return {"available": True, "error": f"{type(exc).__name__}: {exc}"[:300]}
@@ -36,8 +35,6 @@ def _health(ext: Any) -> dict[str, Any]:
 
 def snapshot(ext: Any) -> dict[str, Any]:
     """Everything an operator wants on record before a rollback."""
-    from ..respond.emergency import current_event, list_events
-
     values = current_values(ext)
     try:
         breaker = ext.breaker.current
@@ -140,15 +137,10 @@ EXTERNAL = {"email": "NOTIFY_EMERGENCY_ALERT_EMAILS", "sms": "NOTIFY_EMERGENCY_A
 def _external_alerts(ext: Any, subject: str, body: str) -> list[dict[str, Any]]:
     """Email, SMS and webhooks through the alerts module, for each channel with targets
     (in-app is sent above, so the alerts module's own in-app channel is not asked)."""
-    try:
-        from ..communicate.alerts import send_alert
-    except ImportError:
-        return [{"channel": "alerts", "ok": None, "detail": "unavailable (no alerts module)"}]
     names = [name for name, key in EXTERNAL.items() if ext.app.config.get(key)]
     if not names:
         return [{"channel": "alerts", "ok": None,
                  "detail": f"no targets configured ({', '.join(EXTERNAL.values())})"}]
-    from ..respond.emergency import current_event
 
     try:
         event = current_event(ext)

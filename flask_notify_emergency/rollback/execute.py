@@ -17,10 +17,16 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Callable
 
+from ..access import is_admin
+from ..detect import run_health_checks
+from ..models import utcnow
+from ..respond import current_event, record_action
 from . import approval
 from .approval import RollbackError, list_requests, required_approvals
+from .backups import BackupError, list_backups
 from .journal import BEGIN, DONE, END, FAILED, RESUME, REVERTED, STARTED, Journal, OperationLock, RollbackInProgress
 from .steps import RESTORE_STEPS, ROLLBACK_STEPS, Step, current_values
+from .validation import database_reachable
 
 __all__ = ["RollbackError", "approve_rollback", "maybe_auto_rollback", "request_rollback", "restore",
            "rollback", "rollback_status", "rollback_success_rate"]
@@ -38,8 +44,6 @@ def _admin_in_context() -> bool:
     from flask import has_request_context
 
     if has_request_context():
-        from ..access import is_admin
-
         return is_admin()
     return True  # the operator at the CLI runs the server itself
 
@@ -190,14 +194,7 @@ def rollback(ext: Any, *, reason: str, actor: str, source: str, confirm: bool, d
 
 def restore_checks(ext: Any) -> list[dict[str, Any]]:
     """What must hold before real time comes back: the database, and real-time health."""
-    from .validation import database_reachable
-
     checks = [database_reachable(ext)]
-    try:
-        from ..detect.health import run_health_checks
-    except ImportError:
-        checks.append({"name": "realtime-health", "ok": None, "detail": "health checks unavailable"})
-        return checks
     try:
         report = run_health_checks(ext).to_dict()
     except Exception as exc:
@@ -252,8 +249,6 @@ def restore(ext: Any, *, actor: str, source: str, confirm: bool, reason: str | N
 
 def rollback_status(ext: Any) -> dict[str, Any]:
     """Live status for the dashboard's rollback page."""
-    from .backups import BackupError, list_backups
-
     journal = Journal(ext.engine, ext.models)
     try:
         backups = [b for b in list_backups(ext) if "error" not in b]
@@ -266,7 +261,6 @@ def rollback_status(ext: Any) -> dict[str, Any]:
         check = latest.get("verification") or {}
         latest = dict(latest, age_seconds=round(age), verified=check.get("ok"),
                       fresh=age <= ext.app.config["NOTIFY_EMERGENCY_ROLLBACK_BACKUP_MAX_AGE"])
-    from .validation import database_reachable
 
     last = journal.latest()
     holder = OperationLock(ext.engine, ext.models).holder()
@@ -318,9 +312,6 @@ def maybe_auto_rollback(ext: Any) -> dict[str, Any] | None:
     """Roll back when ``NOTIFY_EMERGENCY_AUTO_ROLLBACK`` is on and the open emergency's recovery
     failed ``RECOVERY_ATTEMPTS`` times, or a level-1 emergency lasted ``AUTO_ROLLBACK_AFTER``
     seconds. The monitor calls this every tick; None means nothing was done."""
-    from ..respond.emergency import current_event, record_action
-    from ..models import utcnow
-
     cfg = ext.app.config
     if not cfg["NOTIFY_EMERGENCY_AUTO_ROLLBACK"]:
         return None

@@ -18,12 +18,12 @@ import sqlalchemy as sa
 from flask import Flask
 
 from ..audit import AuditLog
-from .backups import iter_rows
 from ..control import Control
-from ..delivery.store import NotificationStore
+from ..delivery import NotificationStore
+from ..state import SharedState
+from .backups import iter_rows
 from .execute import _execute
 from .steps import RESTORE_STEPS, ROLLBACK_STEPS, current_values
-from ..state import SharedState
 from .validation import check_database
 
 

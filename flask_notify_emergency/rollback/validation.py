@@ -14,12 +14,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..models import utcnow
-from ..detect import schema
+from ..detect import schema_problems
 
 ERROR_MARKERS = ("Traceback (most recent call last)", "Internal Server Error", "jinja2.exceptions",
                  "sqlalchemy.exc.")
 #: set on requests we make ourselves, so they do not count as real traffic
-from ..automation.startup import SYNTHETIC
+from ..access import SYNTHETIC
 
 
 def admin_user_ids(ext: Any) -> list[str]:
@@ -116,7 +116,7 @@ def database_reachable(ctx: Any) -> dict[str, Any]:
     try:
         with ctx.engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
-        report = schema.schema_problems(ctx.app, ctx.engine, [m.__table__ for m in ctx.models.all])
+        report = schema_problems(ctx.app, ctx.engine, [m.__table__ for m in ctx.models.all])
     except Exception as exc:
         return {"name": "database", "ok": False, "detail": f"unreachable: {type(exc).__name__}: {exc}"[:300]}
     if not report.ok:

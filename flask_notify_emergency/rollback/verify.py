@@ -18,9 +18,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..respond import check_workers
 from .journal import Journal
 from .validation import check_database, fetch_page, login_client, test_pages
-from ..respond.worker_mode import check_workers
 
 
 def check_switches(ext: Any) -> dict[str, Any]:

@@ -1,4 +1,10 @@
-"""The extension's blueprint: the client API for users, the dashboard for admins."""
+"""The surfaces on the web: the extension's blueprint (the client API for users, the admin
+dashboard's pages, forms and JSON API, the public status page, the load balancer probes) and
+the dashboard's live Socket.IO namespace (:mod:`.admin_realtime`).
+
+Uses every phase below it; nothing in the package imports from here except ``extension``,
+which calls :func:`make_blueprint` and ``admin_realtime.init_app``.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,10 @@ from typing import Any
 
 from flask import Blueprint
 
-from .. import assets as resources
+from .. import assets
+from . import admin, admin_api, admin_forms, admin_realtime, client, probes, status_page
+
+__all__ = ["admin_realtime", "make_blueprint"]
 
 
 def make_blueprint(ext_state: Any) -> Blueprint:
@@ -15,27 +24,10 @@ def make_blueprint(ext_state: Any) -> Blueprint:
     bp = Blueprint(
         cfg["NOTIFY_EMERGENCY_BLUEPRINT_NAME"], __name__,
         url_prefix=cfg["NOTIFY_EMERGENCY_URL_PREFIX"],
-        template_folder=resources.templates_dir(),
-        static_folder=resources.static_dir(),
+        template_folder=assets.templates_dir(),
+        static_folder=assets.static_dir(),
         static_url_path="/static",
     )
-    from . import client
-
-    client.register(bp, ext_state)
-    for module in _admin_modules():
-        module.register(bp, ext_state)
+    for part in (client, admin, admin_forms, admin_api, status_page, probes):
+        part.register(bp, ext_state)
     return bp
-
-
-def _admin_modules() -> list[Any]:
-    """Dashboard modules present in this installation, in registration order."""
-    import importlib
-
-    found = []
-    for name in ("admin", "admin_api", "status_page", "probes"):
-        try:
-            found.append(importlib.import_module(f"{__name__}.{name}"))
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{name}":
-                raise
-    return found

@@ -2,8 +2,7 @@
 
 Each action validates its input first (:class:`ActionError` naming what to fix, nothing
 changed), then acts through the services, and writes what it did to the audit log with
-the admin's name and the request's source. Services that are not installed answer with
-:class:`ActionUnavailable` instead of a crash.
+the admin's name and the request's source.
 """
 
 from __future__ import annotations
@@ -12,10 +11,15 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from ..respond import emergency
 from ..access import actor_name
 from ..audit import request_source
+from ..automation import recovery
 from ..config import BANNER_LEVELS
+from ..delivery import BANNER_EVENT
+from ..learn import run_health
+from ..respond import emergency
+from ..rollback import execute as rollback_execute
+from ..rollback import verify_rollback_ready
 
 ROLLBACK_WORD = "ROLLBACK"
 RESTORE_WORD = "RESTORE"
@@ -31,12 +35,6 @@ class ActionError(ValueError):
         super().__init__(message)
         #: True when the service already wrote the refusal to the audit log
         self.audited = audited
-
-
-class ActionUnavailable(ActionError):
-    """The service behind an action is not part of this installation."""
-
-    status = 501
 
 
 @dataclass
@@ -160,8 +158,6 @@ def parse_time(value: Any, name: str) -> dt.datetime | None:
 
 def post_banner(ext: Any, form: Form) -> ActionResult:
     """Post a site-wide banner (level, title, message, optional start and end)."""
-    from ..extension import NotifyEmergency
-
     level = _text(form, "level") or "warning"
     message = _text(form, "message")
     title = _text(form, "title") or None
@@ -175,8 +171,8 @@ def post_banner(ext: Any, form: Form) -> ActionResult:
     ends_at = parse_time(form.get("ends_at"), "ends_at")
     try:
         # the public API: stored, every worker told, pages updated live where sockets work
-        bid = NotifyEmergency().broadcast(message, level=level, title=title, starts_at=starts_at,
-                                          ends_at=ends_at, created_by=actor_name())
+        bid = ext.broadcast(message, level=level, title=title, starts_at=starts_at, ends_at=ends_at,
+                            created_by=actor_name())
     except ValueError as exc:
         raise ActionError(str(exc)) from None
     _audit(ext, "post-banner", dict(args, banner_id=bid))
@@ -196,8 +192,6 @@ def dismiss_banner(ext: Any, banner_id: int) -> ActionResult:
 
 
 def _tell_pages_banners_changed(ext: Any, banner_id: int) -> None:
-    from ..delivery.notifier import BANNER_EVENT
-
     if ext.socketio is None:
         return
     try:  # best effort: pages poll their banners anyway
@@ -209,12 +203,7 @@ def _tell_pages_banners_changed(ext: Any, banner_id: int) -> None:
 # -- health, recovery --------------------------------------------------------------------
 def run_health_check(ext: Any, form: Form) -> ActionResult:
     """Run every health check now."""
-    from ..learn.metrics import run_health
-
-    try:
-        report = run_health(ext)
-    except ImportError:
-        raise ActionUnavailable("health checks are not available in this installation.") from None
+    report = run_health(ext)
     failing = sorted(n for n, c in (report.get("checks") or {}).items() if not c.get("ok"))
     _audit(ext, "health-check", {}, detail=f"status {report.get('status')}, score {report.get('score')}")
     text = f"Health check: {report.get('status')}, score {report.get('score')}."
@@ -225,11 +214,7 @@ def run_health_check(ext: Any, form: Form) -> ActionResult:
 
 def auto_recover(ext: Any, form: Form) -> ActionResult:
     """Run the automatic recovery plan."""
-    try:
-        from ..automation.recovery import auto_recover as run
-    except ImportError:
-        raise ActionUnavailable("automatic recovery is not available in this installation.") from None
-    result = run(ext, actor_name(), request_source())  # recovery.py writes the audit entry
+    result = recovery.auto_recover(ext, actor_name(), request_source())  # the recovery plan writes the audit entry
     return ActionResult(f"Automatic recovery: {_summary(result)}.", {"result": result},
                         "success" if _outcome(result) in GOOD_OUTCOMES else "warning")
 
@@ -269,14 +254,10 @@ def _confirm_word(form: Form, word: str, what: str) -> None:
 
 
 def _rollback_call(ext: Any, name: str, what: str, **kwargs: Any) -> dict[str, Any]:
-    try:
-        from ..rollback import execute as module
-    except ImportError:
-        raise ActionUnavailable(f"{what} is not available in this installation.") from None
-    func: Callable[..., dict[str, Any]] = getattr(module, name)
+    func: Callable[..., dict[str, Any]] = getattr(rollback_execute, name)
     try:
         return func(ext, **kwargs)
-    except module.RollbackError as exc:  # rollback.py wrote the refusal to the audit log
+    except rollback_execute.RollbackError as exc:  # the rollback wrote the refusal to the audit log
         raise ActionError(str(exc).replace("--confirm", "the typed confirmation")
                           .replace('--force --reason "..."', "'force' with a reason"), audited=True) from None
 
@@ -309,17 +290,9 @@ def restore(ext: Any, form: Form) -> ActionResult:
 def rollback_status(ext: Any) -> dict[str, Any]:
     """The rollback's live status and the pre-rollback checklist, or why they are not available."""
     try:
-        from ..rollback.execute import rollback_status as status
-    except ImportError:
-        return {"available": False, "detail": "rollback is not available in this installation."}
-    try:
-        result = dict(status(ext), available=True)
+        result = dict(rollback_execute.rollback_status(ext), available=True)
     except Exception as exc:  # show the failure on the page
         return {"available": True, "error": f"{type(exc).__name__}: {exc}"[:300]}
-    try:
-        from ..rollback.checklist import verify_rollback_ready
-    except ImportError:
-        return result
     try:
         ready = verify_rollback_ready(ext)
         result["checklist"], result["ready"] = ready["checks"], ready["ok"]

@@ -12,17 +12,12 @@ from typing import Any, Callable
 
 from flask import Blueprint, current_app, jsonify, request
 
-from ..learn import metrics
 from ..access import admin_required
+from ..learn import metrics
+from ..respond import get_event
 from . import admin_actions as actions
 from . import admin_queries as queries
-
-
-def overview_payload(ext_state: Any, window: metrics.Window) -> dict[str, Any]:
-    """The overview's JSON: every metric of the window plus the newest audit entries."""
-    data = metrics.overview(ext_state, window)
-    data["recent_audit"] = queries.recent_audit(ext_state) if data["database"]["ok"] else []
-    return data
+from .admin_pages import overview_payload, render_error
 
 
 def form_data() -> dict[str, Any]:
@@ -53,8 +48,6 @@ def register(bp: Blueprint, ext_state: Any) -> None:
     def bad_query(exc: queries.QueryError) -> Any:
         if request.path.startswith(current_app.config["NOTIFY_EMERGENCY_URL_PREFIX"] + "/api/"):
             return error(str(exc))
-        from .admin import render_error
-
         return render_error(str(exc), 400)
 
     # -- reads ---------------------------------------------------------------------------
@@ -77,8 +70,6 @@ def register(bp: Blueprint, ext_state: Any) -> None:
     @bp.route("/api/events/<int:event_id>")
     @admin_required
     def api_event(event_id: int) -> Any:
-        from ..respond.emergency import get_event
-
         event = get_event(ext_state, event_id)
         if event is None:
             return error(f"no emergency event #{event_id}.", 404)

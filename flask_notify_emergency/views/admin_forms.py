@@ -13,7 +13,7 @@ from flask import Blueprint, current_app, flash, redirect, request, url_for
 from ..access import admin_required
 from . import admin_actions as actions
 from . import admin_queries as queries
-from .admin import overview_context, render_page
+from .admin_pages import overview_context, render_page
 
 
 def _safe_next(default: str) -> str:

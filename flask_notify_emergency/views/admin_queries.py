@@ -13,8 +13,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..delivery.store import banner_payload
+from ..config import redacted
+from ..delivery import banner_payload
 from ..models import utcnow
+from ..respond import list_events
 
 NOTIFICATION_STATES = ("all", "delivered", "undelivered")
 NOTIFICATION_CHANNELS = ("realtime", "flash", "poll")
@@ -66,8 +68,6 @@ def page_args(args: Any, default_per_page: int = 50) -> tuple[int, int]:
 # -- events ------------------------------------------------------------------------------
 def events_page(ext: Any, args: Any) -> Page:
     """Events, newest first, optionally only ``open`` or ``resolved`` ones."""
-    from ..respond.emergency import list_events
-
     status = args.get("status") or None
     if status is not None and status not in EVENT_STATUSES:
         raise QueryError(f"status must be one of {', '.join(EVENT_STATUSES)} (or empty for all); got {status!r}.")
@@ -167,7 +167,5 @@ def banners_admin(ext: Any, limit: int = 100) -> list[dict[str, Any]]:
 def settings_view(config: Any) -> dict[str, Any]:
     """The extension's settings, redacted, as JSON-safe values."""
     import json
-
-    from ..config import redacted
 
     return json.loads(json.dumps(redacted(dict(config)), default=str))

@@ -20,9 +20,10 @@ from typing import Any
 
 from flask import Flask, request
 
-from ..learn import metrics
 from .. import signals
 from ..access import is_admin
+from ..learn import metrics
+from .admin_pages import overview_payload
 
 #: Server -> browser: ``{"window": name, "overview": {...}, "reason": why}``.
 OVERVIEW_EVENT = "notify_emergency_admin:overview"
@@ -94,8 +95,6 @@ class AdminChannel:
 
     # -- pushing -------------------------------------------------------------------------
     def compute(self, window_name: str) -> dict[str, Any]:
-        from .admin_api import overview_payload
-
         with self.app.app_context():
             return overview_payload(self.ext, metrics.parse_window(window_name))
 

@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify
 
 from ..access import current_user_id, user_required
-from ..delivery.fallbacks import claim_for_user
+from ..delivery import claim_for_user
 
 
 def register(bp: Blueprint, ext_state: Any) -> None:

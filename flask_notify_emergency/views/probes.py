@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from flask import Blueprint, current_app, jsonify
 
 from ..access import admin_required
-from ..detect import schema
+from ..detect import SchemaReport, run_health_checks, schema_problems
 
 _pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="notify-emergency-ready")
 
@@ -35,12 +35,12 @@ def register(bp: Blueprint, ext_state: Any) -> None:
         strict = current_app.config["NOTIFY_EMERGENCY_READYZ_STRICT"]
         app = current_app._get_current_object()  # type: ignore[attr-defined]
 
-        def select_one() -> schema.SchemaReport | None:
+        def select_one() -> SchemaReport | None:
             with ext_state.engine.connect() as conn:
                 conn.execute(sa.text("SELECT 1"))
             if not strict:
                 return None
-            return schema.schema_problems(app, ext_state.engine, [m.__table__ for m in ext_state.models.all])
+            return schema_problems(app, ext_state.engine, [m.__table__ for m in ext_state.models.all])
 
         timeout = current_app.config["NOTIFY_EMERGENCY_HEALTH_CHECK_TIMEOUT"]
         try:
@@ -55,7 +55,5 @@ def register(bp: Blueprint, ext_state: Any) -> None:
     @admin_required
     def api_health() -> Any:
         """Every check's result, the overall status and the health score (admins)."""
-        from ..detect.health import run_health_checks
-
         report = run_health_checks(ext_state).to_dict()
         return jsonify(report), 200 if report["status"] != "critical" else 503

@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify, render_template
 
-from ..communicate.status_page import public_status, public_view
+from ..communicate import public_status, public_view
 
 CACHE_SECONDS = 5.0
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import click
 import sqlalchemy as sa
 
-from flask_notify_emergency.respond import emergency
+from flask_notify_emergency.access import SYNTHETIC
 from flask_notify_emergency.automation.monitor import HEARTBEAT_KEY
-from flask_notify_emergency.automation.startup import SYNTHETIC
+from flask_notify_emergency.respond import emergency
 from tests.support.services import wait_until
 
 

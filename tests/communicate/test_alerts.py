@@ -6,8 +6,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from flask_notify_emergency.respond import emergency
 from flask_notify_emergency.communicate.alerts import alert_event, send_alert
+from flask_notify_emergency.respond import emergency
 from tests.conftest import user_id
 from tests.support.pages import notification_rows
 from tests.support.receivers import HttpSink, SmtpSink

@@ -7,9 +7,9 @@ from typing import Iterator
 import pytest
 import sqlalchemy as sa
 
-from flask_notify_emergency.respond import emergency
 from flask_notify_emergency.detect.classify import classify
 from flask_notify_emergency.detect.health import run_health_checks
+from flask_notify_emergency.respond import emergency
 from tests.support.databases import own_database
 from tests.support.outages import TcpProxy, event_rows
 from tests.support.receivers import HttpSink

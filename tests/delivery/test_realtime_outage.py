@@ -7,9 +7,9 @@ from typing import Any, Iterator
 
 import pytest
 
-from flask_notify_emergency.respond import emergency
 from flask_notify_emergency.detect.classify import classify
 from flask_notify_emergency.detect.health import run_health_checks
+from flask_notify_emergency.respond import emergency
 from tests.conftest import login, user_id
 from tests.support.outages import PrivateRedis, event_rows
 from tests.support.pages import flashes, notification_rows

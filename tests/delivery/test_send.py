@@ -13,8 +13,7 @@ from flask_sqlalchemy import SQLAlchemy
 from flask_notify_emergency import ConfigError, NotifyEmergency, signals
 from flask_notify_emergency.delivery.notifier import ACK_EVENT, EVENT
 from tests.conftest import login, user_id
-from tests.support.pages import (NAMESPACE, POLL_URL, csrf_from_page, flashes, notification_rows, poll,
-                                 received)
+from tests.support.pages import NAMESPACE, POLL_URL, csrf_from_page, flashes, notification_rows, poll, received
 from tests.support.services import wait_until
 
 FAST = {"NOTIFY_EMERGENCY_ACK_TIMEOUT": 0.5, "NOTIFY_EMERGENCY_SWEEP_SECONDS": 0.5,

@@ -9,8 +9,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from flask_notify_emergency.respond.emergency import open_event
 from flask_notify_emergency.models import utcnow
+from flask_notify_emergency.respond.emergency import open_event
 from tests.support.apps import build_example, drop_tables
 from tests.support.cli import invoke, invoke_json
 from tests.support.databases import own_database

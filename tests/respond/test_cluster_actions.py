@@ -8,10 +8,10 @@ import pytest
 import socketio
 import sqlalchemy as sa
 
+from tests.cli.test_cli_multiprocess import logged_in
 from tests.support.apps import ServedApp, build_example, drop_tables
 from tests.support.pages import NAMESPACE
 from tests.support.services import free_port, wait_until
-from tests.cli.test_cli_multiprocess import logged_in
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 

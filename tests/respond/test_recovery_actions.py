@@ -12,10 +12,20 @@ import pytest
 import sqlalchemy as sa
 
 from flask_notify_emergency import ConfigError
-from flask_notify_emergency.respond import emergency
+from flask_notify_emergency.automation.recovery import (
+    RecoveryError,
+    auto_recover,
+    clear_queues,
+    clear_sessions,
+    half_open_breaker,
+    reconnect_redis,
+    replay_backlog,
+    restart_websockets,
+    run_service_command,
+)
 from flask_notify_emergency.delivery.notifier import ACK_EVENT, EVENT
 from flask_notify_emergency.models import utcnow
-from flask_notify_emergency.automation.recovery import RecoveryError, auto_recover, clear_queues, clear_sessions, half_open_breaker, reconnect_redis, replay_backlog, restart_websockets, run_service_command
+from flask_notify_emergency.respond import emergency
 from tests.conftest import login, user_id
 from tests.support.pages import NAMESPACE, flashes, notification_rows, received
 

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from flask_notify_emergency.rollback import execute as rb
 from flask_notify_emergency.cli.rollback import DEFAULT_EMERGENCY_REASON, HOLD_AFTER_ENV, HOLD_FILE_ENV
 from flask_notify_emergency.models import utcnow
+from flask_notify_emergency.rollback import execute as rb
 from tests.conftest import login, user_id
 from tests.support.rollback import ROOT, cli, cli_env, snapshot
 from tests.support.services import wait_until

@@ -36,8 +36,8 @@ def browser() -> Iterator[Any]:
 
 def seed(config: dict[str, Any]) -> dict[str, Any]:
     """Store the payloads the way users and admins would, before the server starts."""
-    from flask_notify_emergency.respond import emergency
     from flask_notify_emergency.communicate.status_page import set_dashboard_status
+    from flask_notify_emergency.respond import emergency
 
     app, _ = build_example(config)
     demo = app.extensions["demo"]

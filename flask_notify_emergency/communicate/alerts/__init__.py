@@ -4,9 +4,19 @@ by the runbook's escalation matrix, deduplicated and cooled down. See :mod:`.dis
 from __future__ import annotations
 
 from .channels import CHANNELS, Alert
-from .dispatch import ESCALATION, alert_event, alert_unrecorded, compose, init_app, send_alert, send_email, severity_level
+from .dispatch import (
+    ESCALATION,
+    alert_event,
+    alert_unrecorded,
+    compose,
+    init_app,
+    send_alert,
+    send_email,
+    severity_level,
+    test_alerts,
+)
 
 __all__ = [
     "CHANNELS", "ESCALATION", "Alert", "alert_event", "alert_unrecorded", "compose", "init_app",
-    "send_alert", "send_email", "severity_level",
+    "send_alert", "send_email", "severity_level", "test_alerts",
 ]

@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
 
+from ...detect import LEVELS
+from .targets import effective_targets
+
 SMS_MAX_LENGTH = 480
 
 
@@ -31,18 +34,12 @@ class Alert:
     event: dict[str, Any] | None = field(default=None, compare=False)
 
     def as_json(self) -> dict[str, Any]:
-        from ...respond.emergency import LEVELS
-
         return {"subject": self.subject, "body": self.body, "severity": self.level,
                 "level": self.level, "level_name": LEVELS[self.level].name, "kind": self.kind,
                 "event_id": self.event_id, "event": self.event}
 
 
 def _targets(ext: Any, channel: str, config_key: str) -> list[str]:
-    try:
-        from .targets import effective_targets
-    except ImportError:
-        return [str(v) for v in ext.app.config.get(config_key) or []]
     return list(effective_targets(ext).get(channel, []))
 
 

@@ -23,9 +23,12 @@ import concurrent.futures
 import logging
 from typing import Any, Iterable
 
-from ...respond.emergency import LEVELS, get_event, parse_level
+from ... import signals
+from ...detect import LEVELS, parse_level
+from ...respond import get_event
 from . import ledger
 from .channels import CHANNELS, Alert, send_mail
+from .targets import effective_targets
 
 log = logging.getLogger("flask_notify_emergency")
 
@@ -199,8 +202,6 @@ def alert_unrecorded(ext: Any, classification: Any, error: str) -> list[dict[str
 
 def init_app(app: Any, ext: Any) -> None:
     """Alert on every emergency detected and resolved for ``app``."""
-    from ... import signals
-
     def on_detected(sender: Any, event: dict[str, Any], **_: Any) -> None:
         try:
             alert_event(ext, event, "detected")
@@ -216,3 +217,25 @@ def init_app(app: Any, ext: Any) -> None:
     ext.receivers += [on_detected, on_resolved]
     signals.emergency_detected.connect(on_detected, sender=app, weak=False)
     signals.emergency_resolved.connect(on_resolved, sender=app, weak=False)
+
+
+def test_alerts(ext: Any, *, actor: str, source: str = "cli") -> dict[str, Any]:
+    """Send one test alert through every channel that has a target (email, SMS, webhooks,
+    in-app to the admins); each target's result. LookupError when there is none."""
+    targets = effective_targets(ext)
+    # every channel that has somewhere to send to, in-app (the admins) included
+    channels = [name for name, channel in CHANNELS.items()
+                if (targets[name] if name in targets else channel.targets(ext))]
+    if not channels:
+        raise LookupError("no alert targets are configured: add some with configure-alerts "
+                          "(or NOTIFY_EMERGENCY_ALERT_EMAILS / _SMS_NUMBERS / _WEBHOOKS).")
+    results = send_alert(ext, "Test alert from flask-notify-emergency",
+                         f"This is a test of the emergency alert channels, sent by {actor}. "
+                         "No action is needed.", "info", channels=channels, kind="test",
+                         actor=actor, source=source)
+    results = [dict(r) for r in results or []]
+    ok = bool(results) and all(r.get("ok") for r in results)
+    ext.audit.record(actor, "test-alerts", source, {"channels": channels}, outcome="ok" if ok else "failed",
+                     detail="; ".join(f"{r.get('channel')} {r.get('target')}: "
+                                      f"{'ok' if r.get('ok') else r.get('error')}" for r in results)[:2000])
+    return {"ok": ok, "targets": targets, "results": results}

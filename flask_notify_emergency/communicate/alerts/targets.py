@@ -120,28 +120,3 @@ def configure(ext: Any, *, actor: str, source: str = "cli", email: Any = None, s
                       "webhook": parsed.get("webhook"), "clear": clear})
     return {"ok": True, "stored": targets, "configured": configured_targets(ext),
             "effective": effective_targets(ext)}
-
-
-def test_alerts(ext: Any, *, actor: str, source: str = "cli") -> dict[str, Any]:
-    """Send one test alert through every channel that has a target (email, SMS, webhooks,
-    in-app to the admins); each target's result. LookupError when there is none."""
-    from . import CHANNELS as ALERT_CHANNELS
-    from . import send_alert
-
-    targets = effective_targets(ext)
-    # every channel that has somewhere to send to, in-app (the admins) included
-    channels = [name for name, channel in ALERT_CHANNELS.items()
-                if (targets[name] if name in targets else channel.targets(ext))]
-    if not channels:
-        raise LookupError("no alert targets are configured: add some with configure-alerts "
-                          "(or NOTIFY_EMERGENCY_ALERT_EMAILS / _SMS_NUMBERS / _WEBHOOKS).")
-    results = send_alert(ext, "Test alert from flask-notify-emergency",
-                         f"This is a test of the emergency alert channels, sent by {actor}. "
-                         "No action is needed.", "info", channels=channels, kind="test",
-                         actor=actor, source=source)
-    results = [dict(r) for r in results or []]
-    ok = bool(results) and all(r.get("ok") for r in results)
-    ext.audit.record(actor, "test-alerts", source, {"channels": channels}, outcome="ok" if ok else "failed",
-                     detail="; ".join(f"{r.get('channel')} {r.get('target')}: "
-                                      f"{'ok' if r.get('ok') else r.get('error')}" for r in results)[:2000])
-    return {"ok": ok, "targets": targets, "results": results}
