@@ -65,7 +65,8 @@ def create_app(config: dict[str, Any] | None = None) -> tuple[Flask, SocketIO]:
         return db.session.get(User, int(user_id)) if user_id.isdigit() else None
 
     socketio = SocketIO(app, async_mode=app.config["SOCKETIO_ASYNC_MODE"],
-                        message_queue=app.config["SOCKETIO_MESSAGE_QUEUE"])
+                        message_queue=app.config["SOCKETIO_MESSAGE_QUEUE"],
+                        channel=app.config.get("SOCKETIO_CHANNEL", "flask-socketio"))
     app.config.setdefault("NOTIFY_EMERGENCY_ADMIN_USER_IDS",
                           lambda: [str(u.id) for u in User.query.filter_by(is_admin=True)])
     notify = NotifyEmergency(app, db=db, socketio=socketio)

@@ -7,6 +7,7 @@ rendered from it (``python -m flask_notify_emergency.config``).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -92,6 +93,45 @@ def _str_list(value: Any) -> str | None:
     return None
 
 
+def _cookie_name(value: Any) -> str | None:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
+        return "must be 1 to 64 letters, digits, '_' or '-'"
+    return None
+
+
+SMTP_SECURITY = ("none", "starttls", "tls")
+
+
+def _smtp_security(value: Any) -> str | None:
+    if value not in SMTP_SECURITY:
+        return f"must be one of {', '.join(map(repr, SMTP_SECURITY))}"
+    return None
+
+
+def apprise_problem(url: str) -> str | None:
+    """Why Apprise cannot use ``url`` (no apprise package, or no service of its own that
+    understands it), or None."""
+    try:
+        import apprise
+    except ImportError:
+        return "needs the apprise package: pip install 'flask-notify-emergency[apprise]'"
+    if not isinstance(url, str) or "://" not in url or apprise.Apprise.instantiate(url) is None:
+        return (f"{url!r} is not an Apprise URL Apprise can use: see the service's URL form at "
+                "https://github.com/caronc/apprise/wiki, e.g. json://alerts.example.com/hook")
+    return None
+
+
+def _apprise_urls(value: Any) -> str | None:
+    problem = _str_list(value)
+    if problem:
+        return problem
+    for url in value:
+        problem = apprise_problem(url)
+        if problem:
+            return "has an entry that " + problem if problem.startswith("needs") else f"has {problem}"
+    return None
+
+
 def _str_dict(value: Any) -> str | None:
     if not isinstance(value, dict) or not all(
         isinstance(k, str) and isinstance(v, (list, tuple)) for k, v in value.items()
@@ -112,6 +152,8 @@ SETTINGS: tuple[Setting, ...] = (
     S("FLASH_MESSAGE_MAX_LENGTH", 300, "A flashed notification's text is cut to this many characters.", _positive_int),
     S("FLASH_CATEGORIES", {"low": "info", "normal": "info", "high": "warning", "critical": "danger"},
       "Flash category used for each priority.", _priority_map),
+    S("FLASH_SKIP_ENDPOINTS", [], "Endpoints whose responses never get pending notifications flashed into them (e.g. `'auth.logout'`, a file download).", _str_list),
+    S("ACK_COOKIE_NAME", "notify_emergency_acks", "Cookie in which the client script keeps acknowledgements its socket could not send; the next request carries them.", _cookie_name),
     S("POLL_INTERVAL", 5.0, "Seconds between polls by the client script while its socket is down.", _positive_number),
     S("POLL_BATCH_SIZE", 20, "Notifications returned by one poll.", _positive_int),
     S("DEFAULT_EXPIRY", None, "Seconds after which an undelivered notification expires (None: never).", None),
@@ -169,6 +211,11 @@ SETTINGS: tuple[Setting, ...] = (
     S("SMTP_HOST", "localhost", "Mail server for email alerts.", _str),
     S("SMTP_PORT", 25, "Mail server port.", _positive_int),
     S("SMTP_SENDER", "notify-emergency@localhost", "From address of email alerts.", _str),
+    S("SMTP_SECURITY", "none", "`none`, `starttls` (upgrade a plain connection, usually port 587; refused if the server cannot) or `tls` (implicit TLS, usually port 465).", _smtp_security),
+    S("SMTP_USERNAME", None, "Login name for the mail server (needs `SMTP_PASSWORD` and `SMTP_SECURITY` `starttls` or `tls`).", _optional_str),
+    S("SMTP_PASSWORD", None, "Password for `SMTP_USERNAME`.", _optional_str),
+    S("SMTP_CA_FILE", None, "PEM file of the CA(s) that sign the mail server's certificate (default: the system's CAs).", _optional_str),
+    S("ALERT_APPRISE_URLS", [], "Apprise URLs (Slack, Teams, PagerDuty, Opsgenie, ntfy, Matrix, …) that receive emergency alerts; needs `pip install flask-notify-emergency[apprise]`.", _apprise_urls),
     S("SMS_GATEWAY_URL", None, "HTTP endpoint of the SMS gateway (JSON POST {to, message}).", _optional_str),
     S("ALERT_TIMEOUT", 5.0, "Seconds one alert delivery (SMTP, SMS gateway, webhook) may take.", _positive_number),
     S("ALERT_COOLDOWN", 300.0, "Seconds during which a repeated alert for the same event is suppressed.", _positive_number),
@@ -178,6 +225,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("PLANNED_ROLLBACK_APPROVALS", 1, "Second-admin approvals a planned rollback needs (0: none).", _non_negative_int),
     S("AUTO_ROLLBACK", False, "Roll back automatically after the recovery plan failed, or a long critical emergency.", _bool),
     S("AUTO_ROLLBACK_AFTER", 1800, "Seconds a critical emergency may last before an automatic rollback.", _positive_int),
+    S("METRICS_TOKEN", None, "Bearer token that lets Prometheus scrape `<prefix>/metrics` without an admin session (`Authorization: Bearer <token>`); unset: admins only.", _optional_str),
     S("TEST_PAGES", ["/"], "URLs fetched by `test-pages` and `verify-rollback`.", _str_list),
     S("TEST_USER_ID", None, "User id that receives the test notification of `verify-rollback`.", _optional_str),
 )
@@ -209,6 +257,12 @@ def validate(config: dict[str, Any]) -> None:
     expiry = config[PREFIX + "DEFAULT_EXPIRY"]
     if expiry is not None and _positive_number(expiry):
         raise ConfigError(f"{PREFIX}DEFAULT_EXPIRY must be None or a number of seconds; got {expiry!r}.")
+    if bool(config[PREFIX + "SMTP_USERNAME"]) != bool(config[PREFIX + "SMTP_PASSWORD"]):
+        raise ConfigError(f"{PREFIX}SMTP_USERNAME and {PREFIX}SMTP_PASSWORD go together: set both "
+                          "to log in to the mail server, or neither.")
+    if config[PREFIX + "SMTP_USERNAME"] and config[PREFIX + "SMTP_SECURITY"] == "none":
+        raise ConfigError(f"{PREFIX}SMTP_USERNAME is set but {PREFIX}SMTP_SECURITY is 'none', which would "
+                          "send the password in clear: set it to 'starttls' or 'tls'.")
     if config[PREFIX + "STATE_BACKEND"] == "redis" and not config[PREFIX + "REDIS_URL"]:
         raise ConfigError(
             f"{PREFIX}STATE_BACKEND is 'redis' but {PREFIX}REDIS_URL is not set: "
@@ -233,6 +287,8 @@ def redact_value(key: str, value: Any) -> Any:
     """Redact a value whose key names a secret; strip passwords from URLs."""
     if callable(value):
         return f"<callable {getattr(value, '__name__', type(value).__name__)}>"
+    if "APPRISE" in key.upper() and isinstance(value, (list, tuple)):
+        return [redact_apprise_url(str(v)) for v in value]
     if isinstance(value, str) and "://" in value:
         return redact_url(value)
     if any(word in key.upper() for word in SECRET_WORDS if word not in ("URL", "URI")) and value:
@@ -248,6 +304,20 @@ def redact_url(url: str) -> str:
     creds, _, host = rest.rpartition("@")
     user = creds.split(":", 1)[0]
     return f"{scheme}{sep}{user}:***@{host}" if ":" in creds else url
+
+
+def redact_apprise_url(url: str) -> str:
+    """An Apprise URL with its tokens and passwords masked (Apprise's own privacy view);
+    only the scheme when Apprise is missing or cannot read it."""
+    try:
+        import apprise
+
+        plugin = apprise.Apprise.instantiate(url)
+        if plugin is not None:
+            return str(plugin.url(privacy=True)).split("?", 1)[0]
+    except ImportError:
+        pass
+    return url.partition("://")[0] + "://***"
 
 
 def markdown_table() -> str:

@@ -26,6 +26,8 @@ from .delivery import (  # noqa: F401 (re-exported)
     render_banners,
     render_scripts,
 )
+from .detect import check_message_queue
+from .learn import prometheus
 from .models import Models, models_for, utcnow
 from .respond import cluster_actions, worker_mode
 from .state import RedisState, SharedState
@@ -52,6 +54,7 @@ class NotifyEmergencyState:
         self.store = NotificationStore(self.engine, self.models)
         self.namespace: str = cfg["NOTIFY_EMERGENCY_SOCKETIO_NAMESPACE"]
         self.blueprint_name: str = cfg["NOTIFY_EMERGENCY_BLUEPRINT_NAME"]
+        self.ack_cookie: str = cfg["NOTIFY_EMERGENCY_ACK_COOKIE_NAME"]
         self.receivers: list[Callable[..., Any]] = []
         self.connected_sids: dict[str, str] = {}
         backend = cfg["NOTIFY_EMERGENCY_STATE_BACKEND"]
@@ -186,6 +189,8 @@ class NotifyEmergency:
                                "create SQLAlchemy(app) before NotifyEmergency(app, db=db).")
         cfgmod.apply_defaults(app.config, app.instance_path)
         cfgmod.validate(app.config)
+        if socketio is not None:
+            check_message_queue(socketio)
         user_exists = user_exists or self.user_exists or _login_user_exists(app)
         ext_state = NotifyEmergencyState(app, db, socketio, notifier, user_exists)
         ext_state.extension = self
@@ -266,7 +271,7 @@ def _login_user_exists(app: Flask) -> Callable[[str], bool] | None:
 
 def _register_optional(app: Flask, ext_state: NotifyEmergencyState) -> None:
     """Hook in the parts that live in their own modules (CLI, monitor, admin namespace, ...)."""
-    for part in (cli, monitor, admin_realtime, worker_mode, alerts, cluster_actions):
+    for part in (cli, monitor, admin_realtime, worker_mode, alerts, cluster_actions, prometheus):
         part.init_app(app, ext_state)
 
 

@@ -20,6 +20,11 @@ _signals = Namespace()
 #: kwargs: ``notification`` (dict: id, user_id, title, message, priority, category, data).
 notification_sent = _signals.signal("notification-sent")
 
+#: Sent when a notification was handed to the real-time notifier (emitted to the user's
+#: socket); whether it arrives is told by ``notification_delivered`` or ``notification_fallback``.
+#: kwargs: ``notification`` (dict).
+notification_emitted = _signals.signal("notification-emitted")
+
 #: Sent when a notification reached its user: acknowledged over the socket, flashed or polled.
 #: kwargs: ``notification_ids`` (list of int), ``user_id`` (str), ``channel`` (str).
 notification_delivered = _signals.signal("notification-delivered")

@@ -51,6 +51,21 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def rabbitmq_url() -> str:
+    """The machine's RabbitMQ, as a Flask-SocketIO ``message_queue`` URL (Kombu)."""
+    import kombu
+
+    connection = kombu.Connection(services.RABBITMQ_URL, connect_timeout=2)
+    try:
+        connection.connect()
+    except Exception as exc:
+        services.unavailable("RabbitMQ on 127.0.0.1:5672", exc)
+    finally:
+        connection.release()
+    return services.RABBITMQ_URL
+
+
+@pytest.fixture
 def mariadb_url() -> str:
     _check_database(services.MARIADB_URL, "MariaDB on 127.0.0.1:3306")
     return services.MARIADB_URL

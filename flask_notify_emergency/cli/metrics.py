@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from ..communicate import alert_targets, test_alerts
+from ..config import redact_apprise_url
 from ..learn import kpi_report
 from . import emergency_group
 from .output import (
@@ -33,28 +34,30 @@ from .output import (
 @click.option("--email", multiple=True, help="Email address(es); repeat or separate with commas.")
 @click.option("--sms", multiple=True, help="Phone number(s) in E.164 form, e.g. +15551234567.")
 @click.option("--webhook", multiple=True, help="http(s) URL(s) that receive a JSON POST.")
+@click.option("--apprise", multiple=True,
+              help="Apprise URL(s) (slack://…, pagerduty://…, ntfy://…, json://…); repeat the option for each.")
 @click.option("--clear", is_flag=True, help="Drop every stored target first (config targets stay).")
 @json_option
 @with_errors
 def configure_alerts_command(email: tuple[str, ...], sms: tuple[str, ...], webhook: tuple[str, ...],
-                             clear: bool, as_json: bool) -> None:
+                             apprise: tuple[str, ...], clear: bool, as_json: bool) -> None:
     """Set who receives emergency alerts (stored; added to the NOTIFY_EMERGENCY_ALERT_* config).
 
     Each channel given replaces that channel's stored targets. Without options, shows them.
     """
     ext = ext_state()
     data: dict[str, Any]  # the command's JSON result, the shape configure() returns
-    if not (email or sms or webhook or clear):
+    if not (email or sms or webhook or apprise or clear):
         data = {"ok": True, "stored": alert_targets.stored_targets(ext), "configured": alert_targets.configured_targets(ext),
                 "effective": alert_targets.effective_targets(ext)}
     else:
         data = alert_targets.configure(ext, actor=actor(), source=SOURCE, email=list(email) or None, sms=list(sms) or None,
-                         webhook=list(webhook) or None, clear=clear)
+                         webhook=list(webhook) or None, apprise=list(apprise) or None, clear=clear)
 
     def lines() -> list[str]:
         out = ["Alert targets (config + stored):"]
         for channel in alert_targets.CHANNELS:
-            targets = data["effective"][channel]
+            targets = [redact_apprise_url(t) if channel == "apprise" else t for t in data["effective"][channel]]
             out.append(f"  {channel:<8} {', '.join(targets) if targets else 'none'}")
         return out
 

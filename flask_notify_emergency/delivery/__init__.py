@@ -12,7 +12,7 @@ audit, assets).
 from __future__ import annotations
 
 from . import fallbacks, realtime, stats
-from .breaker import CircuitBreaker
+from .breaker import BREAKER_STATES, CircuitBreaker
 from .dispatcher import Dispatcher
 from .fallbacks import claim_for_user, flash_pending
 from .notifier import ACK_EVENT, BANNER_EVENT, EVENT, CallableNotifier, SocketIONotifier
@@ -21,7 +21,7 @@ from .realtime import CANARY_EVENT
 from .store import NotificationStore, banner_payload
 
 __all__ = [
-    "ACK_EVENT", "BANNER_EVENT", "banner_payload", "CallableNotifier", "CANARY_EVENT",
+    "ACK_EVENT", "BANNER_EVENT", "banner_payload", "BREAKER_STATES", "CallableNotifier", "CANARY_EVENT",
     "CircuitBreaker", "claim_for_user", "Dispatcher", "EVENT", "fallbacks", "flash_pending",
     "NotificationStore", "PageHelpers", "realtime", "render_banners", "render_scripts",
     "SocketIONotifier", "stats",

@@ -12,6 +12,7 @@ import time
 from typing import Any, Callable
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+BREAKER_STATES = (CLOSED, OPEN, HALF_OPEN)
 KEY = "breaker"
 
 

@@ -136,6 +136,8 @@ class Dispatcher:
             result = self.notifier.deliver(uid, payload)
             if result is False:
                 raise RuntimeError("the notifier reported failure")
+            if signals.notification_emitted.receivers:
+                signals.notification_emitted.send(self.app, notification=payload)
         except Exception as exc:  # any failure of the primary goes to the fallbacks
             self.breaker.record_failure()
             self.store.release_realtime([nid])

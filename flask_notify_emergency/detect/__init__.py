@@ -11,13 +11,13 @@ events).
 from __future__ import annotations
 
 from . import health
-from .canary import queue_manager, send_canary
+from .canary import check_message_queue, queue_manager, send_canary
 from .classify import Classification, classify
 from .health import HealthReport, run_health_checks
 from .levels import FAILURE_TYPES, LEVELS, Level, parse_level
 from .schema import SchemaReport, schema_problems
 
 __all__ = [
-    "Classification", "classify", "FAILURE_TYPES", "health", "HealthReport", "Level", "LEVELS",
+    "check_message_queue", "Classification", "classify", "FAILURE_TYPES", "health", "HealthReport", "Level", "LEVELS",
     "parse_level", "queue_manager", "run_health_checks", "SchemaReport", "schema_problems", "send_canary",
 ]

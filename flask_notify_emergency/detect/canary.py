@@ -17,21 +17,30 @@ message came out of the message queue:
   the channel, which only the manager's own listener thread can hand to the canary's
   callback. It proves this worker hears the queue (the listener can sit in a long
   reconnect backoff after an outage while Redis already answers everyone else).
+* **Kombu message queue on RabbitMQ** (an ``amqp://`` URL, i.e. a ``KombuManager``): the
+  same two stages. The manager publishes every packet to a fanout exchange named after its
+  channel; the canary binds a private, auto-deleted queue of its own to that exchange over
+  its own connection (no retries, so a dead broker fails fast), emits, and waits for the
+  packet there. The emit itself runs in a helper thread: Kombu's publisher retries a dead
+  broker forever, and the canary must answer by its deadline all the same.
 * **No message queue** (one process): the server hands the emit to its own sockets in
   process; there is no queue that could drop it, so the canary checks that ``emit`` runs.
-* **Other pub/sub managers** (Kombu, Kafka, ZeroMQ): the emit is sent, its arrival cannot
-  be observed from here; the result says so (``verified: False``).
+
+Other message queues (Kafka, ZeroMQ, Kombu on another transport) cannot be observed, so
+:func:`check_message_queue` refuses them when the extension is set up.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 import uuid
 from typing import Any
 from urllib.parse import urlparse
 
+from ..config import ConfigError
 from ..delivery import CANARY_EVENT
 
 #: A room no browser ever joins: the canary reaches no user.
@@ -39,6 +48,10 @@ CANARY_ROOM = "notify-emergency:canary"
 #: The pseudo client id the listener stage registers its callback under.
 CANARY_SID = "notify-emergency-canary"
 _REDIS_SCHEMES = ("redis", "rediss", "unix", "valkey", "valkeys")
+#: Kombu transports the canary can watch: RabbitMQ (AMQP 0-9-1) and its fanout exchanges
+_KOMBU_SCHEMES = ("amqp", "amqps", "pyamqp")
+SUPPORTED_QUEUES = ("redis://, rediss://, unix:// (Redis) and amqp://, amqps://, pyamqp:// "
+                    "(RabbitMQ through Kombu)")
 
 
 class CanaryTimeout(TimeoutError):
@@ -53,23 +66,71 @@ def queue_manager(socketio: Any) -> Any:
     return manager if isinstance(manager, python_socketio.PubSubManager) else None
 
 
+def _manager_of(socketio: Any) -> Any:
+    """The client manager the Socket.IO server has, or will have once it starts."""
+    server = getattr(socketio, "server", None)
+    if server is not None:
+        return getattr(server, "manager", None)
+    return getattr(socketio, "server_options", {}).get("client_manager")
+
+
+def queue_kind(manager: Any) -> str | None:
+    """``"redis"``, ``"kombu"`` or ``None`` (no queue the canary can observe) for a client manager."""
+    import socketio as python_socketio
+
+    if not isinstance(manager, python_socketio.PubSubManager):
+        return None
+    url = getattr(manager, "redis_url", None)
+    if isinstance(url, str) and urlparse(url).scheme in _REDIS_SCHEMES:
+        return "redis"
+    url = getattr(manager, "url", None)
+    if (isinstance(manager, python_socketio.KombuManager) and isinstance(url, str)
+            and urlparse(url).scheme in _KOMBU_SCHEMES):
+        return "kombu"
+    return None
+
+
+def check_message_queue(socketio: Any) -> None:
+    """Refuse a Socket.IO message queue whose deliveries the canary cannot observe.
+
+    A queue that drops emits silently (as they all do when their broker is down) must be
+    seen failing, or the extension would report health it cannot know. Raises
+    :class:`~flask_notify_emergency.config.ConfigError` saying which queues work."""
+    import socketio as python_socketio
+
+    manager = _manager_of(socketio)
+    if not isinstance(manager, python_socketio.PubSubManager) or queue_kind(manager) is not None:
+        return
+    url = getattr(manager, "redis_url", None) or getattr(manager, "url", None)
+    where = f" at {urlparse(url).scheme}://…" if isinstance(url, str) and "://" in url else ""
+    raise ConfigError(
+        f"NotifyEmergency cannot check Flask-SocketIO's message queue: its "
+        f"{type(manager).__name__}{where} is not supported, because a canary message through it "
+        f"cannot be observed and a broken queue would go unnoticed. Use a message_queue URL of "
+        f"{SUPPORTED_QUEUES}.")
+
+
 def send_canary(socketio: Any, namespace: str, timeout: float) -> dict[str, Any]:
     """Send one canary; return what was verified. Raises :class:`CanaryTimeout` or the
     message queue's own error (e.g. ``redis.exceptions.ConnectionError``) when it fails."""
     token = uuid.uuid4().hex
     manager = queue_manager(socketio)
-    payload = {"token": token, "sent_at": time.time()}
+    payload: dict[str, Any] = {"token": token, "sent_at": time.time()}
     if manager is None:
         start = time.perf_counter()
         socketio.emit(CANARY_EVENT, payload, namespace=namespace, to=CANARY_ROOM)
         return {"path": "in-process", "verified": True,
                 "round_trip_ms": round((time.perf_counter() - start) * 1000, 3)}
-    url = getattr(manager, "redis_url", None)
-    if not isinstance(url, str) or urlparse(url).scheme not in _REDIS_SCHEMES:
+    kind = queue_kind(manager)
+    if kind == "kombu":
+        result = _through_kombu(socketio, manager, namespace, payload, timeout)
+    elif kind == "redis":
+        result = _through_redis(socketio, manager, manager.redis_url, namespace, payload, timeout)
+    else:
         socketio.emit(CANARY_EVENT, payload, namespace=namespace, to=CANARY_ROOM)
         return {"path": f"{getattr(manager, 'name', type(manager).__name__)} queue", "verified": False,
                 "note": "arrival through this kind of message queue cannot be observed"}
-    return _through_redis(socketio, manager, url, namespace, payload, timeout)
+    return _with_listener_stage(manager, namespace, token, result, result.pop("deadline"), timeout)
 
 
 def _through_redis(socketio: Any, manager: Any, url: str, namespace: str, payload: dict[str, Any],
@@ -108,11 +169,76 @@ def _through_redis(socketio: Any, manager: Any, url: str, namespace: str, payloa
             client.close()
         except Exception:  # closing a dead connection may fail; nothing to do about it
             pass
+    result["deadline"] = deadline
+    return result
+
+
+def _through_kombu(socketio: Any, manager: Any, namespace: str, payload: dict[str, Any],
+                   timeout: float) -> dict[str, Any]:
+    import kombu
+
+    deadline = time.monotonic() + timeout
+    seen = threading.Event()
+    token = payload["token"]
+    # our own connection, one attempt: a dead broker must fail fast, not after backoffs
+    options = dict(manager.connection_options)
+    options.update(connect_timeout=timeout, transport_options={"max_retries": 0})
+    connection = kombu.Connection(manager.url, **options)
+    try:
+        connection.connect()
+        queue = kombu.Queue(f"notify-emergency-canary.{token}", manager._exchange(), durable=False,
+                            exclusive=True, auto_delete=True)
+
+        def on_message(body: Any, message: Any) -> None:
+            message.ack()
+            if _is_ours(body, token):
+                seen.set()
+
+        # the queue is declared and bound when the consumer starts: before the emit
+        with connection.Consumer(queue, callbacks=[on_message], accept=["text/plain", "application/json"]):
+            start = time.perf_counter()
+            failed = _emit_in_background(socketio, namespace, payload)
+            while not seen.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise CanaryTimeout(f"the canary emit did not come through the Kombu message queue "
+                                        f"(exchange {manager.channel!r}) within {timeout}s")
+                if failed:
+                    raise failed[0]
+                try:
+                    connection.drain_events(timeout=min(remaining, 0.2))
+                except socket.timeout:
+                    pass
+            return {"path": "kombu queue", "verified": True, "channel": manager.channel,
+                    "round_trip_ms": round((time.perf_counter() - start) * 1000, 3), "deadline": deadline}
+    finally:
+        try:
+            connection.release()
+        except Exception:  # releasing a dead connection may fail; nothing to do about it
+            pass
+
+
+def _emit_in_background(socketio: Any, namespace: str, payload: dict[str, Any]) -> list[BaseException]:
+    """Emit from a helper thread; the returned list receives the emit's exception, if any."""
+    failed: list[BaseException] = []
+
+    def emit() -> None:
+        try:
+            socketio.emit(CANARY_EVENT, payload, namespace=namespace, to=CANARY_ROOM)
+        except Exception as exc:  # surfaces in the canary's own thread
+            failed.append(exc)
+
+    threading.Thread(target=emit, name="notify-emergency-canary-emit", daemon=True).start()
+    return failed
+
+
+def _with_listener_stage(manager: Any, namespace: str, token: str, result: dict[str, Any],
+                         deadline: float, timeout: float) -> dict[str, Any]:
     listener = getattr(manager, "thread", None)
     if listener is None or getattr(manager, "write_only", False):
         result["listener"] = "not running in this process"
         return result
-    result["listener_round_trip_ms"] = _through_listener(manager, namespace, payload["token"],
+    result["listener_round_trip_ms"] = _through_listener(manager, namespace, token,
                                                          max(0.05, deadline - time.monotonic()), timeout)
     result["listener"] = "hears the queue"
     return result
@@ -129,9 +255,13 @@ def _through_listener(manager: Any, namespace: str, token: str, remaining: float
     # the same bookkeeping Socket.IO uses for acknowledgements that come from other hosts
     ack_id = manager._generate_ack_id(CANARY_SID, on_callback)
     start = time.perf_counter()
+    packet = {"method": "callback", "host_id": manager.host_id, "sid": CANARY_SID,
+              "namespace": namespace, "id": ack_id, "args": [token]}
+    # published from a helper thread: a publisher stuck retrying a dead broker must not hold
+    # the canary past its deadline
+    threading.Thread(target=manager._publish, args=(packet,), name="notify-emergency-canary-callback",
+                     daemon=True).start()
     try:
-        manager._publish({"method": "callback", "host_id": manager.host_id, "sid": CANARY_SID,
-                          "namespace": namespace, "id": ack_id, "args": [token]})
         if not arrived.wait(remaining):
             raise CanaryTimeout(f"this worker's Socket.IO queue listener did not hear the canary within "
                                 f"{timeout}s (it may be waiting to reconnect)")

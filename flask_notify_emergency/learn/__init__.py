@@ -8,7 +8,7 @@ Uses every phase below it.
 
 from __future__ import annotations
 
-from . import kpi_report, metrics, status_report
+from . import kpi_report, metrics, prometheus, status_report
 from .drill_evaluation import evaluate_drill
 from .drills import DRILL_TYPES, MAX_DURATION, DrillError, execute_drill, get_drill, parse_participants
 from .metrics import run_health
@@ -17,6 +17,6 @@ from .recovery_validation import validate_recovery
 
 __all__ = [
     "DRILL_TYPES", "DrillError", "evaluate_drill", "execute_drill", "get_drill", "kpi_report",
-    "MAX_DURATION", "metrics", "parse_participants", "run_health", "run_procedure_tests",
+    "MAX_DURATION", "metrics", "parse_participants", "prometheus", "run_health", "run_procedure_tests",
     "status_report", "validate_recovery",
 ]

@@ -106,6 +106,13 @@ def restart_websockets(ext: Any, actor: str = "monitor", source: str = "monitor"
                 steps["queue"] = "new connection"
             except Exception as exc:
                 steps["queue"] = f"{type(exc).__name__}: {exc}"
+        elif hasattr(manager, "publisher_connection"):  # KombuManager: the next publish connects afresh
+            old, manager.publisher_connection = manager.publisher_connection, manager._connection()
+            try:
+                old.release()
+            except Exception:  # a dead connection may not close cleanly; it is dropped either way
+                pass
+            steps["queue"] = "new connection"
         listener = getattr(manager, "thread", None)
         if listener is not None and hasattr(listener, "is_alive") and not listener.is_alive():
             manager.thread = sio.server.start_background_task(manager._thread)

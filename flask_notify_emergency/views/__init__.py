@@ -13,7 +13,7 @@ from typing import Any
 from flask import Blueprint
 
 from .. import assets
-from . import admin, admin_api, admin_forms, admin_realtime, client, probes, status_page
+from . import admin, admin_api, admin_forms, admin_realtime, client, probes, prometheus, status_page
 
 __all__ = ["admin_realtime", "make_blueprint"]
 
@@ -28,6 +28,6 @@ def make_blueprint(ext_state: Any) -> Blueprint:
         static_folder=assets.static_dir(),
         static_url_path="/static",
     )
-    for part in (client, admin, admin_forms, admin_api, status_page, probes):
+    for part in (client, admin, admin_forms, admin_api, status_page, probes, prometheus):
         part.register(bp, ext_state)
     return bp

@@ -38,7 +38,8 @@ def test_configure_alerts_validates_stores_and_merges_with_config(make_app):
     assert code == 0
     assert stored_switch(app, "alert_targets") == {"email": ["admin@example.com", "ops@example.com"],
                                                    "sms": ["+1234567890"],
-                                                   "webhook": ["https://alerts.example.com/webhook"]}
+                                                   "webhook": ["https://alerts.example.com/webhook"],
+                                                   "apprise": []}
     # config first, stored after, no duplicates
     assert data["effective"]["email"] == ["ops@example.com", "admin@example.com"]
     with app.app_context():
@@ -53,7 +54,8 @@ def test_configure_alerts_validates_stores_and_merges_with_config(make_app):
     shown = invoke(app, "configure-alerts")
     assert shown.exit_code == 0 and "+4915112345678" in shown.output
     code, cleared = invoke_json(app, "configure-alerts", "--clear")
-    assert code == 0 and cleared["effective"] == {"email": ["ops@example.com"], "sms": [], "webhook": []}
+    assert code == 0 and cleared["effective"] == {"email": ["ops@example.com"], "sms": [], "webhook": [],
+                                                         "apprise": []}
 
 
 @pytest.mark.parametrize("args, complaint", [
@@ -64,6 +66,8 @@ def test_configure_alerts_validates_stores_and_merges_with_config(make_app):
     (["--sms", "+1234567890123456"], "is not an E.164 phone number"),
     (["--webhook", "ftp://alerts.example.com"], "is not an http(s) URL"),
     (["--webhook", "https://"], "is not an http(s) URL"),
+    (["--apprise", "nonsense://nowhere"], "'nonsense://***' is not an Apprise URL Apprise can use"),
+    (["--apprise", "slack://"], "is not an Apprise URL Apprise can use"),
 ])
 def test_configure_alerts_bad_input_stores_nothing(make_app, args, complaint):
     app, _ = make_app()

@@ -14,12 +14,21 @@ from tests.support.services import free_port
 
 
 class SmtpSink:
-    """An SMTP server on loopback that keeps every message it receives."""
+    """An SMTP server on loopback that keeps every message it receives.
 
-    def __init__(self) -> None:
+    ``tls`` (an ``ssl.SSLContext`` with the server's certificate) offers STARTTLS and
+    requires it before anything else, or with ``implicit_tls`` wraps every connection in
+    TLS from the start. ``logins`` (``{user: password}``) requires AUTH (only over TLS).
+    ``sessions`` records, per message, whether it came over TLS and who logged in.
+    """
+
+    def __init__(self, tls: Any = None, implicit_tls: bool = False, logins: dict[str, str] | None = None) -> None:
         from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import AuthResult
 
         self.messages: list[email.message.EmailMessage] = []
+        self.sessions: list[dict[str, Any]] = []
+        self.failed_logins: list[str] = []
         self._lock = threading.Lock()
         self.port = free_port()
         sink = self
@@ -27,11 +36,30 @@ class SmtpSink:
         class Handler:
             async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
                 msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
+                login = session.auth_data if isinstance(session.auth_data, str) else None
                 with sink._lock:
                     sink.messages.append(msg)  # type: ignore[arg-type]
+                    encrypted = session.ssl is not None or server.transport.get_extra_info("ssl_object") is not None
+                    sink.sessions.append({"tls": encrypted, "login": login})
                 return "250 OK"
 
-        self._controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> Any:
+            user, password = auth_data.login.decode(), auth_data.password.decode()
+            ok = logins is not None and logins.get(user) == password
+            if not ok:
+                with sink._lock:
+                    sink.failed_logins.append(user)
+            return AuthResult(success=ok, handled=False, auth_data=user if ok else None)
+
+        options: dict[str, Any] = {}
+        if tls is not None and implicit_tls:
+            options["ssl_context"] = tls
+        elif tls is not None:
+            options.update(tls_context=tls, require_starttls=True)
+        if logins is not None:
+            # an implicit-TLS connection is encrypted from the start; aiosmtpd only knows STARTTLS
+            options.update(authenticator=authenticator, auth_required=True, auth_require_tls=not implicit_tls)
+        self._controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, **options)
         self._controller.start()
 
     def received(self) -> list[email.message.EmailMessage]:

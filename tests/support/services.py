@@ -1,4 +1,4 @@
-"""Reaching the real Redis, MariaDB and PostgreSQL of the test machine.
+"""Reaching the real Redis, MariaDB, PostgreSQL and RabbitMQ of the test machine.
 
 Locally a missing service skips the tests that need it, with a reason. In CI
 (``CI=true`` or ``NOTIFY_EMERGENCY_REQUIRE_SERVICES=1``) it fails them instead.
@@ -16,6 +16,8 @@ import pytest
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 MARIADB_URL = os.environ.get("TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+
+RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
 T = TypeVar("T")
 

@@ -19,6 +19,8 @@ PUBLIC = {"static", "banners", "status_page", "status_page_json", "livez", "read
 USERS = {"poll"}
 #: Admin POSTs that need no input: without a body they act (and redirect or answer 200).
 NO_INPUT = {"action_health", "api_health_run", "action_recover", "api_auto_recover"}
+#: Admin or a bearer token: a scraper is told 401 (``WWW-Authenticate: Bearer``), not sent to a login page.
+SCRAPED = {"metrics"}
 #: Admin POSTs whose input is the id in the URL: the first dismisses, the second is refused.
 BY_URL_ID = {"banner_dismiss", "api_banner_dismiss"}
 
@@ -66,6 +68,8 @@ def expected(role: str, endpoint: str, method: str, path: str) -> set[int]:
         return {200}
     if endpoint in USERS:
         return {401} if role == "anonymous" else {200}
+    if role == "anonymous" and endpoint in SCRAPED:
+        return {401}
     if role == "anonymous":
         return {401} if api else {302}
     if role == "user":

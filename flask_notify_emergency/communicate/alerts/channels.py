@@ -1,21 +1,24 @@
-"""Alert channels: email (SMTP), SMS (an HTTP gateway), webhooks, and in-app notifications.
+"""Alert channels: email (SMTP), SMS (an HTTP gateway), webhooks, Apprise, and in-app notifications.
 
 Each channel lists its targets and sends one message to one target, raising on failure
-(the caller turns that into a result row). Email, SMS and webhook targets come from the
-config (``NOTIFY_EMERGENCY_ALERT_EMAILS`` / ``_ALERT_SMS_NUMBERS`` / ``_ALERT_WEBHOOKS``)
-plus those stored with ``configure-alerts`` (:mod:`..alert_targets`, when present); in-app
-targets are the admins from ``NOTIFY_EMERGENCY_ADMIN_USER_IDS``.
+(the caller turns that into a result row). Email, SMS, webhook and Apprise targets come from
+the config (``NOTIFY_EMERGENCY_ALERT_EMAILS`` / ``_ALERT_SMS_NUMBERS`` / ``_ALERT_WEBHOOKS`` /
+``_ALERT_APPRISE_URLS``) plus those stored with ``configure-alerts`` (:mod:`..alert_targets`,
+when present); in-app targets are the admins from ``NOTIFY_EMERGENCY_ADMIN_USER_IDS``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import smtplib
+import ssl
 import urllib.request
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
 
+from ...config import redact_apprise_url
 from ...detect import LEVELS
 from .targets import effective_targets
 
@@ -44,7 +47,8 @@ def _targets(ext: Any, channel: str, config_key: str) -> list[str]:
 
 
 class EmailChannel:
-    """Plain-text mail through ``NOTIFY_EMERGENCY_SMTP_HOST``:``SMTP_PORT``."""
+    """Plain-text mail through ``NOTIFY_EMERGENCY_SMTP_HOST``:``SMTP_PORT`` (``SMTP_SECURITY``:
+    in clear, STARTTLS or implicit TLS; ``SMTP_USERNAME`` / ``SMTP_PASSWORD`` to log in)."""
 
     name = "email"
     config_key = "NOTIFY_EMERGENCY_ALERT_EMAILS"
@@ -64,7 +68,18 @@ def send_mail(ext: Any, to: str, subject: str, body: str, timeout: float) -> Non
     msg["From"] = cfg["NOTIFY_EMERGENCY_SMTP_SENDER"]
     msg["To"] = to
     msg.set_content(body)
-    with smtplib.SMTP(cfg["NOTIFY_EMERGENCY_SMTP_HOST"], cfg["NOTIFY_EMERGENCY_SMTP_PORT"], timeout=timeout) as smtp:
+    host, port = cfg["NOTIFY_EMERGENCY_SMTP_HOST"], cfg["NOTIFY_EMERGENCY_SMTP_PORT"]
+    security = cfg["NOTIFY_EMERGENCY_SMTP_SECURITY"]
+    context = ssl.create_default_context(cafile=cfg["NOTIFY_EMERGENCY_SMTP_CA_FILE"]) if security != "none" else None
+    smtp = (smtplib.SMTP_SSL(host, port, timeout=timeout, context=context) if security == "tls"
+            else smtplib.SMTP(host, port, timeout=timeout))
+    with smtp:
+        if security == "starttls":
+            # raises SMTPNotSupportedError when the server offers no STARTTLS: never falls
+            # back to sending (or logging in) in clear
+            smtp.starttls(context=context)
+        if cfg["NOTIFY_EMERGENCY_SMTP_USERNAME"]:
+            smtp.login(cfg["NOTIFY_EMERGENCY_SMTP_USERNAME"], cfg["NOTIFY_EMERGENCY_SMTP_PASSWORD"])
         smtp.send_message(msg)
 
 
@@ -112,6 +127,43 @@ class WebhookChannel:
         _post_json(target, alert.as_json(), timeout)
 
 
+class AppriseChannel:
+    """Any service Apprise speaks (Slack, Teams, PagerDuty, Opsgenie, ntfy, Matrix, …), one
+    Apprise URL per target; needs the ``apprise`` package (the ``[apprise]`` extra)."""
+
+    name = "apprise"
+    config_key = "NOTIFY_EMERGENCY_ALERT_APPRISE_URLS"
+
+    def targets(self, ext: Any) -> list[str]:
+        return _targets(ext, self.name, self.config_key)
+
+    @staticmethod
+    def label(target: str) -> str:
+        """How a target is shown in results and the audit log: its secrets masked."""
+        return redact_apprise_url(target)
+
+    def send(self, ext: Any, target: str, alert: Alert, timeout: float) -> None:
+        import apprise
+
+        notifier = apprise.Apprise()
+        if not notifier.add(target):
+            raise ValueError(f"Apprise cannot use {self.label(target)}: check the URL's form")
+        for service in notifier:
+            # Apprise's own time limits, set to the alert's: connect and read
+            service.socket_connect_timeout = service.socket_read_timeout = timeout
+        if alert.kind == "resolved":
+            notify_type = apprise.NotifyType.SUCCESS
+        else:
+            notify_type = {1: apprise.NotifyType.FAILURE, 2: apprise.NotifyType.FAILURE,
+                           3: apprise.NotifyType.WARNING}.get(alert.level, apprise.NotifyType.INFO)
+        # Apprise answers only True/False; the reason is what it logs
+        with apprise.LogCapture(level=logging.WARNING) as log:
+            delivered = notifier.notify(title=alert.subject, body=alert.body, notify_type=notify_type)
+        if not delivered:
+            reason = " ".join(log.getvalue().split()) or "no reason given"
+            raise OSError(f"Apprise could not notify {self.label(target)}: {reason}")
+
+
 class InAppChannel:
     """A critical notification to each admin, through the extension's own ``send()``
     (in emergency mode it reaches them by flash and polling, like any notification)."""
@@ -135,4 +187,5 @@ class InAppChannel:
                                 data={"alert": alert.kind, "event_id": alert.event_id, "level": alert.level})
 
 
-CHANNELS: dict[str, Any] = {c.name: c for c in (InAppChannel(), EmailChannel(), SmsChannel(), WebhookChannel())}
+CHANNELS: dict[str, Any] = {c.name: c for c in (InAppChannel(), EmailChannel(), SmsChannel(), WebhookChannel(),
+                                                 AppriseChannel())}

@@ -5,8 +5,8 @@ Escalation matrix (the runbook's "Escalation Matrix", by the event's level):
 =====  ==========  ==========================================
 level  name        channels
 =====  ==========  ==========================================
-1      critical    in-app to every admin, email, SMS, webhooks
-2      high        in-app to every admin, email, SMS
+1      critical    in-app to every admin, email, SMS, webhooks, Apprise
+2      high        in-app to every admin, email, SMS, Apprise
 3      medium      email
 4      low         in-app to every admin
 =====  ==========  ==========================================
@@ -33,8 +33,8 @@ from .targets import effective_targets
 log = logging.getLogger("flask_notify_emergency")
 
 ESCALATION: dict[int, tuple[str, ...]] = {
-    1: ("in_app", "email", "sms", "webhook"),
-    2: ("in_app", "email", "sms"),
+    1: ("in_app", "email", "sms", "webhook", "apprise"),
+    2: ("in_app", "email", "sms", "apprise"),
     3: ("email",),
     4: ("in_app",),
 }
@@ -96,9 +96,10 @@ def send_alert(ext: Any, subject: str, body: str, severity: Any, event_id: int |
     for name, target in [j for j in jobs if j[0] == "in_app"]:
         try:
             CHANNELS[name].send(ext, target, alert, timeout)
-            rows.append({"channel": name, "target": target, "ok": True, "error": None})
+            rows.append({"channel": name, "target": _label(name, target), "ok": True, "error": None})
         except Exception as exc:
-            rows.append({"channel": name, "target": target, "ok": False, "error": f"{type(exc).__name__}: {exc}"})
+            rows.append({"channel": name, "target": _label(name, target), "ok": False,
+                         "error": f"{type(exc).__name__}: {exc}"})
     jobs = [j for j in jobs if j[0] != "in_app"]
     if jobs:
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(jobs)),
@@ -107,13 +108,19 @@ def send_alert(ext: Any, subject: str, body: str, severity: Any, event_id: int |
             for name, target, future in futures:
                 try:
                     future.result(timeout=timeout + 1)
-                    rows.append({"channel": name, "target": target, "ok": True, "error": None})
+                    rows.append({"channel": name, "target": _label(name, target), "ok": True, "error": None})
                 except Exception as exc:
                     error = "no answer in time" if isinstance(exc, concurrent.futures.TimeoutError) else \
                         f"{type(exc).__name__}: {exc}"
-                    rows.append({"channel": name, "target": target, "ok": False, "error": error})
+                    rows.append({"channel": name, "target": _label(name, target), "ok": False, "error": error})
     _audit(ext, actor, source, kind, level, subject, rows, event_id)
     return rows
+
+
+def _label(channel: str, target: str) -> str:
+    """A target as results and the audit log show it (an Apprise URL's tokens masked)."""
+    label = getattr(CHANNELS[channel], "label", None)
+    return label(target) if label is not None else target
 
 
 def send_email(ext: Any, recipients: Iterable[str], subject: str, body: str) -> list[dict[str, Any]]:
@@ -221,14 +228,14 @@ def init_app(app: Any, ext: Any) -> None:
 
 def test_alerts(ext: Any, *, actor: str, source: str = "cli") -> dict[str, Any]:
     """Send one test alert through every channel that has a target (email, SMS, webhooks,
-    in-app to the admins); each target's result. LookupError when there is none."""
+    Apprise, in-app to the admins); each target's result. LookupError when there is none."""
     targets = effective_targets(ext)
     # every channel that has somewhere to send to, in-app (the admins) included
     channels = [name for name, channel in CHANNELS.items()
                 if (targets[name] if name in targets else channel.targets(ext))]
     if not channels:
         raise LookupError("no alert targets are configured: add some with configure-alerts "
-                          "(or NOTIFY_EMERGENCY_ALERT_EMAILS / _SMS_NUMBERS / _WEBHOOKS).")
+                          "(or NOTIFY_EMERGENCY_ALERT_EMAILS / _SMS_NUMBERS / _WEBHOOKS / _APPRISE_URLS).")
     results = send_alert(ext, "Test alert from flask-notify-emergency",
                          f"This is a test of the emergency alert channels, sent by {actor}. "
                          "No action is needed.", "info", channels=channels, kind="test",

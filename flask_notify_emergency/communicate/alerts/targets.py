@@ -1,7 +1,7 @@
 """Who receives emergency alerts: the configured targets plus those set at run time.
 
-``NOTIFY_EMERGENCY_ALERT_EMAILS`` / ``_ALERT_SMS_NUMBERS`` / ``_ALERT_WEBHOOKS`` are the
-deploy-time targets. ``configure-alerts`` stores more in the control table (key
+``NOTIFY_EMERGENCY_ALERT_EMAILS`` / ``_ALERT_SMS_NUMBERS`` / ``_ALERT_WEBHOOKS`` /
+``_ALERT_APPRISE_URLS`` are the deploy-time targets. ``configure-alerts`` stores more in the control table (key
 ``alert_targets``), so an operator can add a phone number during an emergency without a
 redeploy; every worker reads the same row. Alerts go to both, without duplicates.
 """
@@ -12,10 +12,12 @@ import re
 import urllib.parse
 from typing import Any, Iterable
 
+from ...config import apprise_problem, redact_apprise_url
+
 KEY = "alert_targets"
-CHANNELS = ("email", "sms", "webhook")
+CHANNELS = ("email", "sms", "webhook", "apprise")
 CONFIG_KEYS = {"email": "NOTIFY_EMERGENCY_ALERT_EMAILS", "sms": "NOTIFY_EMERGENCY_ALERT_SMS_NUMBERS",
-               "webhook": "NOTIFY_EMERGENCY_ALERT_WEBHOOKS"}
+               "webhook": "NOTIFY_EMERGENCY_ALERT_WEBHOOKS", "apprise": "NOTIFY_EMERGENCY_ALERT_APPRISE_URLS"}
 MAX_PER_CHANNEL = 50
 
 _EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -65,13 +67,29 @@ def parse_urls(values: Iterable[str] | str | None, option: str = "--webhook") ->
     return _limit(urls, option)
 
 
+def parse_apprise_urls(values: Iterable[str] | str | None, option: str = "--apprise") -> list[str]:
+    """URLs Apprise can use (``slack://…``, ``pagerduty://…``, ``json://…``), or ValueError
+    naming the first it cannot (or saying that the apprise package is missing).
+
+    Not split at commas: Apprise URLs may carry commas in their query."""
+    if values is None:
+        return []
+    urls = list(dict.fromkeys(v.strip() for v in ([values] if isinstance(values, str) else values) if v.strip()))
+    for url in urls:
+        problem = apprise_problem(url)
+        if problem:
+            raise ValueError(f"{option} {problem}" if problem.startswith("needs")
+                             else f"{option} {redact_apprise_url(url)!r} {problem.split(' ', 1)[1]}")
+    return _limit(urls, option)
+
+
 def _limit(values: list[str], option: str) -> list[str]:
     if len(values) > MAX_PER_CHANNEL:
         raise ValueError(f"{option} lists {len(values)} targets; at most {MAX_PER_CHANNEL}.")
     return values
 
 
-PARSERS = {"email": parse_emails, "sms": parse_phones, "webhook": parse_urls}
+PARSERS = {"email": parse_emails, "sms": parse_phones, "webhook": parse_urls, "apprise": parse_apprise_urls}
 
 
 def stored_targets(ext: Any) -> dict[str, list[str]]:
@@ -103,20 +121,23 @@ def effective_targets(ext: Any) -> dict[str, list[str]]:
 
 
 def configure(ext: Any, *, actor: str, source: str = "cli", email: Any = None, sms: Any = None,
-              webhook: Any = None, clear: bool = False) -> dict[str, Any]:
+              webhook: Any = None, apprise: Any = None, clear: bool = False) -> dict[str, Any]:
     """Replace the stored targets of each channel given (``clear``: drop all stored ones first).
 
     ValueError (nothing stored) if any value is malformed.
     """
-    given = {"email": email, "sms": sms, "webhook": webhook}
+    given = {"email": email, "sms": sms, "webhook": webhook, "apprise": apprise}
     parsed = {channel: PARSERS[channel](value) for channel, value in given.items() if value is not None}
     if not parsed and not clear:
-        raise ValueError("nothing to configure: give --email, --sms and/or --webhook (or --clear).")
+        raise ValueError("nothing to configure: give --email, --sms, --webhook and/or --apprise (or --clear).")
     targets = {channel: [] for channel in CHANNELS} if clear else stored_targets(ext)
     targets.update(parsed)
     ext.control.write(KEY, targets, actor)
     ext.audit.record(actor, "configure-alerts", source,
                      {"email": parsed.get("email"), "sms": parsed.get("sms"),
-                      "webhook": parsed.get("webhook"), "clear": clear})
+                      "webhook": parsed.get("webhook"),
+                      # the audit log is read by many: Apprise URLs carry tokens
+                      "apprise": [redact_apprise_url(u) for u in parsed["apprise"]] if "apprise" in parsed else None,
+                      "clear": clear})
     return {"ok": True, "stored": targets, "configured": configured_targets(ext),
             "effective": effective_targets(ext)}
