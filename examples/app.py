@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import sqlalchemy
 from flask import Flask, flash, redirect, render_template, request, url_for
 from flask_login import LoginManager, UserMixin, login_required, login_user, logout_user
 from flask_socketio import SocketIO
@@ -71,12 +72,17 @@ def create_app(config: dict[str, Any] | None = None) -> tuple[Flask, SocketIO]:
                           lambda: [str(u.id) for u in User.query.filter_by(is_admin=True)])
     notify = NotifyEmergency(app, db=db, socketio=socketio)
 
-    with app.app_context():
-        db.create_all()
-        for name, password, admin in DEMO_USERS:
-            if User.query.filter_by(username=name).first() is None:
-                db.session.add(User(username=name, password=password, is_admin=admin))
-        db.session.commit()
+    try:
+        with app.app_context():
+            db.create_all()
+            for name, password, admin in DEMO_USERS:
+                if User.query.filter_by(username=name).first() is None:
+                    db.session.add(User(username=name, password=password, is_admin=admin))
+            db.session.commit()
+    except sqlalchemy.exc.OperationalError as exc:
+        # the app still starts (and `flask emergency ...` still runs) while the database is
+        # down; the tables and demo users are made on the next start with the database up
+        app.logger.info("demo: database unreachable, tables not created: %s", str(exc).splitlines()[0])
 
     @app.route("/")
     @login_required

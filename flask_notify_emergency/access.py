@@ -7,6 +7,7 @@ import hmac
 import secrets
 from typing import Any, Callable, TypeVar
 
+import sqlalchemy as sa
 from flask import abort, current_app, jsonify, redirect, request, session, url_for
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -50,9 +51,25 @@ def default_is_admin(user: Any) -> bool:
 
 
 def is_admin() -> bool:
-    user = current_user_obj()
+    return user_is_admin(current_user_obj())
+
+
+def user_is_admin(user: Any) -> bool:
+    """The admin check (``NOTIFY_EMERGENCY_IS_ADMIN`` or :func:`default_is_admin`) for ``user``."""
     check = current_app.config["NOTIFY_EMERGENCY_IS_ADMIN"] or default_is_admin
     return bool(user is not None and getattr(user, "is_authenticated", False) and check(user))
+
+
+def load_user(app: Any, user_id: str) -> Any:
+    """The user ``user_id`` names now, through Flask-Login's user loader (None: gone, or no
+    loader). Needs an app context."""
+    loader = getattr(getattr(app, "login_manager", None), "_user_callback", None)
+    if loader is None:
+        return None
+    try:
+        return loader(user_id)
+    except (ValueError, TypeError, OverflowError, sa.exc.DataError):
+        return None  # not an id the loader (or its database) can take
 
 
 def actor_name() -> str:
@@ -75,9 +92,14 @@ def csrf_token() -> str:
 def check_csrf() -> None:
     """Abort with 400 unless the request carries this session's CSRF token."""
     expected = session.get(CSRF_SESSION_KEY)
+    body = request.get_json(silent=True) if request.is_json else None
+    if request.is_json and not isinstance(body, dict) and request.get_data(cache=True):
+        got = "text that is not JSON" if body is None and request.get_data() != b"null" else type(body).__name__
+        abort(400, description="The JSON body must be an object, like {\"csrf_token\": \"...\"}; "
+                               f"got {got}.")
     sent = request.headers.get(CSRF_HEADER) or request.form.get(CSRF_FIELD)
-    if sent is None and request.is_json:
-        sent = (request.get_json(silent=True) or {}).get(CSRF_FIELD)
+    if sent is None and body is not None:
+        sent = body.get(CSRF_FIELD)
     if not expected or not sent or not hmac.compare_digest(str(expected), str(sent)):
         abort(400, description="Missing or invalid CSRF token: reload the page and try again.")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -15,6 +16,8 @@ PREFIX = "NOTIFY_EMERGENCY_"
 PRIORITIES = ("low", "normal", "high", "critical")
 MODES = ("normal", "emergency", "legacy")
 BANNER_LEVELS = ("info", "warning", "danger", "critical")
+#: The years a banner's start and end may fall in (every database stores them; no overflow).
+BANNER_YEARS = (1970, 9998)
 
 
 class ConfigError(ValueError):
@@ -181,6 +184,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("BLUEPRINT_NAME", "notify_emergency", "Name of the extension's blueprint.", _str),
     S("CLI_GROUP", "emergency", "Name of the `flask` command group (None: no CLI).", _optional_str),
     S("BASE_TEMPLATE", "notify_emergency/base.html", "Template the dashboard pages extend.", _str),
+    S("LOG_FILE", None, "File the `flask emergency` commands append their full log to, tracebacks included (default: `<instance_path>/notify-emergency.log`; the system temp directory, with a note, when that is not writable).", _optional_str),
     S("DASHBOARD_REFRESH_SECONDS", 5.0, "Seconds between the dashboard's live pushes (and its polls while the admin socket is down).", _positive_number),
     S("LOGIN_VIEW", None, "Endpoint anonymous admins are sent to (default: Flask-Login's `login_view`).", _optional_str),
     # --- health, classification, recovery -------------------------------------------------
@@ -271,6 +275,18 @@ def validate(config: dict[str, Any]) -> None:
 
 
 SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "KEY", "URI", "URL", "DSN")
+#: Words that make a query parameter, a command-line option or an ``X=Y`` argument a secret.
+SECRET_PARTS = ("password", "passwd", "pwd", "secret", "token", "key", "auth", "credential",
+                "signature", "sig")
+#: Webhook addresses whose path is itself the credential: (host suffix, path prefix kept).
+TOKEN_PATH_WEBHOOKS = (("hooks.slack.com", "/services/"), ("hooks.slack.com", "/workflows/"),
+                       ("discord.com", "/api/webhooks/"), ("discordapp.com", "/api/webhooks/"),
+                       ("webhook.office.com", "/webhookb2/"), ("chat.googleapis.com", "/v1/spaces/"),
+                       ("api.telegram.org", "/bot"))
+REDACTED = "***"
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+#: A path segment that looks like a generated token: long, letters and digits mixed.
+_TOKEN_SEGMENT = re.compile(r"^(?=.*[0-9])(?=.*[A-Za-z])[A-Za-z0-9_\-.~]{20,}$")
 
 
 def redacted(config: dict[str, Any]) -> dict[str, Any]:
@@ -283,27 +299,101 @@ def redacted(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _names_secret(name: str) -> bool:
+    lowered = name.lower()
+    return any(part in lowered for part in SECRET_PARTS)
+
+
 def redact_value(key: str, value: Any) -> Any:
-    """Redact a value whose key names a secret; strip passwords from URLs."""
+    """Redact a value whose key names a secret, and every credential inside any value: URLs
+    (in strings, lists and dicts), secret query parameters, tokens in webhook paths, and
+    secret options of command lines (``SERVICE_COMMANDS``)."""
     if callable(value):
         return f"<callable {getattr(value, '__name__', type(value).__name__)}>"
     if "APPRISE" in key.upper() and isinstance(value, (list, tuple)):
         return [redact_apprise_url(str(v)) for v in value]
-    if isinstance(value, str) and "://" in value:
-        return redact_url(value)
-    if any(word in key.upper() for word in SECRET_WORDS if word not in ("URL", "URI")) and value:
-        return "***"
+    if any(word in key.upper() for word in SECRET_WORDS if word not in ("URL", "URI")) and \
+            value and not isinstance(value, (dict, list, tuple, bool, int, float)):
+        return REDACTED
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {k: (REDACTED if isinstance(k, str) and _names_secret(k) and isinstance(v, str) and v
+                    else redact_value(str(k), v)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        if all(isinstance(v, str) for v in value):
+            return redact_arguments(list(value))
+        return [redact_value(key, v) for v in value]
     return value
 
 
+def redact_text(text: str) -> str:
+    """Every URL in ``text`` redacted (:func:`redact_url`)."""
+    if "://" not in text:
+        return text
+    return _URL.sub(lambda m: redact_url(m.group(0)), text)
+
+
+def redact_arguments(args: list[str]) -> list[str]:
+    """A command line with its secrets redacted: ``--password=x``, ``--token x``, ``-u user:pw``,
+    ``PASSWORD=x``, ``Authorization: Bearer x``, and credentials in URLs."""
+    out: list[str] = []
+    hide_next = False
+    for arg in args:
+        if hide_next:
+            hide_next = False
+            if out and out[-1] in ("-u", "--user"):  # curl's user[:password]
+                out.append(arg.split(":", 1)[0] + ":" + REDACTED if ":" in arg else arg)
+            else:
+                out.append(REDACTED)
+            continue
+        name, eq, value = arg.partition("=")
+        header, colon, header_value = arg.partition(":")
+        if arg.startswith("-") and not eq and (_names_secret(arg) or arg in ("-u", "--user")):
+            out.append(arg)
+            hide_next = True
+        elif eq and "://" not in name and _names_secret(name) and value:
+            out.append(f"{name}={REDACTED}")
+        elif colon and "://" not in arg and header.strip().lower() in ("authorization", "proxy-authorization",
+                                                                      "x-api-key", "api-key"):
+            out.append(f"{header}: {REDACTED}")
+        else:
+            out.append(redact_text(arg))
+    return out
+
+
 def redact_url(url: str) -> str:
-    """``scheme://user:secret@host`` -> ``scheme://user:***@host``."""
-    scheme, sep, rest = url.partition("://")
-    if "@" not in rest:
-        return url
-    creds, _, host = rest.rpartition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{host}" if ":" in creds else url
+    """A URL without its credentials: ``scheme://user:***@host``, ``scheme://***@host`` for a
+    user part alone (often a token), secret query parameters as ``***``, and the token in a
+    webhook path (Slack's ``hooks.slack.com/services/…``, Discord's, Teams', or any long
+    generated-looking path segment) as ``***``."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:  # not a URL we can take apart: hide everything after the scheme
+        scheme, sep, _ = url.partition("://")
+        return f"{scheme}{sep}{REDACTED}"
+    netloc = parts.netloc
+    if "@" in netloc:
+        creds, _, host = netloc.rpartition("@")
+        user, colon, _ = creds.partition(":")
+        netloc = f"{user}:{REDACTED}@{host}" if colon else f"{REDACTED}@{host}"
+    path = parts.path
+    host_name = (parts.hostname or "").lower()
+    kept = next((prefix for suffix, prefix in TOKEN_PATH_WEBHOOKS
+                 if (host_name == suffix or host_name.endswith("." + suffix)) and path.startswith(prefix)), None)
+    if kept is not None:
+        path = kept + REDACTED
+    else:
+        path = "/".join(REDACTED if _TOKEN_SEGMENT.match(seg) else seg for seg in path.split("/"))
+    query = parts.query
+    if query:
+        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+        query = "&".join(f"{urllib.parse.quote(k, safe='[]')}={REDACTED if _names_secret(k) and v else urllib.parse.quote(v, safe='/:,')}"
+                         for k, v in pairs)
+    fragment = parts.fragment
+    if fragment and ("=" in fragment or _TOKEN_SEGMENT.match(fragment)):
+        fragment = REDACTED
+    return urllib.parse.urlunsplit((parts.scheme, netloc, path, query, fragment))
 
 
 def redact_apprise_url(url: str) -> str:

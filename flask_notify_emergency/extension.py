@@ -6,6 +6,7 @@ import time
 import uuid
 from typing import Any, Callable
 
+import sqlalchemy as sa
 from flask import Flask, current_app
 
 from . import cli, signals
@@ -13,6 +14,7 @@ from . import config as cfgmod
 from .audit import AuditLog
 from .automation import WorkerStart, monitor
 from .communicate import alerts
+from .detect import EvidenceLog, evidence
 from .control import Control
 from .delivery import (  # noqa: F401 (re-exported)
     CallableNotifier,
@@ -41,7 +43,7 @@ class NotifyEmergencyState:
     """Everything the extension keeps for one app, in ``app.extensions["notify_emergency"]``."""
 
     def __init__(self, app: Flask, db: Any, socketio: Any, notifier: Any,
-                 user_exists: Callable[[str], bool] | None) -> None:
+                 canonical_id: Callable[[str], str | None] | None) -> None:
         cfg = app.config
         self.app = app
         #: the NotifyEmergency that registered this state (its class builds sandbox apps)
@@ -71,6 +73,7 @@ class NotifyEmergencyState:
             self.state = SharedState(self._load_state, refresh)
         self.control.state = self.state
         self.audit = AuditLog(self.engine, self.models)
+        self.evidence = EvidenceLog(self.state)
         self.breaker = CircuitBreaker(self.state, cfg, self._breaker_changed, write=self._write_breaker)
         if notifier is not None:
             self.notifier: Any = CallableNotifier(notifier, cfg["NOTIFY_EMERGENCY_NOTIFIER_TIMEOUT"])
@@ -80,7 +83,7 @@ class NotifyEmergencyState:
         else:
             self.notifier = None
         self.worker_start = WorkerStart()
-        self.dispatcher = Dispatcher(app, self.store, self.state, self.breaker, self.notifier, user_exists)
+        self.dispatcher = Dispatcher(app, self.store, self.state, self.breaker, self.notifier, canonical_id)
         self._banner_cache: list[dict[str, Any]] | None = None
         self._banner_version: Any = None
         self._banner_at = 0.0
@@ -158,7 +161,8 @@ class NotifyEmergency:
     :param socketio: the host's Flask-SocketIO object, the primary (real-time) notifier.
     :param notifier: instead of ``socketio``, any ``callable(user_id, payload)`` returning
         True (delivered), None (dispatched, ack later via :meth:`acknowledge`) or raising.
-    :param user_exists: ``callable(user_id) -> bool``; default: Flask-Login's user loader.
+    :param user_exists: ``callable(user_id) -> bool``; default: Flask-Login's user loader, whose
+        user's ``get_id()`` is then the form the id is stored in (``"03"`` is stored as ``"3"``).
     """
 
     def __init__(self, app: Flask | None = None, *, db: Any = None, socketio: Any = None,
@@ -191,12 +195,14 @@ class NotifyEmergency:
         cfgmod.validate(app.config)
         if socketio is not None:
             check_message_queue(socketio)
-        user_exists = user_exists or self.user_exists or _login_user_exists(app)
-        ext_state = NotifyEmergencyState(app, db, socketio, notifier, user_exists)
+        user_exists = user_exists or self.user_exists
+        canonical_id = _checked_id(user_exists) if user_exists is not None else _login_user_id(app)
+        ext_state = NotifyEmergencyState(app, db, socketio, notifier, canonical_id)
         ext_state.extension = self
         app.extensions[EXTENSION_KEY] = ext_state
 
         fallbacks.connect_receivers(app, ext_state)
+        evidence.connect_receivers(app, ext_state)
         ext_state.worker_start.add(ext_state.dispatcher.start_sweeper)
         app.before_request(ext_state.worker_start.before_request)
         app.before_request(lambda: fallbacks.flash_pending(ext_state))
@@ -255,18 +261,32 @@ def _current_app() -> Flask:
                            "CLI command, or within 'with app.app_context():'.") from None
 
 
-def _login_user_exists(app: Flask) -> Callable[[str], bool] | None:
-    """Use Flask-Login's user loader to check that a user id exists."""
+def _checked_id(user_exists: Callable[[str], bool]) -> Callable[[str], str | None]:
+    """A host's ``user_exists(user_id) -> bool`` as a canonical-id function: the id as given."""
+    def canonical(user_id: str) -> str | None:
+        return user_id if user_exists(user_id) else None
+
+    return canonical
+
+
+def _login_user_id(app: Flask) -> Callable[[str], str | None] | None:
+    """Through Flask-Login's user loader: the loaded user's ``get_id()`` (the form the session
+    carries, so "03" or "٣" becomes "3"), or None when no user loads."""
     manager = getattr(app, "login_manager", None)
     loader = getattr(manager, "_user_callback", None)
     if loader is None:
         return None
 
-    def exists(user_id: str) -> bool:
+    def canonical(user_id: str) -> str | None:
         with app.app_context():
-            return loader(user_id) is not None
+            try:
+                user = loader(user_id)
+            except (ValueError, TypeError, OverflowError, sa.exc.DataError):
+                return None  # an id the loader (or its database) cannot even take as an id
+            uid = user.get_id() if user is not None else None
+        return None if uid is None else str(uid)
 
-    return exists
+    return canonical
 
 
 def _register_optional(app: Flask, ext_state: NotifyEmergencyState) -> None:

@@ -12,10 +12,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 
 _BY_DB: dict[int, "Models"] = {}
 
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+#: The largest id a row can have (ids are signed 64-bit); a larger number names no row.
+MAX_ROW_ID = 2**63 - 1
+#: Every stored time: microseconds everywhere (MariaDB/MySQL's DATETIME keeps whole seconds
+#: unless given fsp=6; PostgreSQL's TIMESTAMP and SQLite's text keep microseconds anyway).
+#: Tables created before this kept seconds on MariaDB: see docs/health-and-recovery.md.
+Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 
 def utcnow() -> dt.datetime:
@@ -69,14 +76,14 @@ def _build(db: Any) -> Models:
         category = sa.Column(sa.String(64), nullable=False, default="system")
         data = sa.Column(sa.JSON, nullable=True)
         action_url = sa.Column(sa.String(500), nullable=True)
-        created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+        created_at = sa.Column(Timestamp, nullable=False, default=utcnow)
         delivered = sa.Column(sa.Boolean, nullable=False, default=False)
-        delivered_at = sa.Column(sa.DateTime, nullable=True)
+        delivered_at = sa.Column(Timestamp, nullable=True)
         channel = sa.Column(sa.String(16), nullable=True)
         attempts = sa.Column(sa.Integer, nullable=False, default=0)
-        expires_at = sa.Column(sa.DateTime, nullable=True)
+        expires_at = sa.Column(Timestamp, nullable=True)
         #: while a real-time delivery awaits its acknowledgement, fallbacks leave the row alone
-        realtime_deadline = sa.Column(sa.DateTime, nullable=True)
+        realtime_deadline = sa.Column(Timestamp, nullable=True)
         claim_token = sa.Column(sa.String(32), nullable=True)
 
         def to_dict(self) -> dict[str, Any]:
@@ -91,11 +98,11 @@ def _build(db: Any) -> Models:
         message = sa.Column(sa.Text, nullable=False)
         level = sa.Column(sa.String(16), nullable=False, default="warning")
         kind = sa.Column(sa.String(16), nullable=False, default="broadcast")
-        created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+        created_at = sa.Column(Timestamp, nullable=False, default=utcnow)
         created_by = sa.Column(sa.String(128), nullable=True)
-        starts_at = sa.Column(sa.DateTime, nullable=True)
-        ends_at = sa.Column(sa.DateTime, nullable=True)
-        dismissed_at = sa.Column(sa.DateTime, nullable=True)
+        starts_at = sa.Column(Timestamp, nullable=True)
+        ends_at = sa.Column(Timestamp, nullable=True)
+        dismissed_at = sa.Column(Timestamp, nullable=True)
         dismissed_by = sa.Column(sa.String(128), nullable=True)
 
     class EmergencyEvent(db.Model):
@@ -112,11 +119,11 @@ def _build(db: Any) -> Models:
         evidence = sa.Column(sa.JSON, nullable=True)
         affected_users = sa.Column(sa.Integer, nullable=False, default=0)
         triggered_by = sa.Column(sa.String(128), nullable=True)
-        started_at = sa.Column(sa.DateTime, nullable=True)
-        detected_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
-        acknowledged_at = sa.Column(sa.DateTime, nullable=True)
+        started_at = sa.Column(Timestamp, nullable=True)
+        detected_at = sa.Column(Timestamp, nullable=False, default=utcnow)
+        acknowledged_at = sa.Column(Timestamp, nullable=True)
         acknowledged_by = sa.Column(sa.String(128), nullable=True)
-        resolved_at = sa.Column(sa.DateTime, nullable=True)
+        resolved_at = sa.Column(Timestamp, nullable=True)
         resolved_by = sa.Column(sa.String(128), nullable=True)
         actions = sa.Column(sa.JSON, nullable=True)
         manual_intervention = sa.Column(sa.Boolean, nullable=False, default=False)
@@ -128,7 +135,7 @@ def _build(db: Any) -> Models:
         __tablename__ = "notify_emergency_audit"
         __table_args__ = (sa.Index("ix_notify_emergency_audit_at", "at"),)
         id = sa.Column(BigId, primary_key=True, autoincrement=True)
-        at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+        at = sa.Column(Timestamp, nullable=False, default=utcnow)
         actor = sa.Column(sa.String(128), nullable=False)
         action = sa.Column(sa.String(64), nullable=False)
         source = sa.Column(sa.String(64), nullable=False)
@@ -143,7 +150,7 @@ def _build(db: Any) -> Models:
         __tablename__ = "notify_emergency_control"
         key = sa.Column(sa.String(64), primary_key=True)
         value = sa.Column(sa.JSON, nullable=True)
-        updated_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+        updated_at = sa.Column(Timestamp, nullable=False, default=utcnow)
         updated_by = sa.Column(sa.String(128), nullable=True)
 
     class RollbackStep(db.Model):
@@ -155,7 +162,7 @@ def _build(db: Any) -> Models:
         operation = sa.Column(sa.String(16), nullable=False)
         step = sa.Column(sa.String(40), nullable=False)
         status = sa.Column(sa.String(16), nullable=False)
-        at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+        at = sa.Column(Timestamp, nullable=False, default=utcnow)
         actor = sa.Column(sa.String(128), nullable=True)
         detail = sa.Column(sa.JSON, nullable=True)
 
@@ -165,8 +172,8 @@ def _build(db: Any) -> Models:
         __tablename__ = "notify_emergency_drill"
         id = sa.Column(BigId, primary_key=True, autoincrement=True)
         drill_type = sa.Column(sa.String(40), nullable=False)
-        started_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
-        ended_at = sa.Column(sa.DateTime, nullable=True)
+        started_at = sa.Column(Timestamp, nullable=False, default=utcnow)
+        ended_at = sa.Column(Timestamp, nullable=True)
         participants = sa.Column(sa.JSON, nullable=True)
         result = sa.Column(sa.JSON, nullable=True)
 
@@ -180,9 +187,9 @@ def _build(db: Any) -> Models:
         assignee = sa.Column(sa.String(128), nullable=True)
         status = sa.Column(sa.String(16), nullable=False, default="open")
         event_id = sa.Column(sa.BigInteger, nullable=True, index=True)
-        created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+        created_at = sa.Column(Timestamp, nullable=False, default=utcnow)
         created_by = sa.Column(sa.String(128), nullable=True)
-        closed_at = sa.Column(sa.DateTime, nullable=True)
+        closed_at = sa.Column(Timestamp, nullable=True)
 
     return Models(Notification, Banner, EmergencyEvent, AuditEntry, ControlState, RollbackStep, Drill, Incident)
 

@@ -22,6 +22,8 @@ import uuid
 from collections import deque
 from typing import Any, Callable
 
+import click
+
 from .config import redact_url
 
 log = logging.getLogger("flask_notify_emergency")
@@ -73,7 +75,10 @@ class SharedState:
                 switches, pending = self._loader()
             except Exception as exc:  # database down (or tables not created yet): keep what we know
                 if not self._refresh_failed:
-                    log.warning("flask-notify-emergency: could not read state from the database: %s", exc)
+                    # a command checks the database itself and says so in one line
+                    log.log(logging.INFO if click.get_current_context(silent=True) else logging.WARNING,
+                            "flask-notify-emergency: could not read state from the database (%s: %s)",
+                            type(exc).__name__, (str(getattr(exc, "orig", None) or exc).splitlines() or [""])[0])
                 self._refresh_failed = True
                 self._loaded_at = time.monotonic()
                 return
@@ -511,7 +516,9 @@ class RedisState(SharedState):
     def reconnect(self) -> bool:
         """Drop pooled connections and reconnect (a recovery action)."""
         try:
-            self._client.connection_pool.disconnect()
+            # idle connections only: the listener's pub/sub connection is in use, and closing it
+            # under the listener's feet would break its read; a dead one fails there and is redone
+            self._client.connection_pool.disconnect(inuse_connections=False)
         except Exception:
             pass
         return self._connect()

@@ -29,8 +29,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..communicate import alert_event
-from ..detect import Classification, classify, run_health_checks
-from ..respond import emergency, replay_backlog
+from ..detect import FAILED_CHECK, Classification, classify, run_health_checks, utc_from_epoch
+from ..models import utcnow
+from ..respond import drill_lease, emergency, replay_backlog
 from ..rollback import execute as rollback
 from .recovery import auto_recover
 
@@ -40,6 +41,8 @@ LOCK = "monitor"
 ACTOR = "monitor"
 #: Control key (database only) with the last tick: services.verify_services reads it.
 HEARTBEAT_KEY = "monitor_heartbeat"
+#: The failure type of a database outage (resolved as soon as the database answers again).
+DATABASE_FAILURE = "database_persistence"
 #: Set in a request's WSGI environ by the CLI's own page checks: not a real request.
 
 
@@ -58,6 +61,10 @@ class Monitor:
         self.is_leader = False
         self._stop = threading.Event()
         self._tick_lock = threading.Lock()
+        #: (report, started, finished) of this tick's health check, for the evidence log
+        self._report: tuple[Any, float, float] | None = None
+        #: what was detected while the database was down, written when it is back
+        self.outage_detection: dict[str, Any] | None = None
         self._thread: threading.Thread | None = None
 
     # -- the thread ------------------------------------------------------------------------
@@ -104,9 +111,11 @@ class Monitor:
     def tick(self) -> dict[str, Any]:
         """Check, classify, act; return what happened (also kept as ``self.last``)."""
         with self._tick_lock, self.app.app_context():
+            self._report = None
             result = self._tick()
             result["healthy_streak"] = self.healthy_streak
             self.last = result
+            self._record_evidence(result)
             self._heartbeat(result)
             return result
 
@@ -114,10 +123,12 @@ class Monitor:
         ext = self.ext
         if ext.control.paused().get("monitor"):
             return {"status": "paused"}
-        report = run_health_checks(ext)
+        self._revert_abandoned_drill()
+        report = self._check()
         c = classify(report)
         health = {"status": report.status, "score": report.score, "failing": report.failing}
         try:
+            self._write_outage_detection()
             event = emergency.current_event(ext)
             mode = ext.control.read("mode", "normal") or "normal"
         except sa.exc.SQLAlchemyError as exc:
@@ -174,10 +185,94 @@ class Monitor:
             log.warning("flask-notify-emergency: escalation alert failed: %s", exc)
         return detail
 
+    # -- the drills' always-revert guard ----------------------------------------------------
+    def _revert_abandoned_drill(self) -> None:
+        """A drill whose process died (its lease ran out) is reverted here, before checking."""
+        try:
+            reverted = drill_lease.revert_if_abandoned(self.ext, ACTOR)
+        except sa.exc.SQLAlchemyError as exc:  # the database is down: the tick reports that
+            log.debug("flask-notify-emergency: could not check the drill lease: %s", exc)
+            return
+        if reverted:
+            log.warning("flask-notify-emergency: drill #%s was abandoned by its process; the monitor "
+                        "reverted its injections (%s)", reverted["drill_id"], reverted["restored"])
+
+    # -- evidence: when a failure started (MTTD) -------------------------------------------
+    def _check(self) -> Any:
+        """Run the health checks, noting when they ran (the evidence needs both ends)."""
+        started = time.time()
+        report = run_health_checks(self.ext)
+        self._report = (report, started, time.time())
+        return report
+
+    def _record_evidence(self, result: dict[str, Any]) -> None:
+        """After the tick has used it: a passing check voids older evidence; a failing one is
+        evidence for a later emergency (never for the one it opened, which it detected)."""
+        if self._report is None:
+            return
+        report, started, finished = self._report
+        if report.status == "healthy" and not report.failing:
+            self.ext.evidence.passed(started, finished)
+        elif report.failing:
+            self.ext.evidence.record(FAILED_CHECK, started)
+        event = result.get("event") if result.get("status") == "activated" else None
+        if isinstance(event, dict) and event.get("id"):
+            try:  # the event's timeline says which check detected it, and how long it took
+                emergency.record_action(self.ext, int(event["id"]), "detected", "ok", {
+                    "check_started": utc_from_epoch(started).isoformat() + "Z",
+                    "check_finished": utc_from_epoch(finished).isoformat() + "Z",
+                    "check_seconds": round(finished - started, 3), "failing": report.failing}, ACTOR)
+            except sa.exc.SQLAlchemyError as exc:
+                log.warning("flask-notify-emergency: could not record the detection: %s", exc)
+
+    # -- the database down: keep what was detected, write it when the database is back -----
+    def _buffer_outage_detection(self, c: Classification | None) -> None:
+        """Keep the first detection of this outage, with its real times, in memory."""
+        if c is None or self.outage_detection is not None:
+            return
+        now = utcnow()
+        started_at, start_kind = self.ext.evidence.failure_start_time(now)
+        self.outage_detection = {"classification": c, "started_at": started_at, "start_kind": start_kind,
+                                 "detected_at": now, "ticks": 0}
+
+    def _write_outage_detection(self) -> None:
+        """The database answers again: write the event detected while it was down, with the
+        times it happened at; a database outage is resolved now that it is back. Raises the
+        database's error if it is still down (the tick then treats it as down)."""
+        pending = self.outage_detection
+        if pending is None:
+            return
+        ext = self.ext
+        with ext.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        back_at = utcnow()
+        c: Classification = pending["classification"]
+        evidence = dict(c.evidence or {}, recorded_late=True, database_back_at=back_at.isoformat() + "Z",
+                        monitor_ticks_while_down=pending["ticks"])
+        if pending["start_kind"]:
+            evidence["failure_start"] = {"at": pending["started_at"].isoformat() + "Z", "from": pending["start_kind"]}
+        event = emergency.open_event(ext, level=c.level, failure_type=c.failure_type, reason=c.reason,
+                                     triggered_by=ACTOR, evidence=evidence, affected_users=c.affected_users,
+                                     started_at=pending["started_at"], detected_at=pending["detected_at"])
+        self.outage_detection = None
+        emergency.record_action(ext, event["id"], "recorded-after-outage", "ok",
+                                {"detected_at": pending["detected_at"].isoformat() + "Z",
+                                 "database_back_at": back_at.isoformat() + "Z"}, ACTOR)
+        if c.failure_type == DATABASE_FAILURE:
+            resolved = emergency.resolve_event(ext, event["id"], resolved_by=ACTOR, recovered=True, resolved_at=back_at)
+            try:
+                alert_event(ext, resolved or event, "resolved", note="the database answers again")
+            except Exception as exc:
+                log.warning("flask-notify-emergency: resolved alert failed: %s", exc)
+
     def _database_down(self, report: Any, c: Classification | None, exc: BaseException,
                        health: dict[str, Any]) -> dict[str, Any]:
-        """Nothing can be recorded; alert directly (deduplicated) and try to repair."""
+        """Nothing can be recorded; alert directly (deduplicated), keep the detection for
+        when the database is back, and try to repair."""
         self.healthy_streak = 0
+        self._buffer_outage_detection(c)
+        if self.outage_detection is not None:
+            self.outage_detection["ticks"] += 1
 
         outcome = auto_recover(self.ext, ACTOR, "monitor", report=report, classification=c, stop=self._stop)
         return {"status": "database-unreachable", "health": health,

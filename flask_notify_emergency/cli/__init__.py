@@ -13,8 +13,12 @@ from typing import Any
 import click
 from flask.cli import AppGroup
 
+from .command import EmergencyCommand
+
 #: The command group; added to ``app.cli`` under ``NOTIFY_EMERGENCY_CLI_GROUP``.
 emergency_group = AppGroup("emergency", help="Notification emergency procedures (see the runbook).")
+# every command gets --verbose, the command log and one-line errors (see .command)
+emergency_group.command_class = EmergencyCommand
 
 #: Modules that contribute commands, in the order their commands were written.
 COMMAND_MODULES = ("status", "emergency", "recovery", "rollback", "communication", "drills", "metrics",

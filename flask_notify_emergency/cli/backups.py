@@ -98,20 +98,24 @@ def verify_backup_command(backup_id: str | None, latest: bool, as_json: bool) ->
 @click.argument("backup_id")
 @click.option("--confirm", is_flag=True, help="Apply the plan (needed when the store holds data).")
 @click.option("--keep-switches", is_flag=True, help="Keep the current mode and other switches.")
+@click.option("--other-app", is_flag=True,
+              help="Restore an archive another app (or another database) made; refused without it.")
 @json_option
 @backup_errors
-def restore_backup_command(backup_id: str, confirm: bool, keep_switches: bool, as_json: bool) -> None:
+def restore_backup_command(backup_id: str, confirm: bool, keep_switches: bool, other_app: bool,
+                           as_json: bool) -> None:
     """Upsert an archive's rows by primary key; rows only in the database are kept."""
     ext = ext_state()
-    plan = restore_plan(ext, backup_id, keep_switches)
+    plan = restore_plan(ext, backup_id, keep_switches, other_app)
     if not plan["store_empty"] and not confirm:
         report(dict(public_plan(plan), ok=False, applied=False), as_json, plan_lines(plan))
         try:
-            restore_backup(ext, backup_id, confirm=False, actor=actor(), source=SOURCE, keep_switches=keep_switches)
+            restore_backup(ext, backup_id, confirm=False, actor=actor(), source=SOURCE, keep_switches=keep_switches,
+                           other_app=other_app)
         except BackupError as exc:  # the refusal, recorded in the audit log
             fail(str(exc))
     result = restore_backup(ext, backup_id, confirm=confirm, actor=actor(), source=SOURCE,
-                            keep_switches=keep_switches)
+                            keep_switches=keep_switches, other_app=other_app)
 
     def lines() -> list[str]:
         out = plan_lines(result)

@@ -33,6 +33,7 @@ from ..communicate import (
 from ..config import BANNER_LEVELS, PRIORITIES
 from ..learn import status_report
 from ..respond import get_event
+from ..models import MAX_ROW_ID
 from . import emergency_group
 from .output import (
     SOURCE,
@@ -158,7 +159,8 @@ def generate_status_report_command(fmt: str, recipients: str | None, no_health: 
 @click.option("--title", required=True, help="What the incident is about.")
 @click.option("--priority", type=click.Choice(incidents.PRIORITIES), required=True)
 @click.option("--assignee", help="Who owns it.")
-@click.option("--event-id", type=int, help="Link it to this event (default: the open emergency, if any).")
+@click.option("--event-id", type=click.IntRange(1, MAX_ROW_ID),
+              help="Link it to this event (default: the open emergency, if any).")
 @json_option
 @with_errors
 def create_incident_command(title: str, priority: str, assignee: str | None, event_id: int | None,

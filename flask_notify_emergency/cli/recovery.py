@@ -28,6 +28,10 @@ def succeeded(result: Any) -> bool:
     return True
 
 
+#: Keys of a cluster action's result that :func:`_worker_lines` prints.
+CLUSTER_KEYS = ("workers", "workers_detail", "failed_workers", "workers_error")
+
+
 def _value(value: Any) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k}={_value(v)}" for k, v in value.items())
@@ -42,7 +46,7 @@ def result_lines(title: str, result: Any) -> list[str]:
     if not isinstance(result, dict):
         return out
     for key, value in result.items():
-        if key in ("ok", "recovered", "success", "action") or value is None:
+        if key in ("ok", "recovered", "success", "action", *CLUSTER_KEYS) or value is None:
             continue
         if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
             out.append(f"  {key}:")
@@ -65,15 +69,61 @@ def _run_action(title: str, call: Callable[[Any], Any], as_json: bool) -> None:
             fail(str(exc), as_json=as_json)
         raise
     data = result if isinstance(result, dict) else {"ok": bool(result)}
-    report(data, as_json, lambda: result_lines(title, data))
+    report(data, as_json, lambda: result_lines(title, data) + _worker_lines(data))
     done(succeeded(data))
 
 
-def _with_cluster_request(ext: Any, action: str, result: Any) -> Any:
-    """This process has done its part; ask every serving worker to do the same on itself."""
+#: What to do when a worker failed a cluster action, by action.
+WORKER_FIX = {
+    "restart-websockets": "check that this worker reaches its Socket.IO message queue (SOCKETIO_MESSAGE_QUEUE) "
+                          "and its log, then run 'restart-websockets' again",
+    "clear-sessions": "check this worker's log, then run 'clear-sessions' again",
+    "clear-problematic-sessions": "check this worker's log, then run 'clear-sessions --problematic-only' again",
+}
+
+
+def _with_cluster_request(ext: Any, action: str, result: Any, timeout: float) -> Any:
+    """This process has done its part; ask every serving worker to do the same on itself and
+    wait for their answers. Fails (``ok`` false) if any worker failed or did not answer."""
     data = dict(result) if isinstance(result, dict) else {"ok": bool(result)}
-    data["cluster_request"] = cluster_actions.request(ext, action, actor())
+    value = cluster_actions.request(ext, action, actor())
+    data["cluster_request"] = value
+    cluster = cluster_actions.wait_for_results(ext, value, timeout)
+    data["workers"] = cluster["workers"]
+    data["workers_detail"] = cluster["detail"]
+    here_ok = succeeded(data)
+    data["ok"] = here_ok and cluster["ok"]
+    data.pop("recovered", None)
+    data.pop("success", None)
+    if not cluster["ok"]:
+        failed = [w for w in cluster["workers"] if not w["ok"]]
+        data["failed_workers"] = [w["process_id"] for w in failed]
+        data["workers_error"] = "; ".join(
+            f"worker {w['process_id']} on {w.get('host')} (pid {w.get('pid')}): {w.get('error') or w.get('outcome')}"
+            for w in failed) or cluster["detail"]
     return data
+
+
+def _worker_lines(data: dict[str, Any]) -> list[str]:
+    """One line per serving worker of a cluster action (a failed one says what to do)."""
+    if "workers" not in data:
+        return []
+    action = (data.get("cluster_request") or {}).get("action", "")
+    out = [f"Serving workers: {data.get('workers_detail', '')}"]
+    for w in data["workers"]:
+        where = f"worker {w['process_id']} on {w.get('host')} (pid {w.get('pid')})"
+        if w["ok"]:
+            out.append(f"  {mark(True)} {where}: {w.get('outcome') or 'ok'}")
+        else:
+            out.append(f"  {mark(False)} {where}: {w.get('error') or w.get('outcome')}; "
+                       + WORKER_FIX.get(action, "check its log"))
+    return out
+
+
+def timeout_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--timeout``: how long a cluster action waits for every serving worker's answer."""
+    return click.option("--timeout", type=click.FloatRange(min=0.5), default=15.0, show_default=True,
+                        help="Seconds to wait for every serving worker's result.")(func)
 
 
 def _auto_recover_lines(result: dict[str, Any]) -> list[str]:
@@ -110,12 +160,14 @@ def auto_recover_command(as_json: bool) -> None:
 
 
 @emergency_group.command("restart-websockets")
+@timeout_option
 @json_option
 @with_errors
-def restart_websockets_command(as_json: bool) -> None:
-    """Reconnect this process's real-time layer (shared state, Socket.IO queue) and re-probe it."""
+def restart_websockets_command(timeout: float, as_json: bool) -> None:
+    """Reconnect the real-time layer (shared state, Socket.IO queue) here and in every serving
+    worker, and re-probe it; exit 1 naming each worker that failed or did not answer."""
     _run_action("Restart WebSockets", lambda ext: _with_cluster_request(
-        ext, "restart-websockets", recovery.restart_websockets(ext, actor(), SOURCE)), as_json)
+        ext, "restart-websockets", recovery.restart_websockets(ext, actor(), SOURCE), timeout), as_json)
 
 
 @emergency_group.command("clear-queues")
@@ -129,13 +181,15 @@ def clear_queues_command(as_json: bool) -> None:
 @emergency_group.command("clear-sessions")
 @click.option("--problematic-only", is_flag=True,
               help="Only broken entries (sockets of deleted users, stale registry entries).")
+@timeout_option
 @json_option
 @with_errors
-def clear_sessions_command(problematic_only: bool, as_json: bool) -> None:
-    """Clear real-time session state (all of it, or only the problematic entries)."""
+def clear_sessions_command(problematic_only: bool, timeout: float, as_json: bool) -> None:
+    """Clear real-time session state (all of it, or only the problematic entries) here and in
+    every serving worker; exit 1 naming each worker that failed or did not answer."""
     action = "clear-problematic-sessions" if problematic_only else "clear-sessions"
     _run_action("Clear sessions", lambda ext: _with_cluster_request(
-        ext, action, recovery.clear_sessions(ext, actor(), problematic_only, SOURCE)), as_json)
+        ext, action, recovery.clear_sessions(ext, actor(), problematic_only, SOURCE), timeout), as_json)
 
 
 def _services_lines(result: dict[str, Any]) -> list[str]:

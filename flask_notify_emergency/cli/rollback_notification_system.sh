@@ -7,29 +7,35 @@
 # after an interruption continues the interrupted rollback.
 #
 # Usage (from a checkout, or the installed copy: `notify-emergency rollback-script --output FILE`):
-#   FLASK_APP='myapp:create_app()' scripts/rollback_notification_system.sh --reason "why" \
-#       [--planned --request ID] [--dry-run] [--app APP]
-# The app's own configuration supplies the database and Redis: no credential is ever passed
-# on a command line. Log: $NOTIFY_EMERGENCY_ROLLBACK_LOG (default ./notification_rollback.log).
+#   FLASK_APP='myapp:create_app()' scripts/rollback_notification_system.sh [--reason "why"] \
+#       [--planned --request ID] [--dry-run] [--app APP] [--log FILE]
+# Without --reason it is an emergency rollback with the default reason (as `rollback --confirm`);
+# a planned rollback needs one. The app's own configuration supplies the database and Redis: no
+# credential is ever passed on a command line. Log: --log FILE, else $NOTIFY_EMERGENCY_ROLLBACK_LOG,
+# else ./notification_rollback.log; when that cannot be written, a file in $TMPDIR (said so).
 set -euo pipefail
 
 FLASK="${FLASK:-flask}"
 LOG="${NOTIFY_EMERGENCY_ROLLBACK_LOG:-notification_rollback.log}"
 GROUP="${NOTIFY_EMERGENCY_CLI_GROUP:-emergency}"
+# the same words as `flask emergency rollback --confirm` records without --reason
+DEFAULT_REASON="Emergency rollback from the command line"
 REASON=""
+PLANNED=0
 DRY_RUN=0
 APP_ARGS=()
 ROLLBACK_ARGS=()
 
 usage() {
-  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
 while [ $# -gt 0 ]; do
   case "$1" in
     --reason) REASON="${2:-}"; shift 2 ;;
-    --planned) ROLLBACK_ARGS+=(--planned); shift ;;
+    --planned) ROLLBACK_ARGS+=(--planned); PLANNED=1; shift ;;
+    --log) LOG="${2:-}"; shift 2 ;;
     --request) ROLLBACK_ARGS+=(--request "${2:-}"); shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
     --app) APP_ARGS=(--app "${2:-}"); shift 2 ;;
@@ -38,8 +44,18 @@ while [ $# -gt 0 ]; do
   esac
 done
 if [ -z "$REASON" ]; then
-  echo 'a reason is required: --reason "why we roll back"' >&2
-  exit 2
+  if [ "$PLANNED" = 1 ]; then
+    echo 'a planned rollback needs a reason: --reason "why we roll back"' >&2
+    exit 2
+  fi
+  REASON="$DEFAULT_REASON"
+  echo "No --reason given: emergency rollback, recording \"$REASON\"."
+fi
+if ! { : >>"$LOG"; } 2>/dev/null; then
+  fallback="${TMPDIR:-/tmp}/notification_rollback.log"
+  echo "cannot write the log $LOG; logging to $fallback instead (give --log FILE or set NOTIFY_EMERGENCY_ROLLBACK_LOG)" >&2
+  LOG="$fallback"
+  : >>"$LOG"
 fi
 
 run() {

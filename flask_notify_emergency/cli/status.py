@@ -19,8 +19,9 @@ from ..communicate import dashboard_status
 from ..config import redact_url, redacted
 from ..detect import health
 from ..models import utcnow
-from ..respond import current_event, paused_now, profile
+from ..respond import current_event, paused_now, profile, worker_reports
 from . import emergency_group
+from .command import DATABASE_DOWN, database_down_message
 from .output import EXIT_DEGRADED, EXIT_FAILED, EXIT_OK, done, ext_state, fail, json_option, mark, report
 
 #: The checks ``run_health_checks`` knows, for ``--only``.
@@ -102,16 +103,65 @@ def _status_lines(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def collect_status_without_database(ext: Any, problem: str) -> dict[str, Any]:
+    """What can be known while the database is down: whether Redis answers, the serving
+    workers' own reports (Redis backend) and so the mode they act on, and connected users."""
+    state = ext.state
+    data: dict[str, Any] = {"ok": False, "error": problem, "database": "unreachable",
+                            "shared_state": {"backend": state.backend, "healthy": bool(state.healthy)},
+                            "mode": None, "workers": None, "connected_users": None}
+    if state.backend != "redis":
+        return data
+    try:
+        state.reconnect()
+        data["shared_state"]["healthy"] = bool(state.healthy)
+        workers = worker_reports(ext)
+    except Exception as exc:  # Redis is down too
+        data["shared_state"] = {"backend": state.backend, "healthy": False, "error": f"{type(exc).__name__}: {exc}"}
+        return data
+    data["workers"] = workers
+    modes = sorted({str(w.get("mode")) for w in workers})
+    data["mode"] = modes[0] if len(modes) == 1 else (", ".join(modes) if modes else None)
+    data["connected_users"] = state.connected_users()
+    return data
+
+
+def _status_without_database_lines(data: dict[str, Any]) -> list[str]:
+    state = data["shared_state"]
+    lines = ["Database:        UNREACHABLE (below: what the shared state tells)"]
+    if not state["healthy"]:
+        lines.append(f"Shared state:    {state['backend']} "
+                     + ("(UNREACHABLE): nothing more can be read" if state["backend"] == "redis"
+                        else "(memory backend: the mode lives only in the database)"))
+        return lines
+    workers = data["workers"] or []
+    lines.append(f"Delivery mode:   {data['mode'] or 'unknown (no worker reports)'} (as the workers report it)")
+    lines.append(f"Connected users: {data['connected_users']}")
+    lines.append(f"Shared state:    {state['backend']} (healthy)")
+    lines.append(f"Workers:         {len(workers)} reporting")
+    lines += [f"  {w.get('process_id')} on {w.get('host')}: mode {w.get('mode')}, "
+              f"paused {', '.join(k for k, v in (w.get('paused') or {}).items() if v) or 'none'}, "
+              f"reported {w.get('age_seconds')}s ago" for w in workers]
+    return lines
+
+
 @emergency_group.command("status")
 @json_option
 def status_command(as_json: bool) -> None:
     """Show the delivery mode, breaker, open emergency, team status, paused services and backlog."""
     ext = ext_state()
-    try:
-        data = collect_status(ext)
-    except sa.exc.SQLAlchemyError as exc:
-        fail(f"cannot read the state from the database ({type(exc).__name__}: {exc}); "
-             "check SQLALCHEMY_DATABASE_URI and that the database is up.", as_json=as_json)
+    down = click.get_current_context().meta.get(DATABASE_DOWN)
+    if down is None:
+        try:
+            data = collect_status(ext)
+        except sa.exc.SQLAlchemyError as exc:
+            down = database_down_message(ext.engine, exc)
+    if down is not None:
+        partial = collect_status_without_database(ext, down)
+        if as_json:
+            fail(down, data=partial, as_json=True)
+        report(partial, False, lambda: _status_without_database_lines(partial))
+        fail(down)
     report(data, as_json, lambda: _status_lines(data))
 
 

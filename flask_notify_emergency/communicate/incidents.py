@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..models import utcnow
+from ..models import MAX_ROW_ID, utcnow
 from ..respond import current_event, get_event, record_action
 
 PRIORITIES = ("critical", "high", "medium", "low")
@@ -26,7 +26,7 @@ STATUSES = ("open", "closed")
 TITLE_MAX_LENGTH = 200
 ASSIGNEE_MAX_LENGTH = 128
 
-_REFERENCE = re.compile(r"^(?P<prefix>[a-z]+)_(?P<day>\d{8})_(?P<number>\d+)$")
+_REFERENCE = re.compile(r"^(?P<prefix>[a-z]+)_(?P<day>[0-9]{8})_(?P<number>[0-9]+)$")
 
 
 def reference(prefix: str, number: int, day: dt.datetime | None) -> str:
@@ -41,13 +41,17 @@ def parse_reference(value: Any, prefix: str) -> tuple[int, str | None]:
     The day, when given, is checked by the caller against the record's start.
     """
     text = str(value).strip()
-    if text.isdigit() and int(text) > 0:
-        return int(text), None
-    match = _REFERENCE.match(text)
-    if match and match.group("prefix") == prefix and int(match.group("number")) > 0:
-        return int(match.group("number")), match.group("day")
-    raise ValueError(f"{text!r} is not a valid {prefix} id: use its number (e.g. 12) or "
-                     f"'{prefix}_YYYYMMDD_NNN' as printed by the command that made it.")
+    number, day = None, None
+    if text.isascii() and text.isdigit():
+        number = text
+    else:
+        match = _REFERENCE.match(text)
+        if match and match.group("prefix") == prefix:
+            number, day = match.group("number"), match.group("day")
+    if number is not None and len(number) <= 19 and 0 < int(number) <= MAX_ROW_ID:
+        return int(number), day
+    raise ValueError(f"{text[:40]!r} is not a valid {prefix} id: use its number (1 to {MAX_ROW_ID}, "
+                     f"e.g. 12) or '{prefix}_YYYYMMDD_NNN' as printed by the command that made it.")
 
 
 def check_day(day: str | None, started: dt.datetime | None, what: str) -> None:

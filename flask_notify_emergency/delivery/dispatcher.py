@@ -14,31 +14,63 @@ import datetime as dt
 import heapq
 import json
 import logging
+import math
 import threading
 import time
+import urllib.parse
 from collections import OrderedDict
 from typing import Any, Callable
 
 from .. import signals
-from ..config import BANNER_LEVELS, PRIORITIES
+from ..config import BANNER_LEVELS, BANNER_YEARS, PRIORITIES
 from ..models import utcnow
 from .breaker import CircuitBreaker
 from .store import NotificationStore
 
 log = logging.getLogger("flask_notify_emergency")
 
+#: The longest ``expires_in`` (100 years): beyond it the expiry time overflows a datetime.
+MAX_EXPIRY_SECONDS = 100 * 365 * 86400
+
+
+def check_action_url(action_url: Any) -> None:
+    """Refuse (``ValueError``) anything but a same-origin path or an absolute http(s) URL.
+
+    Browsers read ``//host`` and ``/\\host`` as another site, and ``javascript:`` runs code.
+    """
+    problem = "action_url must be a path on this site ('/...') or an http(s) URL of at most 500 characters"
+    if not isinstance(action_url, str) or not action_url or len(action_url) > 500:
+        raise ValueError(f"{problem}; got {action_url!r:.80}.")
+    if "\\" in action_url or any(ord(c) < 0x21 or ord(c) == 0x7F for c in action_url):
+        raise ValueError(f"{problem}, without backslashes, spaces or control characters; got {action_url!r:.80}.")
+    if action_url.startswith("/"):
+        if action_url.startswith("//"):
+            raise ValueError(f"{problem}: '//host' is another site; got {action_url!r:.80}.")
+        return
+    parts = urllib.parse.urlsplit(action_url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{problem}; got {action_url!r:.80}.")
+
+
+def naive_utc(value: dt.datetime | None) -> dt.datetime | None:
+    """An aware datetime as naive UTC (how times are stored); a naive one as it is."""
+    if value is None or value.tzinfo is None:
+        return value
+    return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
 
 class Dispatcher:
     """Sends notifications for one app; owns the acknowledgement watcher."""
 
     def __init__(self, app: Any, store: NotificationStore, state: Any, breaker: CircuitBreaker,
-                 notifier: Any, user_exists: Callable[[str], bool] | None) -> None:
+                 notifier: Any, canonical_id: Callable[[str], str | None] | None) -> None:
         self.app = app
         self.store = store
         self.state = state
         self.breaker = breaker
         self.notifier = notifier
-        self.user_exists = user_exists
+        #: a user id as given -> the id of the user it names, in the form sessions carry; None: no such user
+        self.canonical_id = canonical_id
         cfg = app.config
         self.title_max = cfg["NOTIFY_EMERGENCY_TITLE_MAX_LENGTH"]
         self.message_max = cfg["NOTIFY_EMERGENCY_MESSAGE_MAX_LENGTH"]
@@ -46,26 +78,42 @@ class Dispatcher:
         self.ack_timeout = cfg["NOTIFY_EMERGENCY_ACK_TIMEOUT"]
         self.default_expiry = cfg["NOTIFY_EMERGENCY_DEFAULT_EXPIRY"]
         self.sweep_seconds = cfg["NOTIFY_EMERGENCY_SWEEP_SECONDS"]
-        self._known_users: OrderedDict[str, None] = OrderedDict()
+        self._known_users: OrderedDict[str, str] = OrderedDict()
         self._watch: list[tuple[float, int, str]] = []
         self._watch_cv = threading.Condition()
         self._watcher: threading.Thread | None = None
         self._stop = threading.Event()
 
     # -- validation --------------------------------------------------------------------
+    @property
+    def user_exists(self) -> Callable[[str], bool] | None:
+        """``user_exists(user_id) -> bool``, or None when there is no way to tell."""
+        canonical = self.canonical_id
+        if canonical is None:
+            return None
+        return lambda uid: canonical(uid) is not None
+
     def _user(self, user_id: Any) -> str:
         if isinstance(user_id, bool) or not isinstance(user_id, (int, str)):
             raise ValueError(f"user_id must be an int or a str (Flask-Login's get_id()); got {type(user_id).__name__}.")
         uid = str(user_id).strip()
         if not uid or len(uid) > 64:
             raise ValueError("user_id must be 1 to 64 characters long.")
-        if self.user_exists is not None and uid not in self._known_users:
-            if not self.user_exists(uid):
-                raise ValueError(f"no such user {uid!r}: send() needs the id of an existing user.")
-            self._known_users[uid] = None
-            if len(self._known_users) > 10_000:
-                self._known_users.popitem(last=False)
-        return uid
+        if self.canonical_id is None:
+            return uid
+        known = self._known_users.get(uid)
+        if known is not None:
+            return known
+        canonical = self.canonical_id(uid)
+        if canonical is None:
+            raise ValueError(f"no such user {uid!r}: send() needs the id of an existing user.")
+        if not canonical or len(canonical) > 64:
+            raise ValueError(f"user {uid!r} has the id {canonical!r} (its get_id()), which is not "
+                             "1 to 64 characters long: it cannot receive notifications.")
+        self._known_users[uid] = canonical
+        if len(self._known_users) > 10_000:
+            self._known_users.popitem(last=False)
+        return canonical
 
     def validate(self, user_id: Any, title: Any, message: Any, priority: Any, category: Any,
                  data: Any, action_url: Any) -> str:
@@ -85,13 +133,26 @@ class Dispatcher:
             raise ValueError(f"category must be a non-empty string of at most {self.category_max} characters.")
         if data is not None:
             try:
-                json.dumps(data)
+                # browsers parse no NaN or Infinity: a reply holding one would be lost whole
+                json.dumps(data, allow_nan=False)
             except (TypeError, ValueError) as exc:
-                raise ValueError(f"data must be JSON-serialisable: {exc}.") from None
-        if action_url is not None and (not isinstance(action_url, str) or len(action_url) > 500
-                                       or not action_url.startswith(("/", "http://", "https://"))):
-            raise ValueError("action_url must be a path starting with '/' or an http(s) URL of at most 500 characters.")
+                raise ValueError(f"data must be JSON-serialisable, without NaN or infinities: {exc}.") from None
+        if action_url is not None:
+            check_action_url(action_url)
         return self._user(user_id)
+
+    @staticmethod
+    def expiry(expires_in: Any, default: float) -> float:
+        """Seconds until the notification expires (0: never), from ``expires_in`` or the default."""
+        if expires_in is None:
+            return default
+        if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)) \
+                or not math.isfinite(expires_in) or expires_in < 0:
+            raise ValueError(f"expires_in must be a finite number of seconds, 0 or more (0: never "
+                             f"expires), or None for NOTIFY_EMERGENCY_DEFAULT_EXPIRY; got {expires_in!r}.")
+        if expires_in > MAX_EXPIRY_SECONDS:
+            raise ValueError(f"expires_in is {expires_in!r} seconds; the limit is {MAX_EXPIRY_SECONDS} (100 years).")
+        return float(expires_in)
 
     # -- sending -----------------------------------------------------------------------
     def route(self, user_id: str) -> str | None:
@@ -113,9 +174,9 @@ class Dispatcher:
              category: str = "system", data: Any = None, action_url: str | None = None,
              expires_in: float | None = None, audience: str = "user") -> int:
         uid = self.validate(user_id, title, message, priority, category, data, action_url)
+        expiry = self.expiry(expires_in, self.default_expiry)
         now = utcnow()
         skip = self.route(uid)
-        expiry = expires_in if expires_in is not None else self.default_expiry
         values = {
             "user_id": uid, "audience": audience, "title": title, "message": message,
             "priority": priority, "category": category, "data": data, "action_url": action_url,
@@ -174,6 +235,19 @@ class Dispatcher:
             raise ValueError(f"level must be one of {', '.join(BANNER_LEVELS)}; got {level!r}.")
         if title is not None and (not isinstance(title, str) or len(title) > self.title_max):
             raise ValueError(f"title must be a string of at most {self.title_max} characters, or None.")
+        for name, value in (("starts_at", starts_at), ("ends_at", ends_at)):
+            if value is not None and not isinstance(value, dt.datetime):
+                raise ValueError(f"{name} must be a datetime (naive UTC, or aware) or None; "
+                                 f"got {type(value).__name__} {value!r:.60}.")
+        try:
+            starts_at, ends_at = naive_utc(starts_at), naive_utc(ends_at)
+        except OverflowError:
+            raise ValueError("starts_at and ends_at must be times a database can store "
+                             f"(years {BANNER_YEARS[0]} to {BANNER_YEARS[1]}).") from None
+        for name, value in (("starts_at", starts_at), ("ends_at", ends_at)):
+            if value is not None and not BANNER_YEARS[0] <= value.year <= BANNER_YEARS[1]:
+                raise ValueError(f"{name} must be between the years {BANNER_YEARS[0]} and "
+                                 f"{BANNER_YEARS[1]}; got {value.isoformat()}.")
         if starts_at and ends_at and ends_at <= starts_at:
             raise ValueError("ends_at must be after starts_at.")
         banner = {"title": title, "message": message, "level": level, "kind": kind,

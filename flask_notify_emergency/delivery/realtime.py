@@ -14,10 +14,13 @@ from flask_socketio import emit, join_room
 from .. import signals
 from ..access import current_user_id
 from .notifier import ACK_EVENT
+from ..models import MAX_ROW_ID
 
 CANARY_EVENT = "notify_emergency:canary"
 MODE_EVENT = "notify_emergency:mode"
 PENDING_EVENT = "notify_emergency:pending"
+#: The most notification ids one acknowledgement frame may carry.
+MAX_ACK_IDS = 200
 
 
 def register(socketio: Any, ext_state: Any) -> None:
@@ -49,13 +52,19 @@ def register(socketio: Any, ext_state: Any) -> None:
         ids = data.get("ids") if isinstance(data, dict) else None
         if ids is None and isinstance(data, dict):
             ids = [data.get("id")]
+        if not isinstance(ids, list):
+            return {"ok": False, "error": "send {'id': N} or {'ids': [N, ...]}"}
+        if len(ids) > MAX_ACK_IDS:
+            return {"ok": False, "error": f"at most {MAX_ACK_IDS} ids per ack; send the rest in another"}
         acked = []
-        for raw in ids or []:
+        for raw in ids:
+            if isinstance(raw, bool) or not isinstance(raw, (int, str)):
+                continue
             try:
                 nid = int(raw)
-            except (TypeError, ValueError):
+            except ValueError:
                 continue
-            if ext_state.dispatcher.acknowledge(nid, uid):
+            if 0 < nid <= MAX_ROW_ID and ext_state.dispatcher.acknowledge(nid, uid):
                 acked.append(nid)
         return {"ok": True, "acknowledged": acked}
 

@@ -7,15 +7,56 @@ token, so two workers or two tabs racing for the same rows each get a disjoint s
 from __future__ import annotations
 
 import datetime as dt
+import json
+import logging
+import random
+import time
 import uuid
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import sqlalchemy as sa
 
-from ..models import Models, notification_payload, utcnow
+from ..models import MAX_ROW_ID, Models, notification_payload, utcnow
+
+
+log = logging.getLogger("flask_notify_emergency")
 
 #: Claiming transactions one claim may run when other claimers keep taking its rows.
 CLAIM_ROUNDS = 5
+#: Times one ack or claim transaction is run when the database aborts it for contention.
+CONTENTION_ATTEMPTS = 20
+
+#: MariaDB/MySQL error codes for "try the transaction again": deadlock, lock wait timeout.
+_MYSQL_RETRY_CODES = {1213, 1205}
+#: PostgreSQL SQLSTATEs for the same: serialization failure, deadlock detected.
+_POSTGRES_RETRY_STATES = {"40001", "40P01"}
+
+T = TypeVar("T")
+
+
+def is_contention(exc: BaseException) -> bool:
+    """True if the database aborted a transaction only because another one raced it
+    (a deadlock or a serialization failure), so running it again is correct."""
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    orig = exc.orig
+    if getattr(orig, "pgcode", None) in _POSTGRES_RETRY_STATES:
+        return True
+    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
+    return bool(args) and args[0] in _MYSQL_RETRY_CODES
+
+
+def retry_on_contention(transaction: Callable[[], T]) -> T:
+    """Run ``transaction`` (one whole transaction), again after a short random pause when the
+    database aborted it for a deadlock or serialization failure; other errors pass through."""
+    for attempt in range(CONTENTION_ATTEMPTS):
+        try:
+            return transaction()
+        except sa.exc.DBAPIError as exc:
+            if not is_contention(exc) or attempt == CONTENTION_ATTEMPTS - 1:
+                raise
+            time.sleep(random.uniform(0, 0.005 * 2 ** min(attempt, 6)))  # back off, out of step with the other
+    raise AssertionError("unreachable")
 
 
 def _inserted_id(result: sa.engine.CursorResult[Any]) -> int:
@@ -48,15 +89,24 @@ class NotificationStore:
         again, so a poll racing another tab still gets what is waiting instead of nothing.
         """
         claimed: list[dict[str, Any]] = []
+        unsendable: set[int] = set()
         for _ in range(CLAIM_ROUNDS):
-            selected, rows = self._claim_once(user_id, limit - len(claimed), channel)
+            selected, rows, bad = retry_on_contention(
+                lambda: self._claim_once(user_id, limit - len(claimed), channel, unsendable))
             claimed += rows
-            if len(rows) == selected or len(claimed) >= limit:
+            unsendable |= bad
+            if (len(rows) == selected and not bad) or len(claimed) >= limit:
                 break  # nobody raced us (or the batch is full): what is left is not claimable
         return claimed
 
-    def _claim_once(self, user_id: str, limit: int, channel: str) -> tuple[int, list[dict[str, Any]]]:
-        """One claiming transaction: (rows selected, rows this call marked delivered)."""
+    def _claim_once(self, user_id: str, limit: int, channel: str,
+                    unsendable: set[int]) -> tuple[int, list[dict[str, Any]], set[int]]:
+        """One claiming transaction: (rows selected, rows this call marked delivered, ids of
+        rows left alone because their payload cannot be sent as JSON).
+
+        Each payload is built and serialised *before* its row is marked delivered, so a row
+        the reply could not carry is never lost as delivered: it stays pending, logged.
+        """
         t = self.table
         now = utcnow()
         token = uuid.uuid4().hex
@@ -66,27 +116,60 @@ class NotificationStore:
             sa.or_(t.c.realtime_deadline.is_(None), t.c.realtime_deadline < now),
             sa.or_(t.c.expires_at.is_(None), t.c.expires_at > now),
         )
+        if unsendable:
+            claimable = sa.and_(claimable, t.c.id.not_in(unsendable))
+        # The candidates are read outside the claiming transaction, which then touches rows by
+        # primary key only: on SERIALIZABLE a range read inside it would conflict with every
+        # ack of that user's rows, and on MariaDB it would take gap locks. The read itself is
+        # only a list of candidates, so READ COMMITTED is enough for it on any host setting.
+        with self.engine.connect() as conn:
+            if self.engine.dialect.name != "sqlite":
+                conn = conn.execution_options(isolation_level="READ COMMITTED")
+            candidates = conn.execute(sa.select(t).where(claimable).order_by(t.c.id).limit(limit)).all()
+        payloads: dict[int, dict[str, Any]] = {}
+        bad: set[int] = set()
+        for row in candidates:
+            payload = dict(notification_payload(row), user_id=row.user_id)
+            try:
+                json.dumps(payload, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                log.error("flask-notify-emergency: notification %s cannot be sent as JSON (%s); "
+                          "it stays undelivered", row.id, exc)
+                bad.add(int(row.id))
+                continue
+            payloads[int(row.id)] = payload
+        if not payloads:
+            return 0, [], bad
+        ids = sorted(payloads)
         with self.engine.begin() as conn:
-            ids = [r[0] for r in conn.execute(
-                sa.select(t.c.id).where(claimable).order_by(t.c.id).limit(limit))]
-            if not ids:
-                return 0, []
             conn.execute(
                 t.update()
                 .where(t.c.id.in_(ids), t.c.delivered == sa.false())
                 .values(delivered=True, delivered_at=now, channel=channel, claim_token=token,
                         attempts=t.c.attempts + 1)
             )
-            rows = conn.execute(sa.select(t).where(t.c.claim_token == token).order_by(t.c.id)).all()
-        return len(ids), [dict(notification_payload(r), user_id=r.user_id) for r in rows]
+            taken = conn.execute(sa.select(t.c.id).where(t.c.id.in_(ids), t.c.claim_token == token)
+                                 .order_by(t.c.id)).scalars().all()
+        return len(ids), [payloads[int(nid)] for nid in taken], bad
 
     def acknowledge(self, notification_id: int, user_id: str, channel: str = "realtime") -> bool:
-        """Mark one row delivered if it is the user's and not yet delivered; True if we did."""
+        """Mark one row delivered if it is the user's and not yet delivered; True if we did.
+
+        The owner is checked by a plain read of the row, and the UPDATE names the row by its
+        primary key alone: with ``user_id`` in its WHERE, MariaDB may run it through the
+        ``(user_id, delivered, id)`` index and take gap locks that deadlock two acks.
+        """
+        return retry_on_contention(lambda: self._acknowledge_once(notification_id, user_id, channel))
+
+    def _acknowledge_once(self, notification_id: int, user_id: str, channel: str) -> bool:
         t = self.table
         with self.engine.begin() as conn:
+            owner = conn.execute(sa.select(t.c.user_id).where(t.c.id == notification_id)).scalar()
+            if owner is None or str(owner) != user_id:
+                return False
             result = conn.execute(
                 t.update()
-                .where(t.c.id == notification_id, t.c.user_id == user_id, t.c.delivered == sa.false())
+                .where(t.c.id == notification_id, t.c.delivered == sa.false())
                 .values(delivered=True, delivered_at=utcnow(), channel=channel)
             )
         return bool(result.rowcount)
@@ -97,27 +180,35 @@ class NotificationStore:
         if not ids:
             return 0
         t = self.table
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                t.update()
-                .where(t.c.id.in_(ids), t.c.user_id == user_id, t.c.delivered == sa.true(),
-                       t.c.channel == channel)
-                .values(delivered=False, delivered_at=None, channel=None, claim_token=None,
-                        realtime_deadline=None)
-            )
-        return int(result.rowcount or 0)
+
+        def unclaim_once() -> int:
+            with self.engine.begin() as conn:
+                result = conn.execute(
+                    t.update()
+                    .where(t.c.id.in_(ids), t.c.user_id == user_id, t.c.delivered == sa.true(),
+                           t.c.channel == channel)
+                    .values(delivered=False, delivered_at=None, channel=None, claim_token=None,
+                            realtime_deadline=None)
+                )
+            return int(result.rowcount or 0)
+
+        return retry_on_contention(unclaim_once)
 
     def release_realtime(self, ids: list[int]) -> list[tuple[int, str]]:
         """Hand rows whose ack never came to the fallbacks; return (id, user) still undelivered."""
         if not ids:
             return []
         t = self.table
-        with self.engine.begin() as conn:
-            conn.execute(t.update().where(t.c.id.in_(ids), t.c.delivered == sa.false())
-                         .values(realtime_deadline=None))
-            rows = conn.execute(sa.select(t.c.id, t.c.user_id)
-                                .where(t.c.id.in_(ids), t.c.delivered == sa.false())).all()
-        return [(int(r[0]), str(r[1])) for r in rows]
+
+        def release() -> list[tuple[int, str]]:
+            with self.engine.begin() as conn:
+                conn.execute(t.update().where(t.c.id.in_(ids), t.c.delivered == sa.false())
+                             .values(realtime_deadline=None))
+                rows = conn.execute(sa.select(t.c.id, t.c.user_id)
+                                    .where(t.c.id.in_(ids), t.c.delivered == sa.false())).all()
+            return [(int(r[0]), str(r[1])) for r in rows]
+
+        return retry_on_contention(release)
 
     def pending_user_ids(self) -> set[str]:
         """Users with at least one claimable undelivered notification."""
@@ -187,6 +278,8 @@ class NotificationStore:
         """Dismiss one banner (or every active one of ``kind``); return how many."""
         b = self.banners
         cond = [b.c.dismissed_at.is_(None)]
+        if banner_id is not None and not 0 < banner_id <= MAX_ROW_ID:
+            return 0  # no row has it (and the database would refuse the number)
         if banner_id is not None:
             cond.append(b.c.id == banner_id)
         if kind is not None:
@@ -197,11 +290,13 @@ class NotificationStore:
 
 
 def banner_payload(row: Any) -> dict[str, Any]:
+    """A banner as everyone may see it (pages, ``api/banners``, polls, socket pushes): what it
+    says and when, never who posted it (the dashboard adds that for admins)."""
     def iso(v: dt.datetime | None) -> str | None:
         return v.isoformat() + "Z" if v else None
 
     return {
         "id": row.id, "title": row.title, "message": row.message, "level": row.level,
-        "kind": row.kind, "created_at": iso(row.created_at), "created_by": row.created_by,
+        "kind": row.kind, "created_at": iso(row.created_at),
         "starts_at": iso(row.starts_at), "ends_at": iso(row.ends_at),
     }

@@ -1,5 +1,6 @@
 """Detection and assessment: the health checks (realtime with an end-to-end canary through
-the message queue, database, sessions, redis, resources), the canary itself, and the
+the message queue, database, sessions, redis, resources), the canary itself, the evidence of
+when a failure started (:mod:`.evidence`, for MTTD), and the
 classification of a failing report into a failure type and one of the runbook's four levels
 (:mod:`.levels`), by evidence, never by the text of an error; and whether the database has
 every table and column of the extension (:mod:`.schema`).
@@ -10,14 +11,16 @@ events).
 
 from __future__ import annotations
 
-from . import health
+from . import evidence, health
 from .canary import check_message_queue, queue_manager, send_canary
 from .classify import Classification, classify
+from .evidence import FAILED_CHECK, EvidenceLog, utc_from_epoch
 from .health import HealthReport, run_health_checks
 from .levels import FAILURE_TYPES, LEVELS, Level, parse_level
 from .schema import SchemaReport, schema_problems
 
 __all__ = [
-    "check_message_queue", "Classification", "classify", "FAILURE_TYPES", "health", "HealthReport", "Level", "LEVELS",
-    "parse_level", "queue_manager", "run_health_checks", "SchemaReport", "schema_problems", "send_canary",
+    "check_message_queue", "Classification", "classify", "evidence", "EvidenceLog", "FAILED_CHECK",
+    "FAILURE_TYPES", "health", "HealthReport", "Level", "LEVELS", "parse_level", "queue_manager",
+    "run_health_checks", "SchemaReport", "schema_problems", "send_canary", "utc_from_epoch",
 ]

@@ -5,7 +5,10 @@ system's own view shows it (the dispatcher's routing, the ``realtime`` health ch
 that is the detection time. It then activates emergency mode with a drill event (evidence
 ``{"drill": true}``), sends a probe notification to a test user, holds the failure for the
 drill's duration, restores everything and leaves emergency mode: detection to restoration
-is the recovery time. Restoring runs in ``finally``, so Ctrl-C or an error still restores.
+is the recovery time. Restoring runs in ``finally``, so Ctrl-C or an error still restores;
+and while it runs the drill holds a lease (:mod:`..respond.drill_lease`) naming what it
+injected, so if its process is killed the monitor's next tick after the lease runs out
+reverts it.
 
 =====================  ===============================================================
 drill                  what is injected
@@ -37,7 +40,7 @@ import sqlalchemy as sa
 from ..communicate import reference
 from ..detect import run_health_checks
 from ..models import utcnow
-from ..respond import emergency
+from ..respond import drill_lease, emergency
 from ..rollback import admin_user_ids, test_rollback
 
 MAX_DURATION = 3600.0
@@ -221,22 +224,37 @@ def execute_drill(ext: Any, *, drill_type: str, duration: float, participants: l
     started = time.monotonic()
     injected_at = utcnow()
     detected_at: float | None = None
+    renewed = [0.0]
+
+    def keep_lease(force: bool = False) -> None:
+        """Renew the drill's lease (see ..respond.drill_lease): if this process dies, the
+        monitor reverts what the lease names once it runs out."""
+        if force or time.monotonic() - renewed[0] >= drill_lease.lease_seconds(ext) / 3:
+            drill_lease.hold(ext, drill_id, injected=result["injected"], snapshot=snapshot, actor=actor,
+                             event_id=result["event_id"])
+            renewed[0] = time.monotonic()
+
     try:
-        # each injection is noted before it is made, so a Ctrl-C between the two still undoes it
+        # each injection is noted (in the result and the lease) before it is made, so a Ctrl-C
+        # or a kill -9 between the two still undoes it
         if "realtime" in kind.injects:
             result["injected"].append("realtime")
+            keep_lease(force=True)
             ext.control.set_paused("realtime", True, actor)
         if "breaker" in kind.injects:
             result["injected"].append("breaker")
+            keep_lease(force=True)
             ext.breaker.trip()
         if "database" in kind.injects:
             result["evidence"]["database"] = simulate_database_outage()
             result["injected"].append("database")
+        keep_lease(force=True)  # also before the drill's emergency is activated
         say(f"Drill #{drill_id}: injected {', '.join(result['injected']) or 'the rollback rehearsal'}.")
         deadline = started + float(duration)
         seen = detect(ext, kind, uid, result["evidence"])
         while seen is None and time.monotonic() < deadline:
             time.sleep(POLL_SECONDS)
+            keep_lease()
             seen = detect(ext, kind, uid, result["evidence"])
         if seen is not None:
             detected_at = time.monotonic()
@@ -247,6 +265,7 @@ def execute_drill(ext: Any, *, drill_type: str, duration: float, participants: l
                                    level=kind.level, failure_type=kind.failure_type, source=source, actor=actor,
                                    evidence={"drill": True, "drill_id": drill_id, **result["evidence"]})
         result["event_id"] = event["id"]
+        keep_lease(force=True)
         _backdate(ext, event["id"], injected_at)
         nid = ext.dispatcher.send(uid, f"Emergency drill #{drill_id}",
                                   "An emergency drill is running: this notification should reach you once.",
@@ -262,6 +281,7 @@ def execute_drill(ext: Any, *, drill_type: str, duration: float, participants: l
         save_result(ext, drill_id, result)
         while time.monotonic() < deadline:
             time.sleep(min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+            keep_lease()
         result["status"] = "completed"
     except KeyboardInterrupt:
         result["status"] = "aborted"
@@ -275,6 +295,8 @@ def execute_drill(ext: Any, *, drill_type: str, duration: float, participants: l
             if detected_at is not None and result["restored"]["all"]:
                 result["recovery_seconds"] = round(time.monotonic() - detected_at, 3)
             save_result(ext, drill_id, result, ended=True)
+            if result["restored"]["all"]:
+                drill_lease.release(ext, drill_id, actor)
             ext.state.release_lock(LOCK)
     ext.audit.record(actor, "execute-drill", source, {"drill_id": drill_id}, outcome="ok" if result["status"] ==
                      "completed" and result["restored"]["all"] else "failed",

@@ -22,7 +22,10 @@ Definitions (``window`` = the last 1h/24h/7d/30d, by creation or detection time)
 * **recovery success rate** = events resolved in the window with ``recovered = True`` /
   events resolved in the window.
 * **MTTD** = mean of ``detected_at - started_at``; **MTTR** = mean of
-  ``resolved_at - detected_at``, both in seconds over the events of the window.
+  ``resolved_at - detected_at``, both in seconds (to the millisecond) over the events of the
+  window. ``started_at`` is the failure's start as :mod:`..detect.evidence` knows it (the
+  earliest failed delivery, acknowledgement timeout or failed check since the last passing
+  check, else that check), ``detected_at`` when the monitor's failing check ended.
 * **rollback success rate** = ``rollback.rollback_success_rate(ext, since)`` when present.
 * **health score** = ``health.run_health_checks(ext).to_dict()["score"]``, from the last
   report: the first overview runs the checks, later ones show the last report and, when it
@@ -97,11 +100,14 @@ def iso(value: dt.datetime | None) -> str | None:
 
 
 # -- SQL helpers -------------------------------------------------------------------------
-def seconds_between(dialect: str, start: Any, end: Any) -> Any:
-    """SQL expression: seconds from ``start`` to ``end`` (two datetime expressions)."""
+def seconds_between(dialect: str, start: Any, end: Any, precise: bool = False) -> Any:
+    """SQL expression: seconds from ``start`` to ``end`` (two datetime expressions); whole
+    seconds on MariaDB/MySQL unless ``precise`` (microseconds: MTTD and MTTR)."""
     if dialect == "sqlite":
         return (sa.func.julianday(end) - sa.func.julianday(start)) * 86400.0
     if dialect in ("mysql", "mariadb"):
+        if precise:
+            return sa.func.timestampdiff(sa.literal_column("MICROSECOND"), start, end) / 1000000.0
         return sa.func.timestampdiff(sa.literal_column("SECOND"), start, end)
     if dialect == "postgresql":
         return sa.func.extract("epoch", end - start)
@@ -222,9 +228,10 @@ def event_metrics(ext: Any, window: Window) -> dict[str, Any]:
         sa.func.sum(sa.case((t.c.status == "open", 1), else_=0)),
         sa.func.sum(sa.case((resolved, 1), else_=0)),
         sa.func.sum(sa.case((sa.and_(resolved, t.c.recovered == sa.true()), 1), else_=0)),
-        sa.func.avg(seconds_between(dialect, t.c.started_at, t.c.detected_at)),
+        sa.func.avg(seconds_between(dialect, t.c.started_at, t.c.detected_at, precise=True)),
         sa.func.avg(sa.case((t.c.resolved_at.is_not(None),
-                             seconds_between(dialect, t.c.detected_at, t.c.resolved_at)), else_=None)),
+                             seconds_between(dialect, t.c.detected_at, t.c.resolved_at, precise=True)),
+                            else_=None)),
     ).where(t.c.detected_at >= window.since)
     with ext.engine.connect() as conn:
         count, open_, resolved_n, recovered_n, mttd, mttr = conn.execute(q).one()
@@ -232,8 +239,8 @@ def event_metrics(ext: Any, window: Window) -> dict[str, Any]:
     return {
         "count": int(count or 0), "open": int(open_ or 0), "resolved": resolved_n, "recovered": recovered_n,
         "recovery_success_rate": _rate(recovered_n, resolved_n),
-        "mttd_seconds": None if mttd is None else round(float(mttd), 1),
-        "mttr_seconds": None if mttr is None else round(float(mttr), 1),
+        "mttd_seconds": None if mttd is None else round(float(mttd), 3),
+        "mttr_seconds": None if mttr is None else round(float(mttr), 3),
     }
 
 

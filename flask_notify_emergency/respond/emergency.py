@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from .. import signals
 from ..detect import FAILURE_TYPES, LEVELS, Level, parse_level, run_health_checks  # noqa: F401 (the levels of an event)
-from ..models import utcnow
+from ..models import MAX_ROW_ID, utcnow
 
 
 class EmergencyError(Exception):
@@ -54,6 +54,8 @@ def current_event(ext: Any) -> dict[str, Any] | None:
 
 
 def get_event(ext: Any, event_id: int) -> dict[str, Any] | None:
+    if not 0 < event_id <= MAX_ROW_ID:
+        return None  # no row has it (and the database would refuse the number)
     t = _table(ext)
     with ext.engine.connect() as conn:
         row = conn.execute(sa.select(t).where(t.c.id == event_id)).first()
@@ -71,16 +73,26 @@ def list_events(ext: Any, limit: int = 50, offset: int = 0, status: str | None =
 
 def open_event(ext: Any, *, level: int, failure_type: str, reason: str, triggered_by: str,
                evidence: dict[str, Any] | None = None, affected_users: int = 0,
-               started_at: dt.datetime | None = None, manual: bool = False) -> dict[str, Any]:
-    """Record a new emergency event (no mode change)."""
+               started_at: dt.datetime | None = None, manual: bool = False,
+               detected_at: dt.datetime | None = None) -> dict[str, Any]:
+    """Record a new emergency event (no mode change).
+
+    ``detected_at`` defaults to now; ``started_at`` to the failure's start as the evidence
+    log knows it (:mod:`..detect.evidence`: the earliest evidence since the last passing
+    check, else that check), so MTTD is the time from start to detection.
+    """
     if failure_type not in FAILURE_TYPES:
         raise ValueError(f"unknown failure type {failure_type!r}: use one of {', '.join(FAILURE_TYPES)}.")
     t = _table(ext)
-    now = utcnow()
+    now = detected_at or utcnow()
+    if started_at is None:
+        started_at, start_kind = ext.evidence.failure_start_time(now)
+        if start_kind is not None:
+            evidence = dict(evidence or {}, failure_start={"at": started_at.isoformat() + "Z", "from": start_kind})
     with ext.engine.begin() as conn:
         result = conn.execute(t.insert().values(
             level=level, failure_type=failure_type, status="open", reason=reason, evidence=evidence,
-            affected_users=affected_users, triggered_by=triggered_by, started_at=started_at or now,
+            affected_users=affected_users, triggered_by=triggered_by, started_at=min(started_at, now),
             detected_at=now, actions=[], manual_intervention=manual))
     event = get_event(ext, int(result.inserted_primary_key[0]))
     assert event is not None
@@ -118,11 +130,12 @@ def acknowledge_event(ext: Any, event_id: int, actor: str, source: str) -> dict[
     return event
 
 
-def resolve_event(ext: Any, event_id: int, resolved_by: str, recovered: bool) -> dict[str, Any] | None:
+def resolve_event(ext: Any, event_id: int, resolved_by: str, recovered: bool,
+                  resolved_at: dt.datetime | None = None) -> dict[str, Any] | None:
     t = _table(ext)
     with ext.engine.begin() as conn:
         conn.execute(t.update().where(t.c.id == event_id, t.c.status == "open").values(
-            status="resolved", resolved_at=utcnow(), resolved_by=resolved_by, recovered=recovered))
+            status="resolved", resolved_at=resolved_at or utcnow(), resolved_by=resolved_by, recovered=recovered))
     event = get_event(ext, event_id)
     if event is not None:
         signals.emergency_resolved.send(ext.app, event=event)

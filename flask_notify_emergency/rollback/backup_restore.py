@@ -20,11 +20,13 @@ from ..control import CACHED_KEYS
 from .backups import (
     VOLATILE_KEYS,
     BackupError,
+    app_identity,
     archive_tables,
     create_backup,
     encode,
     find_backup,
     load_rows,
+    read_manifest,
     verify_backup,
 )
 
@@ -102,13 +104,22 @@ def _only_volatile(conn: sa.Connection, table: sa.Table) -> bool:
     return keys <= set(VOLATILE_KEYS)
 
 
-def restore_plan(ext: Any, backup_id: str | None, keep_switches: bool = False) -> dict[str, Any]:
-    """What restoring ``backup_id`` would do, changing nothing."""
+def restore_plan(ext: Any, backup_id: str | None, keep_switches: bool = False,
+                 other_app: bool = False) -> dict[str, Any]:
+    """What restoring ``backup_id`` would do, changing nothing. An archive another app made
+    (see :func:`.backups.app_identity`) is refused unless ``other_app``."""
     path = find_backup(ext, backup_id)
     check = verify_backup(ext, path.name)
     if not check["ok"]:
         raise BackupError(f"backup {check['id']} does not verify, refusing to restore it: "
                           f"{'; '.join(check['problems'])}")
+    made_by = read_manifest(path).get("app_identity")
+    here = app_identity(ext)
+    if made_by is not None and made_by != here and not other_app:
+        raise BackupError(f"backup {check['id']} was made by app {made_by['app']!r} on database "
+                          f"{made_by['database']!r}; this is app {here['app']!r} on database {here['database']!r}. "
+                          "Restoring it would mix another app's data into this one: if that is what you "
+                          "want, run again with --other-app.")
     plan = _classify(ext, load_rows(ext, path), keep_switches)
     plan["backup_id"] = check["id"]
     return plan
@@ -132,10 +143,12 @@ def plan_lines(plan: dict[str, Any]) -> list[str]:
 
 
 def restore_backup(ext: Any, backup_id: str | None, *, confirm: bool, actor: str, source: str,
-                   keep_switches: bool = False, safety_backup: bool = True) -> dict[str, Any]:
-    """Upsert an archive's rows; needs ``confirm`` unless the store is empty."""
-    plan = restore_plan(ext, backup_id, keep_switches)
-    args = {"backup_id": plan["backup_id"], "keep_switches": keep_switches}
+                   keep_switches: bool = False, safety_backup: bool = True,
+                   other_app: bool = False) -> dict[str, Any]:
+    """Upsert an archive's rows; needs ``confirm`` unless the store is empty, and
+    ``other_app`` for an archive another app made."""
+    plan = restore_plan(ext, backup_id, keep_switches, other_app)
+    args = {"backup_id": plan["backup_id"], "keep_switches": keep_switches, "other_app": other_app}
     if not plan["store_empty"] and not confirm:
         ext.audit.record(actor, "restore-backup", source, args, outcome="refused", detail="no --confirm")
         raise BackupError("the store already holds data: read the plan above, then run again with "

@@ -2,15 +2,19 @@
 
 An archive ``<id>.tar.gz`` in ``NOTIFY_EMERGENCY_BACKUP_DIR`` holds, in this order:
 
-* ``manifest.json``: format version, id, created_at, reason, who, app name, database
-  dialect, the table list with row counts, and the SHA-256 of every other member;
+* ``manifest.json``: format version, id, created_at, reason, who, app name, the app's
+  identity (import name and database name: restore refuses another app's archive unless
+  told), database dialect, the table list with row counts, and the SHA-256 of every other
+  member;
 * ``config.redacted.json``: the ``NOTIFY_EMERGENCY_*`` settings, secrets redacted;
 * ``tables/<name>.jsonl``: one JSON object per row (times as naive-UTC ISO text);
 * ``checksums.sha256``: ``sha256sum -c`` compatible lines for every member.
 
 Everything is read and written through SQLAlchemy Core on the host's engine, so the same
 code serves SQLite, MariaDB and PostgreSQL, and no database client program (whose command
-line could show a password) is ever started. Restoring upserts by primary key: rows missing
+line could show a password) is ever started. The checksums catch corruption (a truncated
+copy, a flipped bit), not tampering: whoever can write an archive can rewrite its checksums
+too, so keep the backup directory writable only by the app. Restoring upserts by primary key: rows missing
 are inserted, rows that differ are updated, rows only in the database are kept.
 """
 
@@ -31,7 +35,7 @@ from typing import Any, Iterator
 import sqlalchemy as sa
 
 from .. import config as cfgmod
-from ..models import utcnow
+from ..models import MAX_ROW_ID, utcnow
 
 FORMAT = "flask-notify-emergency-backup"
 FORMAT_VERSION = 1
@@ -140,7 +144,7 @@ def create_backup(ext: Any, *, actor: str, source: str, emergency: bool = False,
     manifest = {
         "format": FORMAT, "version": FORMAT_VERSION, "id": backup_id,
         "created_at": now.isoformat() + "Z", "created_by": actor, "source": source,
-        "emergency": emergency, "reason": reason, "app_name": ext.app.name,
+        "emergency": emergency, "reason": reason, "app_name": ext.app.name, "app_identity": app_identity(ext),
         "db_dialect": ext.engine.dialect.name, "package_version": package_version(),
         "tables": {name: {"table": table.name, "rows": counts[name],
                           "file": f"tables/{name}.jsonl"} for name, table in tables.items()},
@@ -177,17 +181,68 @@ def create_backup(ext: Any, *, actor: str, source: str, emergency: bool = False,
     return dict(manifest, path=str(final), verified=True)
 
 
-def _read_manifest(path: Path) -> dict[str, Any]:
+def read_manifest(path: Path) -> dict[str, Any]:
     with tarfile.open(path, "r:gz") as tar:
         member = tar.next()
         if member is None or member.name != "manifest.json":
             raise BackupError(f"{path.name}: the first member is not manifest.json")
         fh = tar.extractfile(member)
         assert fh is not None
-        manifest: dict[str, Any] = json.loads(fh.read())
-    if manifest.get("format") != FORMAT:
+        manifest = json.loads(fh.read())
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BackupError(f"{path.name}: not a flask-notify-emergency backup")
+    problems = manifest_problems(manifest)
+    if problems:
+        raise BackupError(f"{path.name}: invalid manifest: {'; '.join(problems)}")
     return manifest
+
+
+def app_identity(ext: Any) -> dict[str, Any]:
+    """Which app and database a backup is of: the app's import name and the database's name
+    (the file name for SQLite), never its host or credentials."""
+    database = ext.engine.url.database or ""
+    if ext.engine.dialect.name == "sqlite":
+        database = os.path.basename(database)
+    return {"app": ext.app.import_name, "database": database}
+
+
+def _is_time(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        dt.datetime.fromisoformat(value.rstrip("Z"))
+    except ValueError:
+        return False
+    return True
+
+
+def manifest_problems(manifest: Any) -> list[str]:
+    """What is wrong with the shape of a manifest (empty when every field restore reads is
+    there, of the right type)."""
+    if not isinstance(manifest, dict):
+        return [f"the manifest is a {type(manifest).__name__}, not an object"]
+    problems = []
+    if not isinstance(manifest.get("id"), str) or not manifest.get("id"):
+        problems.append("'id' is not a non-empty string")
+    if not _is_time(manifest.get("created_at")):
+        problems.append(f"'created_at' is not a time: {str(manifest.get('created_at'))[:40]!r}")
+    identity = manifest.get("app_identity")
+    if identity is not None and not (isinstance(identity, dict)
+                                     and all(isinstance(identity.get(k), str) for k in ("app", "database"))):
+        problems.append("'app_identity' is not {'app': str, 'database': str}")
+    for key in ("counts", "checksums"):
+        if not isinstance(manifest.get(key), dict):
+            problems.append(f"{key!r} is not an object")
+    tables = manifest.get("tables")
+    if not isinstance(tables, dict):
+        problems.append("'tables' is not an object")
+        return problems
+    for name, info in tables.items():
+        if not (isinstance(info, dict) and isinstance(info.get("file"), str)
+                and isinstance(info.get("rows"), int) and not isinstance(info.get("rows"), bool)
+                and info["rows"] >= 0):
+            problems.append(f"table {str(name)[:40]!r}: needs 'file' (a string) and 'rows' (a count)")
+    return problems
 
 
 def list_backups(ext: Any) -> list[dict[str, Any]]:
@@ -199,7 +254,7 @@ def list_backups(ext: Any) -> list[dict[str, Any]]:
         backup_id = path.name[: -len(SUFFIX)]
         entry: dict[str, Any] = {"id": backup_id, "path": str(path), "size": path.stat().st_size}
         try:
-            manifest = _read_manifest(path)
+            manifest = read_manifest(path)
             entry.update({k: manifest.get(k) for k in ("created_at", "created_by", "emergency", "reason",
                                                         "db_dialect", "app_name", "counts")})
         except (BackupError, tarfile.TarError, OSError, ValueError) as exc:
@@ -258,7 +313,11 @@ def verify_backup(ext: Any, backup_id: str | None = None) -> dict[str, Any]:
     manifest: dict[str, Any] = {}
     try:
         members = read_members(path)
-        manifest = json.loads(members["manifest.json"])
+        loaded = json.loads(members["manifest.json"])
+        shape = manifest_problems(loaded)
+        if shape:
+            raise MalformedManifest("; ".join(shape))
+        manifest = loaded
         if manifest.get("format") != FORMAT or manifest.get("version") != FORMAT_VERSION:
             problems.append(f"unknown format {manifest.get('format')!r} version {manifest.get('version')!r}")
         listed: dict[str, str] = {}
@@ -282,15 +341,22 @@ def verify_backup(ext: Any, backup_id: str | None = None) -> dict[str, Any]:
             lines = [ln for ln in members.get(info["file"], b"").decode().splitlines() if ln.strip()]
             if len(lines) != info["rows"]:
                 problems.append(f"{info['file']}: {len(lines)} rows, manifest says {info['rows']}")
-            columns = {c.name for c in table_of(ext, name).columns}
+            table = table_of(ext, name)
+            columns = {c.name for c in table.columns}
             for n, line in enumerate(lines, 1):
                 row = json.loads(line)
                 if not isinstance(row, dict) or not set(row) <= columns:
                     problems.append(f"{info['file']} line {n}: columns do not match the table")
                     break
+                wrong = row_problem(table, row)
+                if wrong:  # what restoring it would trip over
+                    problems.append(f"{info['file']} line {n}: {wrong}")
+                    break
+    except MalformedManifest as exc:
+        problems.append(f"invalid manifest: {exc}")
     except (tarfile.TarError, OSError, EOFError) as exc:
         problems.append(f"the archive cannot be read: {exc}")
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, TypeError) as exc:
         problems.append(f"the archive is incomplete or malformed: {exc}")
     stat = path.stat()
     result = {"id": bid, "path": str(path), "ok": not problems, "problems": problems,
@@ -301,6 +367,29 @@ def verify_backup(ext: Any, backup_id: str | None = None) -> dict[str, Any]:
     except OSError:
         pass  # a read-only backup directory still verifies
     return result
+
+
+class MalformedManifest(ValueError):
+    """The manifest is not of the shape restore reads."""
+
+
+def row_problem(table: sa.Table, row: dict[str, Any]) -> str | None:
+    """Why restoring this archived row would fail (a time that does not parse, a missing or
+    out-of-range id), or None."""
+    pk = _pk(table)
+    key = row.get(pk.name)
+    if isinstance(pk.type, sa.Integer):
+        if isinstance(key, bool) or not isinstance(key, int) or not 0 < key <= MAX_ROW_ID:
+            return f"{pk.name} {str(key)[:40]!r} is not an id (a whole number from 1 to {MAX_ROW_ID})"
+    elif not isinstance(key, str) or not key:
+        return f"{pk.name} {str(key)[:40]!r} is not a key"
+    for col in table.columns:
+        value = row.get(col.name)
+        if isinstance(col.type, sa.DateTime) and value is not None and not _is_time(value):
+            return f"{col.name} {str(value)[:40]!r} is not a time"
+        if value is None and col.name in row and not col.nullable and not col.primary_key:
+            return f"{col.name} is empty, and the table needs it"
+    return None
 
 
 def verification(ext: Any, backup_id: str | None = None) -> dict[str, Any]:

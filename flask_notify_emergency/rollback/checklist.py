@@ -160,16 +160,21 @@ def verify_rollback_ready(ext: Any, reverify: bool = False) -> dict[str, Any]:
     checks: list[dict[str, Any]] = []
     max_age = ext.app.config["NOTIFY_EMERGENCY_ROLLBACK_BACKUP_MAX_AGE"]
     try:
+        invalid = [b for b in list_backups(ext) if "error" in b]
+        if invalid:  # a rollback must not meet an archive it cannot read
+            raise BackupError("invalid archive(s) in the backup directory, move them away: "
+                              + "; ".join(str(b["error"]) for b in invalid))
         result = verify_backup(ext, None) if reverify else verification(ext, None)
+        if not result["ok"]:
+            raise BackupError(f"{result['id']} does not verify: {'; '.join(result['problems'])}")
         created = dt.datetime.fromisoformat(str(result["created_at"]).rstrip("Z"))
         age = (utcnow() - created).total_seconds()
         fresh = age <= max_age
-        checks.append({"name": "backup", "ok": result["ok"] and fresh,
-                       "detail": f"{result['id']}, {int(age)}s old, "
-                       + ("verified" if result["ok"] else f"does not verify: {'; '.join(result['problems'])}")
+        checks.append({"name": "backup", "ok": fresh,
+                       "detail": f"{result['id']}, {int(age)}s old, verified"
                        + ("" if fresh else f"; older than NOTIFY_EMERGENCY_ROLLBACK_BACKUP_MAX_AGE={max_age}s: "
                           "run 'create-backup --emergency'")})
-    except BackupError as exc:
+    except (BackupError, ValueError, TypeError) as exc:
         checks.append({"name": "backup", "ok": False, "detail": str(exc)})
     checks.append(database_reachable(ext))
     holder = OperationLock(ext.engine, ext.models).holder()

@@ -8,13 +8,14 @@ the admin's name and the request's source.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from ..access import actor_name
 from ..audit import request_source
 from ..automation import recovery
-from ..config import BANNER_LEVELS
+from ..config import BANNER_LEVELS, BANNER_YEARS
 from ..delivery import BANNER_EVENT
 from ..learn import run_health
 from ..respond import emergency
@@ -87,8 +88,36 @@ def perform(ext: Any, name: str, action: Callable[..., ActionResult], *args: Any
             first = args[0] if args else None
             arguments = ({k: first.get(k) for k in first if k != "csrf_token"} if isinstance(first, Mapping)
                          else {"args": list(args)})
-            _audit(ext, name, arguments, outcome="refused", detail=str(exc))
+            _audit(ext, name, request_excerpt(arguments), outcome="refused",
+                   detail=_cut(str(exc), EXCERPT_DETAIL_MAX))
         raise
+
+
+#: A refused action keeps this much of its request in the audit log (which every admin's
+#: live overview shows): at most this many fields, each value cut to this many characters.
+EXCERPT_FIELDS = 20
+EXCERPT_VALUE_MAX = 200
+EXCERPT_DETAIL_MAX = 500
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}\u2026 ({len(text)} characters)"
+
+
+def request_excerpt(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """A bounded copy of a refused request: the first fields, long values and names cut,
+    nested values shown as cut text."""
+    excerpt: dict[str, Any] = {}
+    for key in list(arguments)[:EXCERPT_FIELDS]:
+        value = arguments[key]
+        plain_number = isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and len(repr(value)) <= 20 and math.isfinite(value)
+        if not (value is None or isinstance(value, bool) or plain_number):
+            value = _cut(value if isinstance(value, str) else repr(value), EXCERPT_VALUE_MAX)
+        excerpt[_cut(str(key), 64)] = value
+    if len(arguments) > EXCERPT_FIELDS:
+        excerpt["(more fields)"] = len(arguments) - EXCERPT_FIELDS
+    return excerpt
 
 
 # -- emergency mode ----------------------------------------------------------------------
@@ -147,12 +176,18 @@ def parse_time(value: Any, name: str) -> dt.datetime | None:
     text = value.strip() if isinstance(value, str) else ""
     if not text:
         return None
+    shown = _cut(text, 40)
     try:
         parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "T"))
+        if parsed.tzinfo is not None:
+            parsed = parsed.astimezone(dt.timezone.utc).replace(tzinfo=None)
     except ValueError:
-        raise ActionError(f"{name} must be a date and time like 2030-01-31T18:00 (UTC); got {text!r}.") from None
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        raise ActionError(f"{name} must be a date and time like 2030-01-31T18:00 (UTC); got {shown!r}.") from None
+    except OverflowError:  # a time zone pushed it past year 1 or 9999
+        parsed = dt.datetime.min
+    if not BANNER_YEARS[0] <= parsed.year <= BANNER_YEARS[1]:
+        raise ActionError(f"{name} must be between the years {BANNER_YEARS[0]} and {BANNER_YEARS[1]}; "
+                          f"got {shown!r}.")
     return parsed
 
 

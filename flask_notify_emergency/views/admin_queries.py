@@ -21,6 +21,8 @@ from ..respond import list_events
 NOTIFICATION_STATES = ("all", "delivered", "undelivered")
 NOTIFICATION_CHANNELS = ("realtime", "flash", "poll")
 EVENT_STATUSES = ("open", "resolved")
+#: The highest page number a list accepts (its offset must fit any database's integers).
+MAX_PAGE = 1_000_000
 MAX_PER_PAGE = 100
 
 
@@ -54,7 +56,7 @@ def int_arg(args: Any, name: str, default: int, low: int = 1, high: int | None =
     try:
         value = int(raw)
     except (TypeError, ValueError):
-        raise QueryError(f"{name} must be a whole number; got {raw!r}.") from None
+        raise QueryError(f"{name} must be a whole number; got {str(raw)[:40]!r}.") from None
     if value < low or (high is not None and value > high):
         bound = f"between {low} and {high}" if high is not None else f"at least {low}"
         raise QueryError(f"{name} must be {bound}; got {value}.")
@@ -62,7 +64,7 @@ def int_arg(args: Any, name: str, default: int, low: int = 1, high: int | None =
 
 
 def page_args(args: Any, default_per_page: int = 50) -> tuple[int, int]:
-    return int_arg(args, "page", 1), int_arg(args, "per_page", default_per_page, 1, MAX_PER_PAGE)
+    return int_arg(args, "page", 1, 1, MAX_PAGE), int_arg(args, "per_page", default_per_page, 1, MAX_PER_PAGE)
 
 
 # -- events ------------------------------------------------------------------------------
@@ -143,7 +145,7 @@ def notifications_page(ext: Any, args: Any) -> tuple[Page, dict[str, Any]]:
 # -- banners -----------------------------------------------------------------------------
 def banner_admin_dict(row: Any) -> dict[str, Any]:
     now = utcnow()
-    data = banner_payload(row)
+    data = dict(banner_payload(row), created_by=row.created_by)  # admins only
     if row.dismissed_at is not None:
         status = "dismissed"
     elif row.ends_at is not None and row.ends_at <= now:

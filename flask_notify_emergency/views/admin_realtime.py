@@ -1,8 +1,10 @@
 """Live updates of the admin dashboard over its own Socket.IO namespace.
 
 ``NOTIFY_EMERGENCY_ADMIN_NAMESPACE`` (default ``/notify-emergency-admin``) accepts admins
-only: anyone else is refused at connect, and every event checks again (an admin demoted
-while connected gets nothing more). While at least one admin is connected, this worker
+only: anyone else is refused at connect, and every event and every push checks again: the
+user is loaded afresh through Flask-Login's user loader before each push, and a socket whose
+user is gone or no longer an admin, or whose session logged out (Flask-Login's
+``user_logged_out``), is disconnected and gets nothing more. While at least one admin is connected, this worker
 pushes each of them the overview of the window they watch every
 ``NOTIFY_EMERGENCY_DASHBOARD_REFRESH_SECONDS``, and at once when the mode, the breaker or an
 emergency changes, or a banner is posted.
@@ -18,10 +20,11 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from flask import Flask, request
+from flask import Flask, request, session
+from flask_login import user_logged_out
 
 from .. import signals
-from ..access import is_admin
+from ..access import CSRF_SESSION_KEY, current_user_id, is_admin, load_user, user_is_admin
 from ..learn import metrics
 from .admin_pages import overview_payload
 
@@ -45,31 +48,83 @@ class AdminChannel:
         self.namespace: str = app.config["NOTIFY_EMERGENCY_ADMIN_NAMESPACE"]
         self.refresh: float = float(app.config.get("NOTIFY_EMERGENCY_DASHBOARD_REFRESH_SECONDS", 5.0))
         self.watchers: dict[str, str] = {}  # sid -> window name
+        #: sid -> (user id, the session's CSRF token: it names the browser session the socket
+        #: belongs to, so a logout there closes it)
+        self.owners: dict[str, tuple[str, str | None]] = {}
         self.lock = threading.Lock()
         self.pusher_running = False
 
     # -- handlers ------------------------------------------------------------------------
     def on_connect(self, auth: Any = None) -> bool:
-        if not is_admin():
+        uid = current_user_id()
+        if uid is None or not is_admin():
             return False  # refused: the browser gets connect_error, nothing else
+        sid = request.sid  # type: ignore[attr-defined]
         with self.lock:
-            self.watchers[request.sid] = metrics.DEFAULT_WINDOW  # type: ignore[attr-defined]
+            self.watchers[sid] = metrics.DEFAULT_WINDOW
+            self.owners[sid] = (uid, session.get(CSRF_SESSION_KEY))
         self._start_pusher()
         return True
 
     def on_disconnect(self, *_: Any) -> None:
+        self._forget(request.sid)  # type: ignore[attr-defined]
+
+    def _forget(self, sid: str) -> None:
         with self.lock:
-            self.watchers.pop(request.sid, None)  # type: ignore[attr-defined]
+            self.watchers.pop(sid, None)
+            self.owners.pop(sid, None)
 
     def _refuse_if_not_admin(self) -> dict[str, Any] | None:
         if request.sid in self.watchers and is_admin():  # type: ignore[attr-defined]
             return None
         from flask_socketio import disconnect
 
-        with self.lock:
-            self.watchers.pop(request.sid, None)  # type: ignore[attr-defined]
+        self._forget(request.sid)  # type: ignore[attr-defined]
         disconnect()
         return {"ok": False, "error": "admins only"}
+
+    def drop(self, sids: list[str], why: str) -> None:
+        """Stop pushing to these sockets and disconnect them."""
+        for sid in sids:
+            self._forget(sid)
+            try:
+                self.socketio.server.disconnect(sid, namespace=self.namespace)
+            except Exception as exc:  # already gone
+                self.app.logger.info("flask-notify-emergency: dashboard socket %s (%s): %s", sid, why, exc)
+
+    def still_admins(self, sids: list[str]) -> list[str]:
+        """Those of ``sids`` whose user, loaded afresh, is still an admin; the rest are dropped."""
+        with self.lock:
+            owners = {sid: self.owners.get(sid) for sid in sids}
+        keep: list[str] = []
+        lost: list[str] = []
+        with self.app.app_context():
+            verdicts: dict[str, bool] = {}
+            for sid, owner in owners.items():
+                if owner is None:
+                    lost.append(sid)
+                    continue
+                uid = owner[0]
+                if uid not in verdicts:
+                    try:
+                        verdicts[uid] = user_is_admin(load_user(self.app, uid))
+                    except Exception as exc:  # cannot tell (database down): push nothing this time
+                        self.app.logger.warning("flask-notify-emergency: dashboard user check: %s", exc)
+                        return []
+                (keep if verdicts[uid] else lost).append(sid)
+        if lost:
+            self.drop(lost, "no longer an admin")
+        return keep
+
+    def on_logged_out(self, sender: Any, user: Any = None, **_: Any) -> None:
+        """Flask-Login's ``user_logged_out``: close the dashboard sockets of that session."""
+        token = session.get(CSRF_SESSION_KEY)
+        uid = None if user is None else user.get_id()
+        with self.lock:
+            sids = [sid for sid, (owner, owner_token) in self.owners.items()
+                    if uid is not None and owner == str(uid) and owner_token is not None and owner_token == token]
+        if sids:
+            self.drop(sids, "logged out")
 
     def on_subscribe(self, data: Any = None) -> dict[str, Any]:
         """Watch another window; answers with its overview at once."""
@@ -102,9 +157,11 @@ class AdminChannel:
         """Send every watching admin the overview of their window; return how many got one."""
         with self.lock:
             watchers = dict(self.watchers)
+        allowed = set(self.still_admins(list(watchers)))
         by_window: dict[str, list[str]] = {}
         for sid, name in watchers.items():
-            by_window.setdefault(name, []).append(sid)
+            if sid in allowed:
+                by_window.setdefault(name, []).append(sid)
         sent = 0
         for name, sids in by_window.items():
             try:
@@ -157,4 +214,6 @@ def init_app(app: Flask, ext_state: Any) -> None:
     for name in PUSH_ON:
         getattr(signals, name).connect(channel.on_signal, sender=app, weak=False)
     ext_state.receivers.append(channel.on_signal)
+    user_logged_out.connect(channel.on_logged_out, sender=app, weak=False)
+    ext_state.receivers.append(channel.on_logged_out)
     app.extensions["notify_emergency_admin_channel"] = channel

@@ -123,3 +123,21 @@ def test_an_unreachable_mail_server_is_a_failed_row_not_an_exception(make_app):
     assert len(rows) == 1 and rows[0]["ok"] is False and "ConnectionRefusedError" in rows[0]["error"]
     event = emergency.activate(ext, reason="mail down too", triggered_by="ops", level=3)
     assert event["already_active"] is False  # the activation stands although its alert failed
+
+
+def test_a_newline_in_the_reason_collapses_in_the_subject_and_stays_whole_in_the_body(alerting):
+    app, ext, smtp, http = alerting
+    reason = "queue down\r\nBcc: intruder@example.com\n\nsecond paragraph"
+    emergency.activate(ext, reason=reason, triggered_by="ops", level=1, failure_type="realtime_connection")
+    assert counts(smtp, http) == (1, 1, 1)
+    mail = smtp.received()[0]
+    subject = str(mail["Subject"])
+    assert "\n" not in subject and "\r" not in subject
+    assert "queue down Bcc: intruder@example.com second paragraph" in " ".join(subject.split())
+    assert mail["Bcc"] is None and mail["To"] == "ops@example.com"
+    body = mail.get_content()
+    assert "queue down" in body and "Bcc: intruder@example.com" in body and "second paragraph" in body
+    assert body.index("Bcc: intruder") > body.index("queue down")  # the lines kept, in order
+    hook = http.received("/hook")[0]
+    assert hook["event"]["reason"] == reason
+

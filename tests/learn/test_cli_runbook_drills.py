@@ -244,3 +244,36 @@ def test_ctrl_c_aborts_the_drill_and_restores_everything(make_app, tmp_path):
     assert drill["result"]["restored"]["all"] is True, (drill["result"], output.decode())
     calm(app)
     assert app.extensions["notify_emergency"].control.read("breaker")["state"] == "closed"
+
+
+@pytest.mark.slow
+def test_a_drill_killed_with_sigkill_is_reverted_by_the_next_monitor_tick(make_app, tmp_path):
+    url = f"sqlite:///{tmp_path / 'drill.sqlite'}"
+    config = {"SQLALCHEMY_DATABASE_URI": url, "NOTIFY_EMERGENCY_MONITOR_INTERVAL": 1.0, **FAST}
+    app, _ = make_app(**config)
+    ext = app.extensions["notify_emergency"]
+    env = dict(os.environ, DRILL_CONFIG=json.dumps(config))
+    proc = subprocess.Popen([sys.executable, "-c", CTRL_C_DRILL], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: drill_rows(app) and (drill_rows(app)[-1]["result"] or {}).get("probe"), 30,
+                   message="the drill to be under way")
+        assert (stored_switch(app, "paused", {}) or {}).get("realtime") is True
+        assert ext.breaker.current == "open"
+        proc.kill()  # no finally runs: nothing of the drill's own restore happens
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # still injected; while the lease runs, the monitor leaves the drill alone
+    assert ext.monitor.tick() and (stored_switch(app, "paused", {}) or {}).get("realtime") is True
+    lease = stored_switch(app, "drill_lease")
+    assert lease["drill_id"] == drill_rows(app)[-1]["id"] and set(lease["injected"]) >= {"realtime", "breaker"}
+    # once it has run out, the next tick reverts everything the drill injected
+    wait_until(lambda: ext.monitor.tick() and stored_switch(app, "drill_lease") is None, timeout=30,
+               interval=0.5, message="the monitor to revert the abandoned drill")
+    calm(app)
+    drill = drill_rows(app)[-1]
+    assert drill["result"]["status"] == "abandoned" and drill["result"]["reverted_by"] == "monitor"
+    assert drill["ended_at"] is not None
+    assert [r["outcome"] for r in audit_rows(app, "revert-abandoned-drill")] == ["ok"]

@@ -61,3 +61,18 @@ def dead_queue_app(make_app: Any, **config: Any) -> tuple[Any, Any]:
     config.setdefault("NOTIFY_EMERGENCY_CANARY_TIMEOUT", 0.5)
     config.setdefault("NOTIFY_EMERGENCY_HEALTH_CHECK_TIMEOUT", 1.0)
     return make_app(**config)  # type: ignore[no-any-return]
+
+
+def flask_process(config: dict[str, Any], *args: str, timeout: float = 120) -> Any:
+    """``flask emergency <args>`` in a process of its own, as an operator runs it, on the
+    example app built from ``config`` (``tests/support/flask_app.py``)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.support.apps import EXAMPLES, ROOT
+
+    full = {"SECRET_KEY": "test-secret", "NOTIFY_EMERGENCY_MONITOR_ENABLED": False, **config}
+    env = dict(os.environ, SERVE_CONFIG=json.dumps(full), PYTHONPATH=os.pathsep.join([ROOT, EXAMPLES]))
+    return subprocess.run([sys.executable, "-m", "flask", "--app", "tests.support.flask_app:create",
+                           "emergency", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)

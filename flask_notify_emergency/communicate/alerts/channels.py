@@ -64,7 +64,7 @@ def send_mail(ext: Any, to: str, subject: str, body: str, timeout: float) -> Non
     """One plain-text mail; raises ``smtplib.SMTPException`` / ``OSError`` on failure."""
     cfg = ext.app.config
     msg = EmailMessage()
-    msg["Subject"] = subject
+    msg["Subject"] = " ".join(subject.split())  # a header is one line: a newline would drop the mail
     msg["From"] = cfg["NOTIFY_EMERGENCY_SMTP_SENDER"]
     msg["To"] = to
     msg.set_content(body)

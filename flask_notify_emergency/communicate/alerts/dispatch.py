@@ -150,11 +150,16 @@ def _audit(ext: Any, actor: str, source: str, kind: str, level: int, subject: st
 
 
 # -- event alerts ------------------------------------------------------------------------
+def one_line(text: str) -> str:
+    """``text`` with every run of whitespace (newlines too) as one space: a subject line."""
+    return " ".join(str(text).split())
+
+
 def compose(event: dict[str, Any], kind: str, level: int, note: str | None = None) -> tuple[str, str]:
     """Subject and body of an event alert."""
     lv = LEVELS[level]
     head = {"detected": "EMERGENCY", "escalated": "ESCALATED", "resolved": "RESOLVED"}.get(kind, kind.upper())
-    subject = f"[{head}] Level {level} ({lv.name}): {event['failure_type']} - {event['reason']}"[:200]
+    subject = one_line(f"[{head}] Level {level} ({lv.name}): {event['failure_type']} - {event['reason']}")[:200]
     lines = [f"Emergency event #{event['id']}: {kind}.",
              f"Level: {event['level']} ({LEVELS[event['level']].name if event['level'] in LEVELS else '?'})"
              + (f", alerting as level {level}" if level != event["level"] else ""),
