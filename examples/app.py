@@ -4,6 +4,13 @@ Flask-SocketIO, and a page that sends notifications.
 Run it with ``make demo`` and open http://127.0.0.1:5000 (admin / admin, alice / alice,
 bob / bob). The dashboard is at /emergency/ for the admin. The ``flask emergency`` commands
 act on the same database: ``flask --app examples/app.py:flask_app emergency status``.
+
+Every setting comes from the environment as well: ``FLASK_<KEY>`` sets ``app.config[KEY]``
+(Flask's ``from_prefixed_env``; values that parse as JSON are taken as JSON), e.g.
+``FLASK_SQLALCHEMY_DATABASE_URI``, ``FLASK_NOTIFY_EMERGENCY_REDIS_URL``,
+``FLASK_SOCKETIO_MESSAGE_QUEUE``, ``FLASK_SOCKETIO_ASYNC_MODE``, ``FLASK_NOTIFY_EMERGENCY_SMTP_HOST``,
+``FLASK_NOTIFY_EMERGENCY_ALERT_EMAILS='["ops@example.com"]'``. The short names ``SECRET_KEY``,
+``DATABASE_URL`` and ``NOTIFY_EMERGENCY_REDIS_URL`` are read too. See docs/deploy.md.
 """
 
 from __future__ import annotations
@@ -30,7 +37,12 @@ def create_app(config: dict[str, Any] | None = None) -> tuple[Flask, SocketIO]:
         SECRET_KEY=os.environ.get("SECRET_KEY", "demo-only-secret"),
         SQLALCHEMY_DATABASE_URI=os.environ.get("DATABASE_URL", "sqlite:///" + os.path.join(app.instance_path, "demo.sqlite")),
         NOTIFY_EMERGENCY_REDIS_URL=os.environ.get("NOTIFY_EMERGENCY_REDIS_URL") or None,
+        SOCKETIO_MESSAGE_QUEUE=None,
+        # the development server and gunicorn's threaded workers; "gevent" or "eventlet" under
+        # those gunicorn workers (Flask-SocketIO would pick them just because they are installed)
+        SOCKETIO_ASYNC_MODE="threading",
     )
+    app.config.from_prefixed_env()  # FLASK_<KEY>: every setting, from the environment
     app.config.update(config or {})
     os.makedirs(app.instance_path, exist_ok=True)
 
@@ -59,8 +71,8 @@ def create_app(config: dict[str, Any] | None = None) -> tuple[Flask, SocketIO]:
     def load_user(user_id: str) -> Any:
         return db.session.get(User, int(user_id)) if user_id.isdigit() else None
 
-    socketio = SocketIO(app, async_mode="threading",
-                        message_queue=app.config.get("SOCKETIO_MESSAGE_QUEUE"),
+    socketio = SocketIO(app, async_mode=app.config["SOCKETIO_ASYNC_MODE"],
+                        message_queue=app.config["SOCKETIO_MESSAGE_QUEUE"],
                         channel=app.config.get("SOCKETIO_CHANNEL", "flask-socketio"))
     app.config.setdefault("NOTIFY_EMERGENCY_ADMIN_USER_IDS",
                           lambda: [str(u.id) for u in User.query.filter_by(is_admin=True)])

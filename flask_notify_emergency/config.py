@@ -191,6 +191,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("LOGIN_VIEW", None, "Endpoint anonymous admins are sent to (default: Flask-Login's `login_view`).", _optional_str),
     # --- health, classification, recovery -------------------------------------------------
     S("HEALTH_CHECK_TIMEOUT", 2.0, "Seconds any single health check may take.", _positive_number),
+    S("READYZ_STRICT", False, "`<prefix>/readyz` also needs every table and column of the extension (503 naming what is missing and the command that fixes it).", _bool),
     S("CANARY_TIMEOUT", 2.0, "Seconds the end-to-end canary may take to arrive.", _positive_number),
     S("DELIVERY_FAILURE_RATE", 0.10, "Delivery failure rate that counts as an emergency.", _fraction),
     S("DELIVERY_MIN_SAMPLE", 20, "Deliveries needed before the failure rate is judged.", _positive_int),

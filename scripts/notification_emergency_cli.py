@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The runbook's entry point: ``python scripts/notification_emergency_cli.py X ...`` runs
 ``flask --app APP emergency X ...`` with the same arguments, so every runbook line works
-as written.
+as written. Installed, the same command is ``notify-emergency X ...``
+(:mod:`flask_notify_emergency.cli.console`).
 
 Which app: ``--app APP`` as the first argument, else the ``FLASK_APP`` environment
 variable (both take what ``flask --app`` takes: ``module``, ``module:app``,
@@ -25,43 +26,25 @@ from __future__ import annotations
 import os
 import sys
 
-USAGE = ("usage: notification_emergency_cli.py [--app APP] COMMAND [OPTIONS]\n"
-         "  APP: what 'flask --app' takes (module, module:app, module:create_app()); default $FLASK_APP.\n"
-         "  COMMAND: any 'flask emergency' command, e.g. status, health-check, activate-emergency.\n"
-         "  Run with --help after the app to list the commands.")
+# run from a checkout without installing: the package is beside this folder
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from flask_notify_emergency.cli.console import USAGE, flask_argv as _flask_argv  # noqa: E402
+from flask_notify_emergency.cli.console import main as _main  # noqa: E402
+
+PROG = "notification_emergency_cli.py"
+
+__all__ = ["USAGE", "flask_argv", "main"]
 
 
 def flask_argv(argv: list[str], environ: dict[str, str]) -> list[str]:
-    """The ``flask`` command line for our arguments; SystemExit(2) with a message if the
-    app is not named."""
-    args = list(argv)
-    app = None
-    if args and args[0] == "--app":
-        if len(args) < 2:
-            raise SystemExit(f"--app needs a value, e.g. --app myapp:create_app()\n{USAGE}")
-        app, args = args[1], args[2:]
-    elif args and args[0].startswith("--app="):
-        app, args = args[0].split("=", 1)[1], args[1:]
-    app = app or environ.get("FLASK_APP")
-    if not app:
-        print("Error: which app? Pass --app APP first, or set FLASK_APP "
-              "(e.g. export FLASK_APP=myapp:create_app()).", file=sys.stderr)
-        print(USAGE, file=sys.stderr)
-        raise SystemExit(2)
-    group = environ.get("NOTIFY_EMERGENCY_CLI_GROUP") or "emergency"
-    return ["flask", "--app", app, group, *args]
+    """The ``flask`` command line for our arguments (see the package's ``console`` module)."""
+    return _flask_argv(argv, environ, prog=PROG)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the ``flask emergency`` command; exits with its exit code."""
-    args = flask_argv(sys.argv[1:] if argv is None else argv, dict(os.environ))
-    # the app module is found relative to where the operator stands, as with 'flask'
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    from flask.cli import main as flask_main
-
-    sys.argv = args
-    flask_main()
+    _main(argv, prog=PROG)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.support import services
-from tests.support.apps import build_example, drop_tables
+from tests.support.apps import SERVERS, build_example, drop_tables
 
 DATABASES = {"sqlite": None, "mariadb": services.MARIADB_URL, "postgres": services.POSTGRES_URL}
 
@@ -89,6 +89,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
     return url
 
 
+@pytest.fixture(params=list(SERVERS))
+def server_kind(request: pytest.FixtureRequest) -> str:
+    """Each served test using it runs under the development server and under gunicorn with
+    threaded and with gevent workers (``ServedApp(..., server=server_kind)``)."""
+    return str(request.param)
+
+
 @pytest.fixture
 def make_app(tmp_path: Any) -> Iterator[Callable[..., tuple[Any, Any]]]:
     """Factory: ``make_app(**config)`` builds the example app; tables are dropped afterwards."""
@@ -109,6 +116,19 @@ def make_app(tmp_path: Any) -> Iterator[Callable[..., tuple[Any, Any]]]:
 def example(make_app: Callable[..., tuple[Any, Any]]) -> tuple[Any, Any]:
     """The example app on SQLite with the memory backend."""
     return make_app()
+
+
+@pytest.fixture
+def app(example: tuple[Any, Any]) -> Any:
+    """pytest-flask's application, behind its ``client`` and ``live_server`` fixtures: the
+    example app on SQLite with the memory backend (a module may override it with other config).
+
+    pytest-flask keeps one request context pushed for the whole test, so every request the
+    test makes shares one ``g``, and with it Flask-Login's cached user: tests that act as one
+    identity use ``client``; tests with several users build their own clients from
+    ``example``/``make_app`` (docs/testing.md says why).
+    """
+    return example[0]
 
 
 def login(client: Any, username: str) -> Any:

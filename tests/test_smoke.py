@@ -5,10 +5,8 @@ from __future__ import annotations
 from tests.conftest import login, user_id
 
 
-def test_offline_user_gets_a_flash_exactly_once(example):
-    app, _ = example
+def test_offline_user_gets_a_flash_exactly_once(app, client):
     notify = app.extensions["demo"]["notify"]
-    client = app.test_client()
     login(client, "alice")
     with app.app_context():
         notify.send(user_id(app, "alice"), "Caption ready", "Your image has alt text now.")

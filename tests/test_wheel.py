@@ -1,5 +1,7 @@
 """The wheel carries everything: build it, install it in a clean venv (no site packages, no
-checkout on the path), and render the example app's page with its templates and static files."""
+checkout on the path), render the example app's page with its templates and static files, and
+run the runbook from it: the ``notify-emergency`` console command and the rollback script it
+writes out."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import json
 import sys
 import textwrap
 import zipfile
@@ -91,6 +94,10 @@ def test_the_wheel_holds_every_module_template_and_static_file(wheel):
                    for name in recorded[kind]}
     assert wheel_files - names == set(), "a recorded template or static file is not in the wheel"
     assert "flask_notify_emergency/py.typed" in names
+    assert "flask_notify_emergency/cli/rollback_notification_system.sh" in names
+    (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+    assert "notify-emergency = flask_notify_emergency.cli.console:main" in \
+        zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "flask_notify_emergency/static/vendor/socket.io.min.js" in names
     assert not any(n.startswith(("templates/", "static/", "tests/", "examples/")) for n in names)
     translations = "flask_notify_emergency/translations/"
@@ -100,16 +107,51 @@ def test_the_wheel_holds_every_module_template_and_static_file(wheel):
     assert not any("axe" in n for n in names), "axe-core is for the tests only"
 
 
-def test_the_installed_wheel_renders_the_example_page_and_serves_static_files(wheel, tmp_path):
-    venv = tmp_path / "venv"
-    run([sys.executable, "-m", "venv", str(venv)], cwd=tmp_path)
-    python = venv / "bin" / "python"
-    run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(wheel)],
-        cwd=tmp_path, timeout=600)
-    app_dir = tmp_path / "site"
+@pytest.fixture(scope="module")
+def installed(wheel: Path, tmp_path_factory: Any) -> tuple[Path, Path, dict[str, str]]:
+    """(venv, a site with the example app, the environment) with the wheel installed."""
+    work = tmp_path_factory.mktemp("installed")
+    venv = work / "venv"
+    run([sys.executable, "-m", "venv", str(venv)], cwd=work)
+    run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         str(wheel)], cwd=work, timeout=600)
+    app_dir = work / "site"
     shutil.copytree(Path(ROOT, "examples"), app_dir / "examples",
                     ignore=shutil.ignore_patterns("__pycache__", "instance", "*.sqlite"))
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "VIRTUAL_ENV", "FLASK_APP", "DATABASE_URL", "NOTIFY_EMERGENCY_REDIS_URL")
+           and not k.startswith("FLASK_")}
+    # the venv's commands first, as after 'source venv/bin/activate'
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    return venv, app_dir, env
+
+
+def test_the_installed_wheel_renders_the_example_page_and_serves_static_files(installed):
+    venv, app_dir, env = installed
     (app_dir / "check.py").write_text(PAGE_CHECK)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    out = run([str(python), "check.py"], cwd=app_dir, env=env)
+    out = run([str(venv / "bin" / "python"), "check.py"], cwd=app_dir, env=env)
     assert "WHEEL-PAGE-OK" in out
+
+
+def test_the_installed_console_command_and_rollback_script_run_the_runbook(installed, tmp_path):
+    venv, app_dir, env = installed
+    console = str(venv / "bin" / "notify-emergency")
+    env = dict(env, FLASK_APP="examples/app.py:flask_app",
+               FLASK_SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'runbook.sqlite'}",
+               FLASK_NOTIFY_EMERGENCY_MONITOR_ENABLED="false",
+               NOTIFY_EMERGENCY_ROLLBACK_LOG=str(tmp_path / "rollback.log"))
+
+    status = json.loads(run([console, "status", "--json"], cwd=app_dir, env=env))
+    assert status["mode"] == "normal"
+    assert "activate-emergency" in run([console, "--help"], cwd=app_dir, env=env)
+
+    written = json.loads(run([console, "rollback-script", "--output", str(tmp_path / "rollback.sh"), "--json"],
+                             cwd=app_dir, env=env))
+    assert written["source"].startswith(str(venv)), written
+    script = tmp_path / "rollback.sh"
+    assert os.access(script, os.X_OK)
+    dry = run([str(script), "--reason", "wheel check", "--dry-run"], cwd=app_dir, env=env)
+    assert "Dry run: nothing changed" in dry and "Rollback rehearsal on a copy" in dry
+    assert "$ flask emergency rollback --reason wheel check --dry-run" in (tmp_path / "rollback.log").read_text()
+    again = json.loads(run([console, "--app", "examples/app.py:flask_app", "status", "--json"], cwd=app_dir, env=env))
+    assert again["mode"] == "normal"  # a dry run changes nothing

@@ -22,7 +22,7 @@ emergency_group.command_class = EmergencyCommand
 
 #: Modules that contribute commands, in the order their commands were written.
 COMMAND_MODULES = ("status", "emergency", "recovery", "rollback", "communication", "drills", "metrics",
-                   "backups", "validation", "monitor")
+                   "backups", "validation", "monitor", "scripts")
 
 _loaded = False
 

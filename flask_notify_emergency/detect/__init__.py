@@ -2,7 +2,8 @@
 the message queue, database, sessions, redis, resources), the canary itself, the evidence of
 when a failure started (:mod:`.evidence`, for MTTD), and the
 classification of a failing report into a failure type and one of the runbook's four levels
-(:mod:`.levels`), by evidence, never by the text of an error.
+(:mod:`.levels`), by evidence, never by the text of an error; and whether the database has
+every table and column of the extension (:mod:`.schema`).
 
 Uses the shared top-level modules and :mod:`..delivery` (delivery statistics, the notifier's
 events).
@@ -16,10 +17,11 @@ from .classify import Classification, classify
 from .evidence import FAILED_CHECK, EvidenceLog, utc_from_epoch
 from .health import RATES_SINCE_KEY, HealthReport, run_health_checks
 from .levels import FAILURE_TYPES, LEVELS, Level, parse_level
+from .schema import SchemaReport, schema_problems
 
 __all__ = [
     "check_message_queue", "Classification", "classify", "evidence", "EvidenceLog", "FAILED_CHECK",
     "FAILURE_TYPES", "health", "HealthReport", "Level", "LEVELS", "listener_hears", "parse_level",
-    "queue_manager", "RATES_SINCE_KEY", "realtime_probe", "run_health_checks", "send_canary",
-    "utc_from_epoch",
+    "queue_manager", "RATES_SINCE_KEY", "realtime_probe", "run_health_checks", "SchemaReport", "schema_problems",
+    "send_canary", "utc_from_epoch",
 ]

@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..models import utcnow
+from ..detect import schema_problems
 
 ERROR_MARKERS = ("Traceback (most recent call last)", "Internal Server Error", "jinja2.exceptions",
                  "sqlalchemy.exc.")
@@ -111,18 +112,17 @@ def test_pages(ext: Any, *, pages: list[str] | None = None, user_id: str | None 
 
 # -- the database -----------------------------------------------------------------------
 def database_reachable(ctx: Any) -> dict[str, Any]:
-    """``SELECT 1`` and every table present."""
+    """``SELECT 1`` and every table and column present (else what is missing and the fix)."""
     try:
         with ctx.engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
-        present = set(sa.inspect(ctx.engine).get_table_names())
+        report = schema_problems(ctx.app, ctx.engine, [m.__table__ for m in ctx.models.all])
     except Exception as exc:
         return {"name": "database", "ok": False, "detail": f"unreachable: {type(exc).__name__}: {exc}"[:300]}
-    missing = sorted(m.__table__.name for m in ctx.models.all if m.__table__.name not in present)
-    if missing:
-        return {"name": "database", "ok": False, "detail": f"tables missing: {', '.join(missing)} "
-                "(run db.create_all() or your migrations)"}
-    return {"name": "database", "ok": True, "detail": f"reachable ({ctx.engine.dialect.name}), all tables present"}
+    if not report.ok:
+        return {"name": "database", "ok": False, "detail": report.describe(), "schema": report.to_dict()}
+    return {"name": "database", "ok": True,
+            "detail": f"reachable ({ctx.engine.dialect.name}), every table and column present"}
 
 
 def check_database(ctx: Any) -> dict[str, Any]:

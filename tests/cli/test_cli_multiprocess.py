@@ -64,7 +64,8 @@ def row(engine: sa.engine.Engine, title: str) -> dict[str, Any] | None:
     return dict(found._mapping) if found else None
 
 
-def test_cli_process_switches_both_servers_to_fallback_and_back(tmp_path, redis_url, redis_prefix, record_property):
+def test_cli_process_switches_both_servers_to_fallback_and_back(tmp_path, redis_url, redis_prefix, record_property,
+                                                               server_kind):
     config = {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'shared.sqlite'}",
               "NOTIFY_EMERGENCY_REDIS_URL": redis_url, "NOTIFY_EMERGENCY_REDIS_KEY_PREFIX": redis_prefix,
               "NOTIFY_EMERGENCY_STATE_REFRESH_SECONDS": 60.0, "NOTIFY_EMERGENCY_ACK_TIMEOUT": 10.0}
@@ -80,13 +81,15 @@ def test_cli_process_switches_both_servers_to_fallback_and_back(tmp_path, redis_
         received.append(data)
         client.emit("notify_emergency:ack", {"id": data["id"]}, namespace=NAMESPACE)
 
-    with ServedApp(free_port(), config) as a, ServedApp(free_port(), config) as b:
+    with ServedApp(free_port(), config, server=server_kind) as a, \
+            ServedApp(free_port(), config, server=server_kind) as b:
         try:
             with engine.connect() as conn:
                 bob = str(conn.execute(sa.text("SELECT id FROM demo_user WHERE username = 'bob'")).scalar_one())
             bob_web = logged_in(b, "bob")
             cookie = "; ".join(f"{c.name}={c.value}" for c in bob_web.cookies)
             client.connect(b.url, namespaces=[NAMESPACE], headers={"Cookie": cookie}, wait_timeout=10)
+            wait_until(lambda: client.transport() == "websocket", timeout=10, message="the upgrade to a WebSocket")
             alice_a, alice_b = logged_in(a, "alice"), logged_in(b, "alice")
             assert [mode_of(a), mode_of(b)] == ["normal", "normal"]
 

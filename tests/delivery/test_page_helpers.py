@@ -46,9 +46,8 @@ def test_anonymous_pages_carry_no_token_and_logged_in_pages_do(example):
     assert "notify-emergency-csrf-token-stand-in" not in page
 
 
-def test_script_settings_follow_the_mode(example):
-    app, _ = example
-    client = logged_in(app, "alice")
+def test_script_settings_follow_the_mode(app, client):
+    login(client, "alice")
     ext = app.extensions["notify_emergency"]
     assert client_settings(client.get("/").get_data(as_text=True))["mode"] == "normal"
     with app.app_context():
@@ -62,9 +61,9 @@ def test_script_settings_follow_the_mode(example):
     assert client_settings(page)["mode"] == "normal" and "data-mode=" not in page
 
 
-def test_banners_appear_and_go_on_the_next_page(example):
-    app, _ = example
-    notify, client = app.extensions["demo"]["notify"], logged_in(app, "alice")
+def test_banners_appear_and_go_on_the_next_page(app, client):
+    notify = app.extensions["demo"]["notify"]
+    login(client, "alice")
     assert banner_ids(client.get("/").get_data(as_text=True)) == []
     with app.app_context():
         first = notify.broadcast("Maintenance tonight.")

@@ -1,10 +1,14 @@
 """A real round trip: the example app served on loopback, a python-socketio client logged in
-over HTTP, the notification sent through the app's own form, acknowledged over the socket."""
+over HTTP, the notification sent through the app's own form, acknowledged over the socket.
+
+Served three ways: by pytest-flask's ``live_server`` (the development server, forked from the
+test's own ``app``), and by gunicorn with threaded and with gevent workers (``ServedApp``)."""
 
 from __future__ import annotations
 
 import threading
-from typing import Any, Iterator
+from types import SimpleNamespace
+from typing import Any, Iterator, Protocol
 
 import pytest
 import requests
@@ -20,10 +24,14 @@ CONFIG = {"NOTIFY_EMERGENCY_ACK_TIMEOUT": 0.5, "NOTIFY_EMERGENCY_SWEEP_SECONDS":
           "NOTIFY_EMERGENCY_STATE_REFRESH_SECONDS": 0.5}
 
 
+class Served(Protocol):
+    url: str
+
+
 class User:
     """One person using the served app: a browser session over HTTP and a socket."""
 
-    def __init__(self, served: ServedApp, name: str) -> None:
+    def __init__(self, served: Served, name: str) -> None:
         self.url = served.url
         self.http = requests.Session()
         response = self.http.post(f"{self.url}/login", data={"username": name, "password": name},
@@ -43,6 +51,8 @@ class User:
 
         cookie = "; ".join(f"{k}={v}" for k, v in self.http.cookies.items())
         sio.connect(self.url, headers={"Cookie": cookie}, namespaces=[NAMESPACE], wait_timeout=10)
+        # polling first, then the upgrade: the WebSocket works under every server
+        wait_until(lambda: sio.transport() == "websocket", timeout=10, message="the upgrade to a WebSocket")
         self.sio = sio
         return sio
 
@@ -79,14 +89,30 @@ def way(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def served(tmp_path: Any) -> Iterator[tuple[ServedApp, sa.engine.Engine]]:
+def app(make_app: Any, tmp_path: Any) -> Any:
+    """pytest-flask's application: the example app that ``live_server`` forks and serves."""
+    app, _ = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'served.sqlite'}", **CONFIG)
+    with app.app_context():  # the served child opens its own connections to the file
+        app.extensions["demo"]["db"].engine.dispose()
+    return app
+
+
+@pytest.fixture
+def served(request: pytest.FixtureRequest, tmp_path: Any, server_kind: str) -> Iterator[tuple[Served, sa.engine.Engine]]:
     db = tmp_path / "served.sqlite"
-    app = ServedApp(free_port(), {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{db}", **CONFIG})
     engine = sa.create_engine(f"sqlite:///{db}")
+    if server_kind == "werkzeug":
+        live = request.getfixturevalue("live_server")  # asked for here, so no request context is pushed
+        try:
+            yield SimpleNamespace(url=live.url()), engine
+        finally:
+            engine.dispose()
+        return
+    server = ServedApp(free_port(), {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{db}", **CONFIG}, server=server_kind)
     try:
-        yield app, engine
+        yield server, engine
     finally:
-        app.stop()
+        server.stop()
         engine.dispose()
 
 

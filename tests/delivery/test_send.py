@@ -37,6 +37,12 @@ def way(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture
+def app(make_app: Any) -> Any:
+    """pytest-flask's application here: the example app with short timeouts (one identity per test)."""
+    return make_app(**FAST)[0]
+
+
 def send(app: Any, notify: Any, to: Any, title: str = "Caption ready",
          message: str = "Your image has alt text now.", way: str = "send", **kwargs: Any) -> int:
     with app.app_context():
@@ -123,9 +129,8 @@ def test_disconnected_user_gets_it_as_a_flash_exactly_once(demo, way):
     assert poll(client, csrf_from_page(client)).get_json()["notifications"] == []
 
 
-def test_flash_category_follows_priority(demo):
-    app, _, notify = demo
-    client = app.test_client()
+def test_flash_category_follows_priority(app, client):
+    notify = app.extensions["demo"]["notify"]
     login(client, "alice")
     send(app, notify, user_id(app, "alice"), title="Disk", message="Almost full.", priority="critical")
     page = visible(client.get("/").get_data(as_text=True))
@@ -223,9 +228,8 @@ def test_user_id_may_be_int_or_str(demo, as_type):
 
 # -- polling -----------------------------------------------------------------------------------
 
-def test_poll_returns_pending_notifications_exactly_once(demo, way):
-    app, _, notify = demo
-    client = app.test_client()
+def test_poll_returns_pending_notifications_exactly_once(app, client, way):
+    notify = app.extensions["demo"]["notify"]
     login(client, "alice")
     token = csrf_from_page(client)
     ids = [send(app, notify, user_id(app, "alice"), title=f"N{i}", way=way) for i in range(2)]
@@ -241,9 +245,8 @@ def test_poll_returns_pending_notifications_exactly_once(demo, way):
     assert {r["channel"] for r in notification_rows(app)} == {"poll"}
 
 
-def test_poll_refuses_a_request_without_csrf_token(demo):
-    app, _, notify = demo
-    client = app.test_client()
+def test_poll_refuses_a_request_without_csrf_token(app, client):
+    notify = app.extensions["demo"]["notify"]
     login(client, "alice")
     csrf_from_page(client)
     send(app, notify, user_id(app, "alice"))
@@ -252,10 +255,9 @@ def test_poll_refuses_a_request_without_csrf_token(demo):
     assert notification_rows(app)[0]["delivered"] is False  # nothing was handed out
 
 
-def test_poll_refuses_anonymous_users(demo):
-    app, _, notify = demo
-    send(app, notify, user_id(app, "alice"))
-    response = app.test_client().post(POLL_URL, json={}, headers={"Accept": "application/json"})
+def test_poll_refuses_anonymous_users(app, client):
+    send(app, app.extensions["demo"]["notify"], user_id(app, "alice"))
+    response = client.post(POLL_URL, json={}, headers={"Accept": "application/json"})
     assert response.status_code == 401
     assert response.get_json() == {"error": "login required"}
     assert notification_rows(app)[0]["delivered"] is False

@@ -27,12 +27,14 @@ def cluster_rows(engine: sa.engine.Engine, action: str) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in rows]
 
 
-def test_restart_websockets_from_the_cli_restarts_every_serving_worker(tmp_path, redis_url, redis_prefix):
+def test_restart_websockets_from_the_cli_restarts_every_serving_worker(tmp_path, redis_url, redis_prefix,
+                                                                       server_kind):
     config = {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'shared.sqlite'}",
               "NOTIFY_EMERGENCY_REDIS_URL": redis_url, "NOTIFY_EMERGENCY_REDIS_KEY_PREFIX": redis_prefix}
     operator_app, _ = build_example(config)  # the CLI's own process: it holds no sockets
     engine = sa.create_engine(config["SQLALCHEMY_DATABASE_URI"])
-    servers = [ServedApp(free_port(), config), ServedApp(free_port(), config)]
+    servers = [ServedApp(free_port(), config, server=server_kind)]
+    servers.append(ServedApp(free_port(), config, server=server_kind))
     client = socketio.Client(reconnection=False)
     disconnected: list[bool] = []
     client.on("disconnect", lambda *a: disconnected.append(True), namespace=NAMESPACE)

@@ -65,15 +65,18 @@ def _mode_everywhere(bases: list[str], mode: str) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["mariadb", "postgres"])
-def test_nothing_is_lost_or_doubled_across_rollback_and_restore(kind, redis_url, redis_prefix, tmp_path):
+@pytest.mark.parametrize("kind,server", [("mariadb", "werkzeug"), ("postgres", "werkzeug"),
+                                         ("mariadb", "gunicorn-threads"), ("postgres", "gunicorn-threads"),
+                                         ("mariadb", "gunicorn-gevent"), ("postgres", "gunicorn-gevent")])
+def test_nothing_is_lost_or_doubled_across_rollback_and_restore(kind, server, redis_url, redis_prefix, tmp_path):
     with own_database(kind) as url:
         config = {"SQLALCHEMY_DATABASE_URI": url, "NOTIFY_EMERGENCY_REDIS_URL": redis_url,
                   "NOTIFY_EMERGENCY_REDIS_KEY_PREFIX": redis_prefix, "NOTIFY_EMERGENCY_STATE_BACKEND": "redis",
                   "NOTIFY_EMERGENCY_BACKUP_DIR": str(tmp_path / "backups"), "NOTIFY_EMERGENCY_TEST_USER_ID": "1"}
         app, _ = build_example(config)  # creates the tables and users once, before the workers start
         try:
-            with ServedApp(free_port(), config) as one, ServedApp(free_port(), config) as two:
+            with ServedApp(free_port(), config, server=server) as one, \
+                    ServedApp(free_port(), config, server=server) as two:
                 _exercise(app, [one.url, two.url])
         finally:
             drop_tables(app)

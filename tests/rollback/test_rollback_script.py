@@ -68,3 +68,21 @@ def test_without_arguments_it_is_an_emergency_rollback_and_an_unwritable_log_fal
     assert ext.control.read("mode") == "legacy"
     rollback = [r for r in audit_rows(app, "rollback") if r["outcome"] != "refused"]
     assert rollback and rollback[-1]["arguments"]["reason"] == "Emergency rollback from the command line"
+
+
+def test_rollback_script_writes_out_the_shipped_script(example, tmp_path):
+    from tests.support.cli import invoke, invoke_json
+
+    app, _ = example
+    code, where = invoke_json(app, "rollback-script")
+    assert code == 0 and Path(where["path"]).read_bytes() == Path(SCRIPT).read_bytes()
+    target = tmp_path / "rollback.sh"
+    code, written = invoke_json(app, "rollback-script", "--output", str(target))
+    assert code == 0 and written["path"] == str(target)
+    assert os.access(target, os.X_OK) and target.read_bytes() == Path(SCRIPT).read_bytes()
+    target.write_text("edited by the operator")
+    refused = invoke(app, "rollback-script", "--output", str(target))
+    assert refused.exit_code == 1 and "--force" in refused.output
+    assert target.read_text() == "edited by the operator"
+    assert invoke(app, "rollback-script", "--output", str(target), "--force").exit_code == 0
+    assert target.read_bytes() == Path(SCRIPT).read_bytes()

@@ -39,25 +39,43 @@ def drop_tables(app: Any) -> None:
         db.engine.dispose()
 
 
+#: How a served app runs: the development server, or gunicorn (one worker per process, as
+#: Flask-SocketIO needs without sticky sessions) with threads or gevent; the Socket.IO async
+#: mode each needs. docs/deploy.md gives the same command lines.
+SERVERS: dict[str, tuple[list[str], str]] = {
+    "werkzeug": ([os.path.join(ROOT, "tests", "support", "serve.py")], "threading"),
+    "gunicorn-threads": (["-m", "gunicorn", "--worker-class", "gthread", "--workers", "1", "--threads", "50"],
+                         "threading"),
+    "gunicorn-gevent": (["-m", "gunicorn", "--worker-class", "gevent", "--workers", "1",
+                         "--worker-connections", "1000"], "gevent"),
+}
+
+
 class ServedApp:
-    """The example app running in its own process: ``python tests/support/serve.py``."""
+    """The example app running in its own process, under one of :data:`SERVERS`."""
 
     def __init__(self, port: int, config: dict[str, Any], env: dict[str, str] | None = None,
-                 ready: str = "http", collect_output: bool = False) -> None:
+                 server: str = "werkzeug", ready: str = "http", collect_output: bool = False) -> None:
         """``ready="tcp"`` waits for the port to accept connections without sending any HTTP
         request (for tests of what a server does with no traffic at all); with
         ``collect_output`` the server's output lines are kept in ``output`` as they come."""
         self.port = port
+        self.server = server
         self.ready = ready
         self.output: list[str] = []
         self.url = f"http://127.0.0.1:{port}"
+        argv, async_mode = SERVERS[server]
+        config = {"SOCKETIO_ASYNC_MODE": async_mode, **config}
         full_env = dict(os.environ)
         full_env.update(env or {})
         full_env["SERVE_CONFIG"] = json.dumps(config)
         full_env["SERVE_PORT"] = str(port)
-        self.proc = subprocess.Popen(
-            [sys.executable, os.path.join(ROOT, "tests", "support", "serve.py")],
-            env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
+        if server.startswith("gunicorn"):
+            argv = argv + ["--bind", f"127.0.0.1:{port}", "--graceful-timeout", "3", "--log-level", "warning",
+                           "--no-control-socket",  # one path per user by default, shared by every test
+                           "tests.support.wsgi:app"]
+        self.proc = subprocess.Popen([sys.executable, *argv],
+                                     env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
         if collect_output:
             threading.Thread(target=self._collect, daemon=True).start()
         self._wait_ready()
@@ -86,6 +104,11 @@ class ServedApp:
             try:
                 with urllib.request.urlopen(self.url + "/login", timeout=1) as r:
                     if r.status == 200:
+                        served_by = r.headers.get("Server", "")
+                        expected = "gunicorn" if self.server.startswith("gunicorn") else "Werkzeug"
+                        if not served_by.startswith(expected):
+                            self.stop()
+                            raise RuntimeError(f"port {self.port} is served by {served_by!r}, not {expected}")
                         return
             except OSError:
                 time.sleep(0.05)

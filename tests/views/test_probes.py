@@ -5,9 +5,7 @@ from __future__ import annotations
 from tests.conftest import login
 
 
-def test_liveness_and_readiness_answer_anyone_without_details(example):
-    app, _ = example
-    client = app.test_client()
+def test_liveness_and_readiness_answer_anyone_without_details(client):
     live = client.get("/emergency/livez")
     ready = client.get("/emergency/readyz")
     assert (live.status_code, live.get_json()) == (200, {"status": "alive"})
