@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: demo test typecheck bench bench-quick vendor wheel clean
+.PHONY: demo test typecheck bench bench-quick chaos chaos-quick vendor wheel clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ bench: $(VENV)/.installed  ## full benchmarks; the last line printed is one JSON
 
 bench-quick: $(VENV)/.installed
 	$(PY) bench/run.py --quick
+
+chaos: $(VENV)/.installed  ## the chaos and load suite (tens of minutes); the last line is one JSON object
+	$(PY) -m bench.chaos.run $(CHAOS_ARGS)
+
+chaos-quick: $(VENV)/.installed  ## the short chaos suite (CI): five runs and the throughput pair
+	$(PY) -m bench.chaos.run --quick $(CHAOS_ARGS)
 
 vendor:  ## refresh static/vendor from the npm registry
 	npm install --no-audit --no-fund
