@@ -7,6 +7,7 @@ rendered from it (``python -m flask_notify_emergency.config``).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -92,6 +93,12 @@ def _str_list(value: Any) -> str | None:
     return None
 
 
+def _cookie_name(value: Any) -> str | None:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
+        return "must be 1 to 64 letters, digits, '_' or '-'"
+    return None
+
+
 def _str_dict(value: Any) -> str | None:
     if not isinstance(value, dict) or not all(
         isinstance(k, str) and isinstance(v, (list, tuple)) for k, v in value.items()
@@ -112,6 +119,8 @@ SETTINGS: tuple[Setting, ...] = (
     S("FLASH_MESSAGE_MAX_LENGTH", 300, "A flashed notification's text is cut to this many characters.", _positive_int),
     S("FLASH_CATEGORIES", {"low": "info", "normal": "info", "high": "warning", "critical": "danger"},
       "Flash category used for each priority.", _priority_map),
+    S("FLASH_SKIP_ENDPOINTS", [], "Endpoints whose responses never get pending notifications flashed into them (e.g. `'auth.logout'`, a file download).", _str_list),
+    S("ACK_COOKIE_NAME", "notify_emergency_acks", "Cookie in which the client script keeps acknowledgements its socket could not send; the next request carries them.", _cookie_name),
     S("POLL_INTERVAL", 5.0, "Seconds between polls by the client script while its socket is down.", _positive_number),
     S("POLL_BATCH_SIZE", 20, "Notifications returned by one poll.", _positive_int),
     S("DEFAULT_EXPIRY", None, "Seconds after which an undelivered notification expires (None: never).", None),

@@ -52,6 +52,7 @@ class NotifyEmergencyState:
         self.store = NotificationStore(self.engine, self.models)
         self.namespace: str = cfg["NOTIFY_EMERGENCY_SOCKETIO_NAMESPACE"]
         self.blueprint_name: str = cfg["NOTIFY_EMERGENCY_BLUEPRINT_NAME"]
+        self.ack_cookie: str = cfg["NOTIFY_EMERGENCY_ACK_COOKIE_NAME"]
         self.receivers: list[Callable[..., Any]] = []
         self.connected_sids: dict[str, str] = {}
         backend = cfg["NOTIFY_EMERGENCY_STATE_BACKEND"]

@@ -1,25 +1,152 @@
 /* flask-notify-emergency client: Socket.IO when it works, polling when it does not.
- * Shows each notification once (ids remembered per tab), acknowledges what it shows,
- * keeps the site-wide banners current. No framework, no CDN. */
+ * Shows each notification once in a tab, whatever brings it (socket, poll, a flash in the
+ * page), acknowledges what came over the socket, keeps the site-wide banners current.
+ * No framework, no CDN. */
 (function () {
   "use strict";
   var el = document.getElementById("notify-emergency-settings");
   if (!el) { return; }
   var settings = JSON.parse(el.textContent);
-  var SEEN_KEY = "notify-emergency-seen";
-  var seen = loadSeen();
   var socket = null;
   var live = false;
   var mode = settings.mode || "normal";
   var pollTimer = null;
 
-  function loadSeen() {
-    try { return new Set(JSON.parse(sessionStorage.getItem(SEEN_KEY) || "[]")); }
-    catch (e) { return new Set(); }
+  function notificationId(value) {
+    var id = typeof value === "string" && /^[0-9]{1,15}$/.test(value) ? Number(value) : value;
+    return (typeof id === "number" && id > 0 && Math.floor(id) === id && id <= Number.MAX_SAFE_INTEGER) ? id : null;
   }
-  function remember(id) {
-    seen.add(id);
-    try { sessionStorage.setItem(SEEN_KEY, JSON.stringify(Array.from(seen).slice(-500))); } catch (e) { /* full */ }
+
+  /* -- dedupe store: the ids this tab has shown, by any channel ---------------------------
+   * In sessionStorage, so a page load in the same tab still knows them; the latest SEEN_MAX
+   * are kept. A later copy of a shown id (a stale emit, a redelivery after a lost ack, a
+   * flash of something a poll showed) is dropped. */
+  var SEEN_KEY = "notify-emergency-seen";
+  var SEEN_MAX = 500;
+  var seen = loadSeen();
+
+  function loadSeen() {
+    try {
+      var stored = JSON.parse(sessionStorage.getItem(SEEN_KEY) || "[]");
+      return new Set(Array.isArray(stored) ? stored.map(notificationId).filter(Boolean) : []);
+    } catch (e) { return new Set(); }
+  }
+  function alreadyShown(id) { return seen.has(id); }
+  function rememberShown(id) {
+    seen = loadSeen();  // another document of this tab (a frame) may have added some
+    seen.delete(id);
+    seen.add(id);       // insertion order: the latest last
+    var ids = Array.from(seen);
+    if (ids.length > SEEN_MAX) { ids = ids.slice(-SEEN_MAX); seen = new Set(ids); }
+    try { sessionStorage.setItem(SEEN_KEY, JSON.stringify(ids)); } catch (e) { /* storage off or full: this page still knows */ }
+  }
+
+  /* -- ack outbox: shown from the socket, acknowledgement not yet confirmed ----------------
+   * A cookie (settings.ackCookie: ids joined by "."), so the next request to the app carries
+   * it, a page load or a poll; the server acknowledges those ids before it flashes or claims
+   * anything. An id leaves the outbox when a socket ack reply or a poll reply confirms it. */
+  var OUTBOX_MAX = 20;
+  var ACK_WAIT_MS = 5000;
+
+  function outboxIds() {
+    var name = settings.ackCookie;
+    if (!name) { return []; }
+    var found = document.cookie.split("; ").filter(function (c) { return c.indexOf(name + "=") === 0; })[0];
+    if (!found) { return []; }
+    return found.slice(name.length + 1).split(".").map(notificationId).filter(Boolean);
+  }
+  function writeOutbox(ids) {
+    var name = settings.ackCookie;
+    if (!name) { return; }
+    var attrs = "; path=/; SameSite=Lax" + (window.location.protocol === "https:" ? "; Secure" : "");
+    document.cookie = ids.length ? name + "=" + ids.slice(-OUTBOX_MAX).join(".") + attrs
+                                 : name + "=" + attrs + "; max-age=0";
+  }
+  function outboxAdd(id) {
+    var ids = outboxIds();
+    if (ids.indexOf(id) < 0) { ids.push(id); writeOutbox(ids); }
+  }
+  function outboxConfirmed(done) {
+    if (!done.length) { return; }
+    var ids = outboxIds();
+    var left = ids.filter(function (id) { return done.indexOf(id) < 0; });
+    if (left.length !== ids.length) { writeOutbox(left); }
+  }
+  function sendAcks() {
+    var ids = outboxIds();
+    if (!ids.length || !socket || !socket.connected) { return; }
+    socket.timeout(ACK_WAIT_MS).emit("notify_emergency:ack", { ids: ids }, function (err, reply) {
+      // no reply in time: the ids stay for the next request, which carries the cookie
+      if (!err && reply && reply.ok) { outboxConfirmed(ids); }
+    });
+  }
+
+  /* -- flashes in the page: the extension ends a flashed notification's text with its id in
+   * invisible characters (U+2063, the bits as U+200B = 0 / U+200C = 1, U+2063). A flash whose
+   * id this tab has shown is hidden with its box: the closest [data-notify-emergency-flash]
+   * element, else the largest element around it that holds nothing else. */
+  var FLASH_MARK = /\u2063([\u200b\u200c]{1,53})\u2063/;
+
+  function pageFlashes() {
+    var found = [];
+    if (!document.body) { return found; }
+    var walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT, {
+      acceptNode: function (node) {
+        var parent = node.parentElement;
+        if (!parent || /^(SCRIPT|STYLE|TEXTAREA|NOSCRIPT)$/.test(parent.tagName)) { return NodeFilter.FILTER_REJECT; }
+        return node.nodeValue.indexOf("\u2063") >= 0 ? NodeFilter.FILTER_ACCEPT : NodeFilter.FILTER_SKIP;
+      }
+    });
+    var node;
+    while ((node = walker.nextNode())) {
+      var match = FLASH_MARK.exec(node.nodeValue);
+      if (!match) { continue; }
+      var id = parseInt(match[1].replace(/\u200b/g, "0").replace(/\u200c/g, "1"), 2);
+      if (notificationId(id)) { found.push({ id: id, node: node }); }
+    }
+    return found;
+  }
+  function bareText(element) {
+    return (element.textContent || "").replace(/[\s\u2063\u200b\u200c]+/g, "");
+  }
+  function flashBox(node) {
+    var parent = node.parentElement;
+    var marked = parent.closest("[data-notify-emergency-flash]");
+    if (marked) { return marked; }
+    var box = parent;
+    var text = bareText(box).length;
+    while (box.parentElement && !/^(BODY|HTML|MAIN)$/.test(box.parentElement.tagName) &&
+           bareText(box.parentElement).length <= text + 2) {  // 2: room for a dismiss button's "x"
+      box = box.parentElement;
+    }
+    return box;
+  }
+  function adoptFlashes() {
+    pageFlashes().forEach(function (flash) {
+      if (alreadyShown(flash.id)) {
+        var box = flashBox(flash.node);
+        box.hidden = true;
+        box.style.display = "none";
+        box.dataset.notifyEmergencyDuplicate = String(flash.id);
+        return;
+      }
+      rememberShown(flash.id);
+      document.dispatchEvent(new CustomEvent("notify-emergency:notification",
+        { detail: { notification: { id: flash.id }, via: "flash" } }));
+    });
+  }
+
+  /* -- action URLs: a path of this site or an http(s) URL, nothing else -------------------
+   * "//host", "/\host" and paths with control characters (which browsers drop, turning
+   * "/\t/host" into "//host") leave the site; javascript: and data: URLs run code. */
+  function safeActionUrl(raw) {
+    if (typeof raw !== "string" || !raw || raw.length > 2000 || /[\u0000-\u001f\u007f\\]/.test(raw)) { return null; }
+    var url;
+    try { url = new URL(raw, window.location.href); } catch (e) { return null; }
+    if (raw.charAt(0) === "/") {
+      return (raw.charAt(1) !== "/" && url.origin === window.location.origin) ? url.href : null;
+    }
+    return (/^https?:\/\//i.test(raw) && (url.protocol === "http:" || url.protocol === "https:")) ? url.href : null;
   }
 
   function container() {
@@ -35,8 +162,9 @@
   }
 
   function show(n, via) {
-    if (seen.has(n.id)) { return false; }
-    remember(n.id);
+    var id = notificationId(n && n.id);
+    if (id === null || alreadyShown(id)) { return false; }
+    rememberShown(id);
     var item = document.createElement("div");
     item.className = "notify-emergency-toast notify-emergency-priority-" + String(n.priority || "normal");
     item.setAttribute("role", n.priority === "critical" ? "alert" : "status");
@@ -48,9 +176,10 @@
     body.textContent = " " + n.message;
     item.appendChild(title);
     item.appendChild(body);
-    if (n.action_url && /^(\/(?!\/)|https?:\/\/)/.test(n.action_url)) {
+    var actionUrl = safeActionUrl(n.action_url);
+    if (actionUrl) {
       var a = document.createElement("a");
-      a.href = n.action_url;
+      a.href = actionUrl;
       a.textContent = " Open";
       item.appendChild(a);
     }
@@ -105,11 +234,15 @@
 
   function poll() {
     if (!settings.loggedIn) { return; }
+    var carried = outboxIds();  // the request's cookie: the server acknowledges these first
     fetch(settings.pollUrl, {
       method: "POST", credentials: "same-origin",
       headers: { "Accept": "application/json", "Content-Type": "application/json", "X-CSRF-Token": settings.csrfToken || "" },
       body: "{}"
-    }).then(function (r) { return r.ok ? r.json() : null; })
+    }).then(function (r) {
+        if (r.ok) { outboxConfirmed(carried); }
+        return r.ok ? r.json() : null;
+      })
       .then(function (data) {
         if (!data) { return; }
         (data.notifications || []).forEach(function (n) { show(n, "poll"); });
@@ -142,7 +275,7 @@
   function connect() {
     if (!settings.socket || !settings.loggedIn || typeof window.io !== "function") { setLive(false); return; }
     socket = window.io(settings.namespace, { transports: ["websocket", "polling"], reconnectionDelayMax: 10000 });
-    socket.on("connect", function () { setLive(true); });
+    socket.on("connect", function () { setLive(true); sendAcks(); });
     socket.on("disconnect", function (reason) {
       setLive(false);
       // the server closed it (e.g. a recovery action): socket.io will not retry by itself
@@ -150,8 +283,11 @@
     });
     socket.on("connect_error", function () { setLive(false); });
     socket.on("notify_emergency:notification", function (n) {
-      show(n, "socket");
-      socket.emit("notify_emergency:ack", { id: n.id });
+      var id = notificationId(n && n.id);
+      if (id === null) { return; }
+      show(n, "socket");  // false for a copy this tab has shown: dropped, and acknowledged anyway
+      outboxAdd(id);
+      sendAcks();
     });
     socket.on("notify_emergency:banner", function () { refreshBanners(); });
     socket.on("notify_emergency:mode", function () { refreshBanners(); });
@@ -159,6 +295,7 @@
   }
 
   window.notifyEmergency = { settings: settings, poll: poll, isLive: function () { return live; } };
+  adoptFlashes();
   connect();
   if (!live) { poll(); }
 })();

@@ -8,10 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import flash, request, session
+from flask import after_this_request, flash, request, session
+
+try:  # a dependency; guarded only so that a host without it still gets the rest
+    from flask_login import user_logged_out
+except ImportError:  # pragma: no cover
+    user_logged_out = None
 
 from .. import signals
 from ..access import current_user_id
+from . import ack_outbox
+from .flashes import flash_message, on_logout, remember_claimed, settle_response
 
 
 def connect_receivers(app: Any, ext_state: Any) -> None:
@@ -22,6 +29,15 @@ def connect_receivers(app: Any, ext_state: Any) -> None:
 
     ext_state.receivers.append(mark_pending)
     signals.notification_fallback.connect(mark_pending, sender=app, weak=False)
+
+    if user_logged_out is None:  # pragma: no cover
+        return
+
+    def logged_out(sender: Any, user: Any = None, **_: Any) -> None:
+        on_logout(ext_state, user)
+
+    ext_state.receivers.append(logged_out)
+    user_logged_out.connect(logged_out, sender=app, weak=False)
 
 
 def claim_for_user(ext_state: Any, user_id: str, limit: int, channel: str) -> list[dict[str, Any]]:
@@ -46,7 +62,11 @@ def claim_for_user(ext_state: Any, user_id: str, limit: int, channel: str) -> li
 
 
 def flash_pending(ext_state: Any) -> None:
-    """``before_request`` hook: flash a few pending notifications into a page request."""
+    """``before_request`` hook: flash a few pending notifications into a page request.
+
+    What the page before could not acknowledge is acknowledged first, so it is not flashed.
+    """
+    ack_outbox.consume(ext_state)
     if not ext_state.state.anyone_pending():
         return  # the healthy steady state: an in-memory check, nothing else
     req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup, not five
@@ -59,6 +79,8 @@ def flash_pending(ext_state: Any) -> None:
     if (accept and not accept.accept_html) or req.headers.get("X-Requested-With"):
         return  # an API or XHR call renders no flashes; leave the rows for a page or a poll
     cfg = ext_state.app.config
+    if req.endpoint in cfg["NOTIFY_EMERGENCY_FLASH_SKIP_ENDPOINTS"]:
+        return  # the host says these never show flashes (a logout, a download, an embed)
     waiting = len(session.get("_flashes", []))
     room = cfg["NOTIFY_EMERGENCY_FLASH_BATCH_SIZE"] - waiting
     if room <= 0:
@@ -68,10 +90,12 @@ def flash_pending(ext_state: Any) -> None:
     except Exception as exc:  # never break the host's page because our store is down
         ext_state.app.logger.warning("flask-notify-emergency: could not claim pending notifications: %s", exc)
         return
+    if not rows:
+        return
     categories = cfg["NOTIFY_EMERGENCY_FLASH_CATEGORIES"]
     cut = cfg["NOTIFY_EMERGENCY_FLASH_MESSAGE_MAX_LENGTH"]
+    remember_claimed(uid, [int(row["id"]) for row in rows])
+    # only a request that claimed something pays for looking at its response
+    after_this_request(lambda response: settle_response(ext_state, response))
     for row in rows:
-        text = f"{row['title']}: {row['message']}"
-        if len(text) > cut:
-            text = text[: cut - 1] + "\u2026"
-        flash(text, categories.get(row["priority"], "info"))
+        flash(flash_message(row, cut), categories.get(row["priority"], "info"))

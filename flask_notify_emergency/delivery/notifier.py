@@ -65,6 +65,10 @@ class SocketIONotifier:
         try:
             future.result(timeout=self.timeout)
         except concurrent.futures.TimeoutError:
+            # the notification falls back now: an emit still waiting behind hung ones is
+            # cancelled; one already stuck in the queue may arrive late, and the client drops
+            # that copy by its id when a flash or a poll showed it first
+            future.cancel()
             raise NotifierTimeout(
                 f"the Socket.IO message queue did not take the notification within {self.timeout}s") from None
         return None

@@ -131,6 +131,7 @@ class PageHelpers:
             "mode": mode,
             "csrfToken": token,
             "loggedIn": uid is not None,
+            "ackCookie": ext.ack_cookie,
         }
         return {"settings": settings, "bp": ext.blueprint_name, "urls": urls}
 

@@ -91,6 +91,22 @@ class NotificationStore:
             )
         return bool(result.rowcount)
 
+    def unclaim(self, ids: list[int], user_id: str, channel: str) -> int:
+        """Return rows a claim of ``channel`` took for a response that will not show them to
+        pending; only the user's own rows, only those that channel delivered. Returns how many."""
+        if not ids:
+            return 0
+        t = self.table
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                t.update()
+                .where(t.c.id.in_(ids), t.c.user_id == user_id, t.c.delivered == sa.true(),
+                       t.c.channel == channel)
+                .values(delivered=False, delivered_at=None, channel=None, claim_token=None,
+                        realtime_deadline=None)
+            )
+        return int(result.rowcount or 0)
+
     def release_realtime(self, ids: list[int]) -> list[tuple[int, str]]:
         """Hand rows whose ack never came to the fallbacks; return (id, user) still undelivered."""
         if not ids:

@@ -13,7 +13,8 @@ from flask_sqlalchemy import SQLAlchemy
 from flask_notify_emergency import ConfigError, NotifyEmergency, signals
 from flask_notify_emergency.delivery.notifier import ACK_EVENT, EVENT
 from tests.conftest import login, user_id
-from tests.support.pages import NAMESPACE, POLL_URL, csrf_from_page, flashes, notification_rows, poll, received
+from tests.support.pages import (NAMESPACE, POLL_URL, csrf_from_page, flashes, notification_rows, poll,
+                                 received, visible)
 from tests.support.services import wait_until
 
 FAST = {"NOTIFY_EMERGENCY_ACK_TIMEOUT": 0.5, "NOTIFY_EMERGENCY_SWEEP_SECONDS": 0.5,
@@ -115,7 +116,8 @@ def test_flash_category_follows_priority(demo):
     client = app.test_client()
     login(client, "alice")
     send(app, notify, user_id(app, "alice"), title="Disk", message="Almost full.", priority="critical")
-    assert '<div class="flash danger" role="status">Disk: Almost full.</div>' in client.get("/").get_data(as_text=True)
+    page = visible(client.get("/").get_data(as_text=True))
+    assert '<div class="flash danger" role="status">Disk: Almost full.</div>' in page
 
 
 def test_flash_batch_limit_spreads_a_backlog_over_pages_once_each(make_app):

@@ -15,12 +15,25 @@ BANNERS_URL = "/emergency/api/banners"
 
 _FLASH = re.compile(r'<div class="flash ([^"]*)" role="status">(.*?)</div>', re.S)
 _BANNER = re.compile(r'<div class="notify-emergency-banner [^"]*"[^>]*data-banner-id="(\d+)">(.*?)</div>', re.S)
+_MARKER = re.compile("\u2063([\u200b\u200c]+)\u2063")
 _SETTINGS = re.compile(r'<script type="application/json" id="notify-emergency-settings">(.*?)</script>', re.S)
 
 
 def flashes(page: str) -> list[str]:
-    """The flashed messages of an example-app page, as the user reads them (unescaped)."""
-    return [html.unescape(m.group(2).strip()) for m in _FLASH.finditer(page)]
+    """The flashed messages of an example-app page, as the user reads them (unescaped, without
+    the invisible id marker of a notification)."""
+    return [visible(html.unescape(m.group(2).strip())) for m in _FLASH.finditer(page)]
+
+
+def visible(text: str) -> str:
+    """``text`` without the invisible characters that carry a flashed notification's id."""
+    return _MARKER.sub("", text)
+
+
+def flash_ids(page: str) -> list[int]:
+    """The notification ids of the flashes in an example-app page (flashes of the host have none)."""
+    return [int(i.group(1).replace("\u200b", "0").replace("\u200c", "1"), 2)
+            for m in _FLASH.finditer(page) for i in _MARKER.finditer(m.group(2))]
 
 
 def banner_ids(page: str) -> list[int]:
