@@ -55,7 +55,7 @@ class Worker:
              "bench.chaos.wsgi:app"], cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
         self.wait_ready()
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
+    def wait_ready(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
@@ -118,12 +118,20 @@ class Deployment:
             "NOTIFY_EMERGENCY_MONITOR_ENABLED": True,
             **config,
         }
-        self._seed()
+        try:
+            self._seed()
+        except BaseException:
+            self.stop()
+            raise
         env = dict(os.environ, CHAOS_CONFIG=json.dumps(self.config), CHAOS_TOKEN=self.token,
                    PYTHONPATH=ROOT)
         self.workers = [Worker(free_port(), env, worker_class) for _ in range(workers)]
-        for worker in self.workers:
-            worker.start()
+        try:
+            for worker in self.workers:
+                worker.start()
+        except BaseException:
+            self.stop()  # nothing of a failed start is left running
+            raise
 
     def _seed(self) -> None:
         """Create the tables (the example app does, with its demo users) and the run's users."""
@@ -157,7 +165,7 @@ class Deployment:
         return total / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
-        for worker in self.workers:
+        for worker in getattr(self, "workers", []):
             worker.stop()
         self.proxy.close()
         self.redis.stop()

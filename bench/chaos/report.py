@@ -15,23 +15,37 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
-def count(sent: dict[str, tuple[str, float]], users: dict[str, SimUser]) -> dict[str, Any]:
-    """What every client displayed, against what was sent (by marker)."""
+def count(sent: dict[str, tuple[str, float]], users: dict[str, Any]) -> dict[str, Any]:
+    """What every client displayed of ``sent`` (by marker): the users may live through several
+    runs, so only this run's markers count."""
     by_channel: dict[str, int] = {}
     first: dict[str, tuple[str, float]] = {}
     duplicates = 0
     dropped = 0
+    lost_replies = sum(getattr(u.tally, "lost_replies", 0) for u in users.values())
+    owner = {m: uid for m, (uid, _) in sent.items()}
+    kinds = {uid: type(u).__name__ for uid, u in users.items()}
     for user in users.values():
-        duplicates += user.tally.visible_duplicates
-        dropped += user.tally.dropped_copies
-        for d in user.tally.displays:
+        shown: set[str] = set()
+        dropped += sum(1 for m in user.tally.dropped if m in sent)
+        for d in list(user.tally.displays):
+            if d.marker not in sent:
+                continue
+            if d.marker in shown:
+                duplicates += 1  # one tab displayed it again
+            shown.add(d.marker)
             by_channel[d.channel] = by_channel.get(d.channel, 0) + 1
             if d.marker not in first or d.at < first[d.marker][1]:
                 first[d.marker] = (d.channel, d.at)
     lost = [m for m in sent if m not in first]
+    lost_by_client: dict[str, int] = {}
+    for m in lost:
+        kind = kinds.get(owner[m], "?")
+        lost_by_client[kind] = lost_by_client.get(kind, 0) + 1
     socket_ms = [(first[m][1] - at) * 1000 for m, (_, at) in sent.items() if m in first and first[m][0] == "socket"]
     any_ms = [(first[m][1] - at) * 1000 for m, (_, at) in sent.items() if m in first]
-    return {"sent": len(sent), "displayed": by_channel, "lost": len(lost), "lost_examples": lost[:5], "lost_markers": lost,
+    return {"sent": len(sent), "displayed": by_channel, "lost": len(lost), "lost_by_client": lost_by_client,
+            "client_replies_lost": lost_replies, "lost_examples": lost[:5], "lost_markers": lost,
             "visible_duplicates": duplicates, "copies_dropped_by_client": dropped,
             "socket_p50_ms": _round(percentile(socket_ms, 0.5)), "socket_p99_ms": _round(percentile(socket_ms, 0.99)),
             "any_p50_ms": _round(percentile(any_ms, 0.5)), "any_p99_ms": _round(percentile(any_ms, 0.99))}

@@ -21,6 +21,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from bench.chaos.deploy import PASSWORD, Deployment, deployed  # noqa: E402
+from bench.chaos.browsers import BrowserTabs, BrowserUser  # noqa: E402
 from bench.chaos.report import count, plot  # noqa: E402
 from bench.chaos.users import Sender, SimUser  # noqa: E402
 
@@ -51,7 +52,8 @@ def _nothing(dep: Deployment, users: dict[str, SimUser]) -> None:
 def _drop_acks(rate: float) -> Callable[[Deployment, dict[str, SimUser]], None]:
     def apply(dep: Deployment, users: dict[str, SimUser]) -> None:
         for user in users.values():
-            user.set_drop_acks(rate)
+            if isinstance(user, SimUser):  # a Chromium tab keeps its acknowledgements
+                user.set_drop_acks(rate)
     return apply
 
 
@@ -174,21 +176,27 @@ def settle(dep: Deployment, limit: float = 60.0) -> float:
     return round(time.time() - start, 1)
 
 
-def sign_in(dep: Deployment, n: int, run: str) -> dict[str, SimUser]:
-    users = {}
+def sign_in(dep: Deployment, n: int, run: str, browsers: int = 0) -> dict[str, Any]:
+    """``n`` simulated tabs and ``browsers`` Chromium tabs, each a user of its own."""
+    users: dict[str, Any] = {}
     for i in range(n):
         base = dep.workers[i % len(dep.workers)].url
         user = SimUser(base, f"user{i}", PASSWORD, page_every=10.0, seed=hash((run, i)) & 0xffff)
         user.start()
         users[dep.user_ids[f"user{i}"]] = user
+    if browsers:
+        names = [f"user{n + i}" for i in range(browsers)]
+        tabs = BrowserTabs([w.url for w in dep.workers], names, PASSWORD)
+        tabs.start()
+        for name in names:
+            users[dep.user_ids[name]] = BrowserUser(tabs, name)
     return users
 
 
-def one_run(dep: Deployment, fault: Fault, *, users_n: int, per_user: int, send_seconds: float,
-            fault_at: float, fault_seconds: float, drain_max: float) -> dict[str, Any]:
+def one_run(dep: Deployment, fault: Fault, users: dict[str, Any], *, users_n: int, per_user: int,
+            send_seconds: float, fault_at: float, fault_seconds: float, drain_max: float) -> dict[str, Any]:
     run = secrets.token_hex(3)
     settled = settle(dep)
-    users = sign_in(dep, users_n, run)
     sender = Sender([w.url for w in dep.workers], run, dep.token)
     total = users_n * per_user
     interval = send_seconds / total
@@ -212,10 +220,14 @@ def one_run(dep: Deployment, fault: Fault, *, users_n: int, per_user: int, send_
     def chaos() -> None:
         time.sleep(fault_at)
         window.append(time.time())
-        fault.begin(dep, users)
-        time.sleep(fault_seconds)
-        fault.end(dep, users)
-        window.append(time.time())
+        try:
+            fault.begin(dep, users)
+            time.sleep(fault_seconds)
+        finally:
+            try:
+                fault.end(dep, users)  # always reverted
+            finally:
+                window.append(time.time())
 
     chaos_thread = threading.Thread(target=chaos, daemon=True)
     chaos_thread.start()
@@ -240,8 +252,6 @@ def one_run(dep: Deployment, fault: Fault, *, users_n: int, per_user: int, send_
             drained_at = time.time()
             break
         time.sleep(0.5)
-    for user in users.values():
-        user.finish()
     end = time.time()
     cpu = dep.cpu_seconds() - cpu0
     result = count(sender.sent, users)
@@ -324,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", choices=("mariadb", "postgres"), default="mariadb")
     parser.add_argument("--worker-class", choices=("gthread", "gevent"), default="gthread")
     parser.add_argument("--runs", help="comma-separated runs (default: all of the version)")
+    parser.add_argument("--browsers", type=int, default=5, help="real Chromium tabs among the users (default 5)")
     args = parser.parse_args(argv)
     os.makedirs(RESULTS, exist_ok=True)
     names = args.runs.split(",") if args.runs else list(QUICK if args.quick else FULL)
@@ -331,10 +342,12 @@ def main(argv: list[str] | None = None) -> int:
     per_user = 75 if args.quick else 50   # 1,500 notifications a run in the quick version
     began = time.time()
     results: dict[str, Any] = {"runs": {}, "database": args.database, "worker_class": args.worker_class,
-                               "users": users_n}
-    with deployed(args.database, workers=2, users=users_n, worker_class=args.worker_class, config=CONFIG) as dep:
+                               "users": users_n, "browser_tabs": args.browsers}
+    with deployed(args.database, workers=2, users=users_n + args.browsers, worker_class=args.worker_class,
+                  config=CONFIG) as dep:
+        users = sign_in(dep, users_n, "runs", args.browsers)  # the same tabs live through every run
         for name in names:
-            result = one_run(dep, FAULTS[name], users_n=users_n, per_user=per_user,
+            result = one_run(dep, FAULTS[name], users, users_n=users_n, per_user=per_user,
                              send_seconds=20.0 if args.quick else 60.0, fault_at=5.0 if args.quick else 15.0,
                              fault_seconds=8.0 if args.quick else 10.0, drain_max=20.0 if args.quick else 60.0)
             results["runs"][name] = result
@@ -342,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"duplicates {result['visible_duplicates']}, drain {result['drain_seconds']} s, "
                   f"displayed {result['displayed']}, socket p99 {result['socket_p99_ms']} ms, "
                   f"any p99 {result['any_p99_ms']} ms, detected {result['detected']}", flush=True)
+        for user in users.values():
+            user.finish()
         results["throughput"] = throughput(dep, users_n=users_n, seconds=10.0 if args.quick else 30.0,
                                            threads=16 if args.quick else 64)
         print(f"throughput: {results['throughput']}", flush=True)

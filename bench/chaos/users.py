@@ -53,8 +53,12 @@ class Display:
 @dataclass
 class Tally:
     displays: list[Display] = field(default_factory=list)
+    #: markers of copies dropped because the tab had shown that id
+    dropped: list[str] = field(default_factory=list)
     dropped_copies: int = 0
     visible_duplicates: int = 0
+    #: polls and page loads whose reply never came (the server may have claimed rows for it)
+    lost_replies: int = 0
 
 
 class SimUser:
@@ -98,6 +102,8 @@ class SimUser:
         try:
             reply = self.http.get(self.base + "/", timeout=20)
         except requests.RequestException:
+            with self.lock:
+                self.tally.lost_replies += 1
             return
         if reply.status_code != 200:
             return
@@ -120,6 +126,7 @@ class SimUser:
         with self.lock:
             if nid is not None and nid in self.seen:
                 self.tally.dropped_copies += 1
+                self.tally.dropped.append(marker)
                 return False
             if nid is not None:
                 if len(self.seen) >= 500:  # client.js keeps the latest 500
@@ -238,6 +245,8 @@ class SimUser:
                                    json={}, headers={"X-CSRF-Token": self.settings.get("csrfToken") or ""},
                                    timeout=20)
         except requests.RequestException:
+            with self.lock:
+                self.tally.lost_replies += 1
             return 0
         if reply.status_code != 200:
             return 0
