@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: demo test typecheck bench bench-quick vendor axe messages translations wheel clean
+.PHONY: demo test typecheck bench bench-quick chaos chaos-quick vendor axe messages translations wheel clean
 AXE := node_modules/axe-core/axe.min.js
 CATALOG := flask_notify_emergency/translations
 PYBABEL := $(VENV)/bin/pybabel
@@ -29,6 +29,12 @@ bench: $(VENV)/.installed  ## full benchmarks; the last line printed is one JSON
 
 bench-quick: $(VENV)/.installed
 	$(PY) bench/run.py --quick
+
+chaos: $(VENV)/.installed  ## the chaos and load suite (tens of minutes); the last line is one JSON object
+	$(PY) -m bench.chaos.run $(CHAOS_ARGS)
+
+chaos-quick: $(VENV)/.installed  ## the short chaos suite (CI): five runs and the throughput pair
+	$(PY) -m bench.chaos.run --quick $(CHAOS_ARGS)
 
 vendor:  ## refresh static/vendor from the npm registry
 	npm install --no-audit --no-fund

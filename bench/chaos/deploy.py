@@ -1,0 +1,183 @@
+"""The deployment the suite starts and stops itself.
+
+- a private ``redis-server`` (its own port, nothing on disk): Flask-SocketIO's message queue
+  (database 0) and the extension's shared state (database 1);
+- a database of the run's own on the machine's MariaDB or PostgreSQL, reached through a TCP
+  proxy the suite owns (so it can cut the database off);
+- ``workers`` gunicorn processes, each one threaded worker (simple-websocket) or one gevent
+  worker, serving the example app on its own loopback port; the monitor runs in them as in
+  production (one active per cluster).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Any, Iterator
+
+import sqlalchemy as sa
+
+from tests.support.databases import own_database
+from tests.support.outages import PrivateRedis, TcpProxy
+from tests.support.services import free_port
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PASSWORD = "chaos"
+WORKER_CLASSES = {
+    "gthread": (["--worker-class", "gthread", "--threads", "100"], "threading"),
+    "gevent": (["--worker-class", "gevent", "--worker-connections", "2000"], "gevent"),
+}
+
+
+class Worker:
+    """One gunicorn master with one worker process on its own port."""
+
+    def __init__(self, port: int, env: dict[str, str], worker_class: str) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.env = env
+        self.worker_class = worker_class
+        self.log = open(os.path.join(ROOT, "bench", "results", f"worker-{port}.log"), "ab")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        argv, _ = WORKER_CLASSES[self.worker_class]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--workers", "1", *argv, "--bind", f"127.0.0.1:{self.port}",
+             "--graceful-timeout", "3", "--timeout", "120", "--log-level", "warning", "--no-control-socket",
+             "bench.chaos.wsgi:app"], cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn on {self.port} exited with {self.proc.returncode}")
+            try:
+                with urllib.request.urlopen(self.url + "/login", timeout=2) as reply:
+                    if reply.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"gunicorn on {self.port} did not answer within {timeout}s")
+
+    def child_pids(self) -> list[int]:
+        """The worker processes gunicorn runs (the ones that serve)."""
+        if self.proc is None:
+            return []
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def pids(self) -> list[int]:
+        return ([self.proc.pid] if self.proc else []) + self.child_pids()
+
+    def kill_worker(self) -> int:
+        """SIGKILL the serving worker; gunicorn's master starts a new one."""
+        (pid,) = self.child_pids()[:1]
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.log.close()
+
+
+class Deployment:
+    """Redis, the database behind its proxy, and the workers; the users seeded."""
+
+    def __init__(self, database_url: str, *, workers: int, users: int, worker_class: str,
+                 config: dict[str, Any]) -> None:
+        self.users = users
+        self.token = secrets.token_hex(8)
+        self.redis = PrivateRedis()
+        url = sa.engine.make_url(database_url)
+        self.proxy = TcpProxy(url.host or "127.0.0.1", url.port or (3306 if "mysql" in url.drivername else 5432))
+        self.database_url = url.set(host="127.0.0.1", port=self.proxy.port).render_as_string(hide_password=False)
+        self.direct_url = database_url
+        _, async_mode = WORKER_CLASSES[worker_class]
+        self.config = {
+            "SECRET_KEY": "chaos-" + self.token, "SQLALCHEMY_DATABASE_URI": self.database_url,
+            "SQLALCHEMY_ENGINE_OPTIONS": {"pool_size": 20, "max_overflow": 20, "pool_pre_ping": True,
+                                          "pool_timeout": 5},
+            "SOCKETIO_MESSAGE_QUEUE": f"redis://127.0.0.1:{self.redis.port}/0",
+            "SOCKETIO_ASYNC_MODE": async_mode,
+            "NOTIFY_EMERGENCY_REDIS_URL": f"redis://127.0.0.1:{self.redis.port}/1",
+            "NOTIFY_EMERGENCY_MONITOR_ENABLED": True,
+            **config,
+        }
+        try:
+            self._seed()
+        except BaseException:
+            self.stop()
+            raise
+        env = dict(os.environ, CHAOS_CONFIG=json.dumps(self.config), CHAOS_TOKEN=self.token,
+                   PYTHONPATH=ROOT)
+        self.workers = [Worker(free_port(), env, worker_class) for _ in range(workers)]
+        try:
+            for worker in self.workers:
+                worker.start()
+        except BaseException:
+            self.stop()  # nothing of a failed start is left running
+            raise
+
+    def _seed(self) -> None:
+        """Create the tables (the example app does, with its demo users) and the run's users."""
+        sys.path.insert(0, os.path.join(ROOT, "examples"))
+        from app import create_app
+
+        app, _ = create_app({**self.config, "NOTIFY_EMERGENCY_MONITOR_ENABLED": False,
+                             "NOTIFY_EMERGENCY_REDIS_URL": None, "NOTIFY_EMERGENCY_CLI_GROUP": None})
+        ext = app.extensions["notify_emergency"]
+        engine = sa.create_engine(self.direct_url)
+        with engine.begin() as conn:
+            existing = {r[0] for r in conn.execute(sa.text("SELECT username FROM demo_user"))}
+            rows = [{"u": f"user{i}", "p": PASSWORD} for i in range(self.users) if f"user{i}" not in existing]
+            if rows:
+                conn.execute(sa.text("INSERT INTO demo_user (username, password, is_admin) VALUES (:u, :p, false)"),
+                             rows)
+            self.user_ids = {r[0]: str(r[1]) for r in conn.execute(sa.text("SELECT username, id FROM demo_user"))}
+        engine.dispose()
+        ext.close()
+        with app.app_context():
+            app.extensions["demo"]["db"].engine.dispose()
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of every worker process so far (clock ticks to seconds)."""
+        total = 0
+        for worker in self.workers:
+            for pid in worker.pids():
+                with contextlib.suppress(OSError):
+                    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+                    total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        for worker in getattr(self, "workers", []):
+            worker.stop()
+        self.proxy.close()
+        self.redis.stop()
+
+
+@contextlib.contextmanager
+def deployed(kind: str, **kwargs: Any) -> Iterator[Deployment]:
+    """A deployment on a database of its own (``mariadb`` or ``postgres``), removed afterwards."""
+    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
+    with own_database(kind) as url:
+        deployment = Deployment(url, **kwargs)
+        try:
+            yield deployment
+        finally:
+            deployment.stop()
