@@ -33,7 +33,7 @@ bench-quick: $(VENV)/.installed
 chaos: $(VENV)/.installed  ## the chaos and load suite (tens of minutes); the last line is one JSON object
 	$(PY) -m bench.chaos.run $(CHAOS_ARGS)
 
-chaos-quick: $(VENV)/.installed  ## the short chaos suite (CI): five runs and the throughput pair
+chaos-quick: $(VENV)/.installed  ## the short chaos suite: five runs and the throughput pair
 	$(PY) -m bench.chaos.run --quick $(CHAOS_ARGS)
 
 vendor:  ## refresh static/vendor from the npm registry
