@@ -129,7 +129,7 @@ def test_the_documented_layout_serves_pages_probes_and_websockets_through_nginx(
         front = f"http://127.0.0.1:{listen}"
 
         assert requests.get(f"{front}/emergency/livez", timeout=5).json() == {"status": "alive"}
-        assert requests.get(f"{front}/emergency/readyz", timeout=5).json() == {"status": "ready"}
+        assert requests.get(f"{front}/emergency/readyz", timeout=5).json()["status"] == "ready"
 
         class Front:
             url = front

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from typing import Any
 
 import pytest
@@ -27,6 +28,15 @@ def cluster_rows(engine: sa.engine.Engine, action: str) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in rows]
 
 
+def serving_pid(server: ServedApp) -> int:
+    """The process that serves: the server's own, or gunicorn's one worker under its master."""
+    if not server.server.startswith("gunicorn"):
+        return server.proc.pid
+    children = subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True, text=True).stdout.split()
+    assert len(children) == 1, f"gunicorn {server.proc.pid} runs {children}, not one worker"
+    return int(children[0])
+
+
 def test_restart_websockets_from_the_cli_restarts_every_serving_worker(tmp_path, redis_url, redis_prefix,
                                                                        server_kind):
     config = {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'shared.sqlite'}",
@@ -47,7 +57,7 @@ def test_restart_websockets_from_the_cli_restarts_every_serving_worker(tmp_path,
         data = json.loads(result.stdout)
         assert data["cluster_request"]["action"] == "restart-websockets"
         # the command waited for both workers' own answers
-        assert sorted(w["pid"] for w in data["workers"]) == sorted(s.proc.pid for s in servers)
+        assert sorted(w["pid"] for w in data["workers"]) == sorted(serving_pid(s) for s in servers)
         assert all(w["ok"] and w["answered"] for w in data["workers"])
 
         rows = wait_until(lambda: len({r["actor"] for r in cluster_rows(engine, "restart-websockets")}) >= 2
