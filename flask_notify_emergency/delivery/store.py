@@ -27,7 +27,7 @@ CLAIM_ROUNDS = 5
 #: Rows per statement of a bulk insert (``send_many``).
 INSERT_BATCH = 1000
 #: Times one ack or claim transaction is run when the database aborts it for contention.
-CONTENTION_ATTEMPTS = 20
+CONTENTION_ATTEMPTS = 50
 
 #: MariaDB/MySQL error codes for "try the transaction again": deadlock, lock wait timeout.
 _MYSQL_RETRY_CODES = {1213, 1205}
@@ -58,7 +58,7 @@ def retry_on_contention(transaction: Callable[[], T]) -> T:
         except sa.exc.DBAPIError as exc:
             if not is_contention(exc) or attempt == CONTENTION_ATTEMPTS - 1:
                 raise
-            time.sleep(random.uniform(0, 0.005 * 2 ** min(attempt, 6)))  # back off, out of step with the other
+            time.sleep(random.uniform(0, 0.01 * 2 ** min(attempt, 5)))  # back off, out of step with the others
     raise AssertionError("unreachable")
 
 
