@@ -242,7 +242,12 @@ def test_poll_returns_pending_notifications_exactly_once(app, client, way):
     assert body["mode"] == "normal"
     assert poll(client, token).get_json()["notifications"] == []
     assert flashes(client.get("/").get_data(as_text=True)) == []
-    assert {r["channel"] for r in notification_rows(app)} == {"poll"}
+    assert {(r["delivered"], r["offered_via"]) for r in notification_rows(app)} == {(False, "poll")}
+    # the client confirms what it showed
+    ack = client.post("/emergency/api/notifications/ack", json={"ids": ids}, headers={"X-CSRF-Token": token})
+    assert ack.get_json() == {"acknowledged": ids}
+    assert {(r["delivered"], r["channel"]) for r in notification_rows(app)} == {(True, "poll")}
+    assert poll(client, token).get_json()["notifications"] == []
 
 
 def test_poll_refuses_a_request_without_csrf_token(app, client):

@@ -49,7 +49,11 @@ class PollingUser:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.got += poll(self.client, self.token).get_json()["notifications"]
+            got = poll(self.client, self.token).get_json()["notifications"]
+            if got:  # shown: confirmed, as the client script does
+                self.client.post("/emergency/api/notifications/ack", json={"ids": [n["id"] for n in got]},
+                                 headers={"X-CSRF-Token": self.token})
+            self.got += got
             self._stop.wait(0.05)
 
     def __enter__(self) -> "PollingUser":
