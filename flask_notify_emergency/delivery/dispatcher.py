@@ -394,8 +394,9 @@ class Dispatcher:
                         overdue = self.store.overdue(grace=self.ack_timeout)
                         if overdue:
                             self._expire([n for n, _ in overdue], count_failure=False)
-                        lapsed = self.store.lapsed_offer_users()
-                        if lapsed:  # offers whose replies were lost: their users poll or flash again
+                        # offers whose replies were lost: their users' next page or poll takes them
+                        lapsed = [u for u in self.store.lapsed_offer_users() if not self.state.may_have_pending(u)]
+                        if lapsed:
                             self.state.mark_pending_many(lapsed)
             except Exception as exc:  # the database may be down; rows stay and are swept later
                 log.warning("flask-notify-emergency: acknowledgement watcher: %s", exc)

@@ -223,7 +223,8 @@ class NotificationStore:
         for _ in range(CLAIM_ROUNDS):
             if not wanted:
                 break
-            got, wanted = retry_on_contention(lambda todo=wanted: self._acknowledge_once(todo, user_id, channel))
+            todo = wanted
+            got, wanted = retry_on_contention(lambda: self._acknowledge_once(todo, user_id, channel))
             marked += got
         return marked
 
