@@ -198,6 +198,7 @@ def test_redis_going_away_and_coming_back(make_app, tmp_path, private_redis, cap
     shown = wait_until(lambda: flashes(alice.get("/").get_data(as_text=True)), timeout=10, interval=0.1,
                        message="the flash through the database refresh")
     assert shown == ["While down: Still here."]
+    alice.get("/")  # her next request confirms what the page showed
     wait_until(lambda: ext_two.control.mode == "emergency", timeout=10, message="mode through the database")
 
     private_redis.start()  # an empty Redis on the same port
@@ -219,4 +220,5 @@ def test_redis_going_away_and_coming_back(make_app, tmp_path, private_redis, cap
     bob = two.test_client()
     login(bob, "bob")
     assert flashes(bob.get("/").get_data(as_text=True)) == ["For later: Bob is away."]
+    bob.get("/")  # his next request confirms what the page showed
     assert all(r["delivered"] for r in notification_rows(one))

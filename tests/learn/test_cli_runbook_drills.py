@@ -128,6 +128,7 @@ def test_evaluation_fails_until_the_user_has_the_probe(demo):
     page = app.test_client()
     login(page, "alice")
     assert f"Emergency drill #{data['id']}" in page.get("/").get_data(as_text=True)  # flashed on her next page
+    page.get("/")  # her next request confirms what the page showed
     late = invoke(app, "evaluate-drill", "--drill-id", str(data["id"]))
     assert late.exit_code == 0 and "5/5 criteria met" in late.output and "once, by flash" in late.output
 
