@@ -14,11 +14,10 @@ import socket
 from typing import Any, Iterator
 
 import pytest
-import requests
 import sqlalchemy as sa
 
 from tests.conftest import login, user_id
-from tests.support.apps import ServedApp
+from tests.support.apps import ServedApp, quick_config
 from tests.support.pages import POLL_URL, client_settings, csrf_from_page, flashes, notification_rows, poll
 from tests.support.services import free_port, wait_until
 
@@ -30,9 +29,9 @@ FAST = {"NOTIFY_EMERGENCY_ACK_TIMEOUT": 0.5, "NOTIFY_EMERGENCY_SWEEP_SECONDS": 0
 
 @pytest.fixture
 def served(tmp_path: Any) -> Iterator[tuple[ServedApp, sa.engine.Engine]]:
-    db = tmp_path / "served.sqlite"
-    engine = sa.create_engine(f"sqlite:///{db}")
-    server = ServedApp(free_port(), {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{db}", **FAST}, server="gunicorn-threads")
+    config = quick_config(tmp_path, **FAST)
+    engine = sa.create_engine(config["SQLALCHEMY_DATABASE_URI"])
+    server = ServedApp(free_port(), config, server="gunicorn-threads")
     try:
         yield server, engine
     finally:
@@ -49,12 +48,9 @@ def rows(engine: sa.engine.Engine) -> list[dict[str, Any]]:
 class Person:
     """A signed-in HTTP session of the served example app."""
 
-    def __init__(self, url: str, name: str) -> None:
-        self.url = url
-        self.http = requests.Session()
-        response = self.http.post(f"{url}/login", data={"username": name, "password": name},
-                                  allow_redirects=False, timeout=10)
-        assert response.status_code == 302, response.text
+    def __init__(self, server: ServedApp, name: str) -> None:
+        self.url = server.url
+        self.http = server.session_as(name)
         self.token = str(client_settings(self.page())["csrfToken"])
 
     def page(self, path: str = "/") -> str:
@@ -100,7 +96,7 @@ def user_ids(engine: sa.engine.Engine) -> dict[str, str]:
 
 def test_a_poll_whose_reply_is_never_read_is_offered_again_and_shown_once(served):
     server, engine = served
-    bob, admin = Person(server.url, "bob"), Person(server.url, "admin")
+    bob, admin = Person(server, "bob"), Person(server, "admin")
     try:
         admin.send(user_ids(engine)["bob"], "Lost reply")
         bob.send_unread("POST", POLL_URL, {"X-CSRF-Token": bob.token, "Content-Type": "application/json",
@@ -123,7 +119,7 @@ def test_a_poll_whose_reply_is_never_read_is_offered_again_and_shown_once(served
 
 def test_a_page_response_never_read_has_its_flash_offered_again(served):
     server, engine = served
-    bob, admin = Person(server.url, "bob"), Person(server.url, "admin")
+    bob, admin = Person(server, "bob"), Person(server, "admin")
     try:
         admin.send(user_ids(engine)["bob"], "Page cut off")
         bob.send_unread("GET", "/", {"Accept": "text/html"})
