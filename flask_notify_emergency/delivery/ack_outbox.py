@@ -70,22 +70,23 @@ def consume(ext_state: Any) -> None:
     setattr(g, _CONSUMED, ids)
 
 
-def rendered_flash_ids() -> list[int]:
-    """Ids of our flashes this request took out of the session to show (``get_flashed_messages``)."""
-    shown = request_ctx.flashes
-    if not shown:
-        return []
-    return [nid for item in shown
+def rendered_flash_ids(taken: Any) -> list[int]:
+    """Ids of our flashes among those a request took out of the session to show
+    (``get_flashed_messages``; with categories or without)."""
+    return [nid for item in taken
             if (nid := flash_id(item[1] if isinstance(item, tuple) else item)) is not None]
 
 
 def settle(ext_state: Any, response: Any) -> Any:
     """``after_request``: put the flashes a page shows into the outbox cookie, and take out
     what this page load acknowledged."""
-    shown = rendered_flash_ids() if request_ctx.flashes and response_shows_flashes(response) else []
+    taken = request_ctx.flashes  # None unless the request called get_flashed_messages()
     consumed = g.get(_CONSUMED)
+    if not taken and not consumed:
+        return response  # the usual case: two lookups, nothing else
+    shown = rendered_flash_ids(taken) if taken and response_shows_flashes(response) else []
     if not shown and not consumed:
-        return response  # the usual case
+        return response
     if consumed and not shown and request.blueprint == ext_state.blueprint_name:
         return response  # the client's poll or ack: the client keeps its own cookie
     kept = [] if consumed else outbox_ids(request.cookies.get(ext_state.ack_cookie))
