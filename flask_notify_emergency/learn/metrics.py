@@ -263,14 +263,15 @@ def database_metrics(ext: Any) -> dict[str, Any]:
 
 
 # -- events ------------------------------------------------------------------------------
-def from_hourly_totals(ext: Any, window: Window, from_hours: bool | None) -> bool:
-    """Read the window from the hourly totals? (None: when they are built and the window's
-    buckets are whole hours; while they are not built, build them in the background.)"""
+def from_hourly_totals(ext: Any, window: Window, from_hours: bool | None, *, ready: bool | None = None) -> bool:
+    """Read the window from the hourly totals? (None: when they are built (``ready``, asked
+    of the database when not given) and the window's buckets are whole hours; while they are
+    not built, build them in the background.)"""
     if from_hours is not None:
         return from_hours
     if not counted_by_hour(window):
         return False
-    if ext.store.hourly.ready():
+    if ext.store.hourly.ready() if ready is None else ready:
         return True
     cache_for(ext).rebuild.start(ext)
     return False
@@ -403,11 +404,19 @@ def overview(ext: Any, window: Window, *, health_max_age: float = HEALTH_MAX_AGE
         "connections": None, "database": database, "delivery": None, "backlog": None,
         "events": None, "current_event": None, "dashboard_status": None, "errors": {},
     }
+    # asked once per overview (each part would otherwise ask the database again)
+    ready = by_hour = False
+    if database["ok"]:
+        ready = ext.store.hourly.ready()
+        try:
+            by_hour = from_hourly_totals(ext, window, None, ready=ready)
+        except Exception as exc:  # starting the background rebuild failed: count the rows
+            result["errors"]["hourly_totals"] = f"{type(exc).__name__}: {exc}"[:300]
     parts = {
         "connections": lambda: connection_metrics(ext),
-        "delivery": lambda: delivery_metrics(ext, window),
-        "backlog": lambda: backlog_metrics(ext),
-        "events": lambda: event_metrics(ext, window),
+        "delivery": lambda: delivery_metrics(ext, window, from_hours=by_hour),
+        "backlog": lambda: backlog_metrics(ext, from_hours=ready),
+        "events": lambda: event_metrics(ext, window, from_hours=by_hour),
         "current_event": lambda: current_event(ext),
         "dashboard_status": lambda: dashboard_status(ext),  # the team's status (update-dashboard)
     }
