@@ -128,6 +128,11 @@ def bucket_index(dialect: str, column: Any, since: dt.datetime, bucket_seconds: 
         seconds = (sa.cast(whole, sa.Integer) - since_epoch).self_group()
         return seconds.op("/")(bucket_seconds)
     start = sa.literal(since, sa.DateTime)
+    if dialect == "postgresql":
+        # date_part is double precision (exact for any interval of whole microseconds up to
+        # years); EXTRACT is numeric since PostgreSQL 14, and its division took 4x as long
+        diff = sa.func.date_part("epoch", column - start)
+        return sa.cast(sa.func.floor(diff / bucket_seconds), sa.Integer)
     diff = seconds_between(dialect, start, column)
     if dialect in ("mysql", "mariadb"):  # integer division: half the time of FLOOR(x / n) there
         return diff.op("DIV")(bucket_seconds)
