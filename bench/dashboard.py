@@ -258,8 +258,10 @@ def _shift_sqlite_to_now(engine: sa.engine.Engine) -> None:
 
 
 # -- measuring ---------------------------------------------------------------------------
-def measure(client: Any, window: str, requests: int) -> list[float]:
-    """Milliseconds of each of ``requests`` overview requests (after three warm-ups)."""
+def measure(client: Any, window: str, requests: int, engine: sa.engine.Engine | None = None
+            ) -> tuple[list[float], list[float], int]:
+    """Milliseconds of each of ``requests`` overview requests (after three warm-ups), the CPU
+    milliseconds this process spent on each, and the SQL statements of the last one."""
     url = f"/emergency/api/overview?window={window}"
     for _ in range(3):
         response = client.get(url)
@@ -268,13 +270,24 @@ def measure(client: Any, window: str, requests: int) -> list[float]:
     expected = "rows" if window == "1h" else "hourly totals"
     if response.get_json()["delivery"]["source"] != expected:
         raise RuntimeError(f"the {window} window counted {response.get_json()['delivery']['source']}, not {expected}")
-    times = []
-    for _ in range(requests):
-        start = time.perf_counter()
+    times, cpu = [], []
+    statements = [0]
+
+    def count(*_: Any) -> None:
+        statements[0] += 1
+
+    for i in range(requests):
+        last = i == requests - 1
+        if last and engine is not None:
+            sa.event.listen(engine, "before_cursor_execute", count)
+        start, start_cpu = time.perf_counter(), time.process_time()
         response = client.get(url)
         times.append((time.perf_counter() - start) * 1000)
+        cpu.append((time.process_time() - start_cpu) * 1000)
+        if last and engine is not None:
+            sa.event.remove(engine, "before_cursor_execute", count)
         assert response.status_code == 200
-    return times
+    return times, cpu, statements[0]
 
 
 def p95(times: list[float]) -> float:
@@ -285,16 +298,22 @@ def window_key(key: str, window: str, suffix: str) -> str:
     return f"{key}{suffix}" if window == "24h" else f"{key}_{window}{suffix}"
 
 
-def report(client: Any, options: Options, suffix: str, extra: dict[str, Any]) -> dict[str, Any]:
-    """p95 (and p50) of every window; keys ``dashboard_api_p95_ms[_<window>]<suffix>``."""
+def report(client: Any, options: Options, suffix: str, extra: dict[str, Any],
+           engine: sa.engine.Engine | None = None) -> dict[str, Any]:
+    """p95 (and p50) of every window; keys ``dashboard_api_p95_ms[_<window>]<suffix>``; beside
+    them ``…_cpu_p50`` (this process's CPU time per request: what the load of other work on the
+    machine does not inflate) and ``…_statements`` (SQL statements per request)."""
     result: dict[str, Any] = {"targets": {}, **extra}
     for window in WINDOWS:
-        times = measure(client, window, options.pick(30, 200))
+        times, cpu, statements = measure(client, window, options.pick(30, 200), engine)
         key = window_key("dashboard_api_p95_ms", window, suffix)
         result[key] = p95(times)
         result[f"{key}_p50"] = round(statistics.median(times), 1)
+        result[f"{key}_cpu_p50"] = round(statistics.median(cpu), 1)
+        result[f"{key}_statements"] = statements
         result["targets"][key] = TARGET_MS
-        progress(f"  {window}: p50 {statistics.median(times):.1f} ms, p95 {p95(times)} ms")
+        progress(f"  {window}: p50 {statistics.median(times):.1f} ms, p95 {p95(times)} ms, CPU p50 "
+                 f"{statistics.median(cpu):.1f} ms, {statements} statements; load {os.getloadavg()[0]:.1f}")
     return result
 
 
@@ -373,7 +392,7 @@ def _run(suffix: str, uri: str, fill: Fill, notifications: int, options: Options
             extra[f"{key}_to_now_s"] = round(time.perf_counter() - start, 1)
         extra[f"{key}_notifications"] = _count(ext.engine, "notify_emergency_notification")
         extra[f"{key}_events"] = _count(ext.engine, "notify_emergency_event")
-        return report(client, options, suffix, extra)
+        return report(client, options, suffix, extra, ext.engine)
     finally:
         ext.close()
         _forget_redis_keys(app)
