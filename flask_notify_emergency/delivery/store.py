@@ -30,9 +30,9 @@ INSERT_BATCH = 1000
 CONTENTION_ATTEMPTS = 50
 
 #: Rows of the backlog one incremental pending read sweeps (:meth:`NotificationStore.pending_users_changed`).
-PENDING_SWEEP_ROWS = 5000
+PENDING_SWEEP_ROWS = 1000
 #: Ids re-read behind the newest one seen (a transaction may commit after a later id's).
-PENDING_ID_OVERLAP = 10_000
+PENDING_ID_OVERLAP = 2000
 #: Seconds of passed real-time deadlines re-read behind the last read (clocks, slow commits).
 PENDING_DEADLINE_OVERLAP = 60.0
 
