@@ -62,7 +62,7 @@ def stuck_backlog(ext: Any, max_age: float, limit: int = 1000) -> dict[str, floa
     """
     t = ext.models.Notification.__table__
     now = utcnow()
-    connected = sorted(ext.state.connection_registry())
+    connected = sorted(ext.state.connected_user_ids())
     found: dict[str, float] = {}
     with ext.engine.connect() as conn:
         for start in range(0, len(connected), STUCK_USERS_PER_QUERY):
