@@ -7,8 +7,14 @@ check, every metric, JSON), p95 of many requests, for every window W (1h, 24h, 7
   ``dashboard_api_p95_ms`` (24 h), ``dashboard_api_p95_ms_1h``, ``dashboard_api_p95_ms_7d``,
   ``dashboard_api_p95_ms_30d``. Target: at most 100 ms each.
 * full run only, 10,000,000 notifications and 100,000 events: the same keys ending ``_10m``
-  (SQLite), ``_mariadb`` (127.0.0.1:3306) and ``_postgres`` (127.0.0.1:5432); MariaDB and
-  PostgreSQL in a database of their own, created and dropped by the run.
+  (SQLite), ``_mariadb`` (127.0.0.1:3306) and ``_postgres`` (127.0.0.1:5432). These stores
+  are kept between runs (``KEPT_DATABASE`` on the servers, a file under ``bench/.data/``) and
+  brought to now before measuring (``_bring_to_now``); ``BENCH_DASHBOARD_FRESH=1`` builds
+  them again.
+
+Beside each p95: its p50, ``…_cpu_p50`` (this process's CPU time per request) and
+``…_statements`` (SQL statements per request). ``python -m bench.dashboard trace <kind>``
+prints every statement of one request per window with its time and the slow ones' plans.
 
 The rows are spread evenly over the last 35 days (so a 30 d window holds 6/7 of them):
 70% delivered over the socket, 20% by flash, 8% by poll, 2% still waiting. They are written
