@@ -32,17 +32,25 @@ from tests.support.services import free_port
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PASSWORD = "chaos"
 WORKER_CLASSES = {
-    "gthread": (["--worker-class", "gthread", "--threads", "100"], "threading"),
+    # --threads is added by the deployment: an open WebSocket holds a thread (see threads_for)
+    "gthread": (["--worker-class", "gthread"], "threading"),
     "gevent": (["--worker-class", "gevent", "--worker-connections", "2000"], "gevent"),
 }
+
+
+def threads_for(users: int, workers: int) -> int:
+    """A gthread worker's threads: one per WebSocket it holds (its share of the users, and the
+    throughput pass signs in as many again) and 60 for requests; at least 100."""
+    return max(100, 2 * -(-users // workers) + 60)
 
 
 class Worker:
     """One gunicorn master with one worker process on its own port."""
 
     def __init__(self, port: int, env: dict[str, str], worker_class: str, *, host: str = "127.0.0.1",
-                 command_prefix: list[str] | None = None) -> None:
+                 command_prefix: list[str] | None = None, threads: int = 100) -> None:
         self.port = port
+        self.threads = threads
         self.host = host
         #: ``ip netns exec NAME`` for a worker on a host of its own (it execs: the pid is gunicorn's)
         self.command_prefix = command_prefix or []
@@ -54,6 +62,8 @@ class Worker:
 
     def start(self, wait: bool = True) -> None:
         argv, _ = WORKER_CLASSES[self.worker_class]
+        if self.worker_class == "gthread":
+            argv = [*argv, "--threads", str(self.threads)]
         self.proc = subprocess.Popen(
             [*self.command_prefix, sys.executable, "-m", "gunicorn", "--workers", "1", *argv,
              "--bind", f"{self.host}:{self.port}",
@@ -109,6 +119,7 @@ class Deployment:
                  config: dict[str, Any], network: Network | None = None) -> None:
         self.users = users
         self.token = secrets.token_hex(8)
+        self._cpu_ticks: dict[int, int] = {}
         #: with a network, each worker and Redis is a host of its own (see network.py)
         self.network = network
         if network is not None:
@@ -140,11 +151,13 @@ class Deployment:
             raise
         env = dict(os.environ, CHAOS_CONFIG=json.dumps(self.config), CHAOS_TOKEN=self.token,
                    PYTHONPATH=ROOT)
+        threads = threads_for(users, workers)
         if network is not None:
             self.workers = [Worker(free_port(), env, worker_class, host=network.front_ip[h],
-                                   command_prefix=network.exec_prefix(h)) for h in network.hosts[:workers]]
+                                   command_prefix=network.exec_prefix(h), threads=threads)
+                            for h in network.hosts[:workers]]
         else:
-            self.workers = [Worker(free_port(), env, worker_class) for _ in range(workers)]
+            self.workers = [Worker(free_port(), env, worker_class, threads=threads) for _ in range(workers)]
         try:
             for worker in self.workers:  # they boot side by side
                 worker.start(wait=False)
@@ -176,14 +189,14 @@ class Deployment:
             app.extensions["demo"]["db"].engine.dispose()
 
     def cpu_seconds(self) -> float:
-        """User + system CPU of every worker process so far (clock ticks to seconds)."""
-        total = 0
+        """User + system CPU of every worker process so far (clock ticks to seconds); a process
+        that is gone (a killed worker) counts with what it had used when last sampled."""
         for worker in self.workers:
             for pid in worker.pids():
                 with contextlib.suppress(OSError):
                     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-                    total += int(fields[11]) + int(fields[12])
-        return total / os.sysconf("SC_CLK_TCK")
+                    self._cpu_ticks[pid] = int(fields[11]) + int(fields[12])
+        return sum(self._cpu_ticks.values()) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         for worker in getattr(self, "workers", []):

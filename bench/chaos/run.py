@@ -77,6 +77,11 @@ def _cli(*args: str) -> Callable[[Deployment, dict[str, SimUser]], None]:
     return run
 
 
+def _kill_worker(dep: Deployment, users: dict[str, SimUser]) -> None:
+    dep.cpu_seconds()  # the CPU it used until now still counts
+    dep.workers[0].kill_worker()
+
+
 def _partition(dep: Deployment, users: dict[str, SimUser]) -> None:
     assert dep.network is not None, "the partition run needs a deployment on hosts of their own"
     dep.network.partition(dep.network.hosts[0])
@@ -92,7 +97,7 @@ FAULTS = {
     "queue_redis_killed": Fault("queue_redis_killed", lambda d, u: d.redis.kill(), _restart_redis),
     "queue_redis_frozen": Fault("queue_redis_frozen", lambda d, u: d.redis.freeze(), lambda d, u: d.redis.thaw()),
     "acks_dropped": Fault("acks_dropped", _drop_acks(0.1), _drop_acks(0.0)),
-    "worker_killed": Fault("worker_killed", lambda d, u: d.workers[0].kill_worker(),
+    "worker_killed": Fault("worker_killed", _kill_worker,
                            lambda d, u: d.workers[0].wait_ready()),
     "database_cut": Fault("database_cut", lambda d, u: d.proxy.cut(), lambda d, u: d.proxy.open()),
     "emergency_toggled": Fault("emergency_toggled", _cli("activate-emergency", "--reason", "chaos run"),
