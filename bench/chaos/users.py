@@ -144,12 +144,20 @@ class SimUser:
 
     # -- the outbox ----------------------------------------------------------------------
     def _carry_outbox(self) -> None:
+        """Write the outbox as the one cookie a browser keeps: what a page's response put in
+        it (the flashes it rendered) joins the outbox first, as client.js reads it on load."""
+        jar = self.http.cookies
+        mine = [c for c in jar if c.name == OUTBOX_COOKIE]
         with self.lock:
+            for cookie in mine:
+                for nid in (int(part) for part in (cookie.value or "").split(".") if part.isdigit()):
+                    if nid not in self.outbox:
+                        self.outbox.append(nid)
             value = ".".join(str(i) for i in self.outbox[-20:])
+        for cookie in mine:
+            jar.clear(cookie.domain, cookie.path, cookie.name)
         if value:
-            self.http.cookies.set(OUTBOX_COOKIE, value, path="/")
-        else:
-            self.http.cookies.pop(OUTBOX_COOKIE, None)
+            jar.set(OUTBOX_COOKIE, value, path="/")
 
     def _outbox_add(self, nid: int) -> None:
         with self.lock:
