@@ -18,7 +18,9 @@ websocket_failure  realtime_connection the Socket.IO message queue (Redis) is cu
                                        lost, the canary does not come through
 database_failure   database_persistence the database connections are cut (the event is
                                        written when the database is back, with the times
-                                       the monitor saw while it was down)
+                                       the monitor saw while it was down; the monitor
+                                       says in Redis it has detected it, so the fault
+                                       is taken back then)
 redis_failure      shared_state        the shared-state Redis is cut
 =================  ==================  ===================================================
 
@@ -44,7 +46,7 @@ from typing import Any, Callable, Iterator
 
 import sqlalchemy as sa
 
-from ..automation import heartbeat_status
+from ..automation import heartbeat_status, pending_detection
 from ..communicate import reference
 from ..detect import utc_from_epoch
 from ..models import utcnow
@@ -275,10 +277,16 @@ def _run(ext: Any, kind: DrillType, drill_id: int, duration: float, actor: str, 
     say(f"Drill #{drill_id}: {kind.description}; waiting up to {duration:g} s for the monitor.")
     deadline = time.monotonic() + float(duration)
     event = None
-    while event is None and time.monotonic() < deadline:
+    announced = None
+    while event is None and announced is None and time.monotonic() < deadline:
         time.sleep(POLL_SECONDS)
         keep_lease()
         event = _matching(ext, kind, since, result)
+        announced = None if event is not None else _announced(ext, kind, since)
+    if announced is not None:  # detected while the database is down: written when it is back
+        result["announced_detection"] = announced
+        say(f"The monitor detected {kind.failure_type} at {announced['detected_at']} (its event is written "
+            "when the database is back).")
     _take_back(ext, drill_id, actor, result)
     if result["restored"]["all"]:
         drill_lease.release(ext, drill_id, actor)  # nothing left for the monitor to revert
@@ -305,18 +313,31 @@ def _run(ext: Any, kind: DrillType, drill_id: int, duration: float, actor: str, 
         result.update(timing(event))
     result["detected"] = detected_in_fault
     result["resolved"] = event is not None and event["status"] == "resolved"
-    if not detected_in_fault:
+    if event is None or not detected_in_fault:
         others = ", ".join(f"#{e['id']} {e['failure_type']}" for e in result.get("other_events", [])) or "none"
         result.update(status="not-detected",
                       error=f"not detected: the monitor opened no {kind.failure_type} event while the fault lasted "
                             f"({duration:g} s; other events: {others})")
-    elif not result["resolved"]:
+    elif event["status"] != "resolved":
         result.update(status="failed", error=f"not resolved: the monitor's event #{event['id']} is still open "
                                              f"{recovery_wait(ext):.0f} s after the fault was taken back")
     else:
         result["status"] = "completed"
         say(f"Monitor event #{event['id']} ({event['failure_type']}): MTTD {result['detection_seconds']:.2f} s, "
             f"MTTR {result['recovery_seconds']:.2f} s.")
+
+
+def _announced(ext: Any, kind: DrillType, since: dt.datetime) -> dict[str, Any] | None:
+    """The monitor's detection of the drill's failure type that it cannot write yet (the
+    database is down; see ..automation.monitor.pending_detection), or None."""
+    try:
+        pending = pending_detection(ext)
+    except Exception:  # Redis down too: wait for the event
+        return None
+    if not pending or pending.get("failure_type") != kind.failure_type:
+        return None
+    detected = dt.datetime.fromisoformat(str(pending.get("detected_at", "")).rstrip("Z") or "1970-01-01")
+    return pending if detected >= since else None
 
 
 def _matching(ext: Any, kind: DrillType, since: dt.datetime, result: dict[str, Any]) -> dict[str, Any] | None:
