@@ -349,13 +349,20 @@ class Monitor:
     def _revert_abandoned_drill(self) -> None:
         """A drill whose process died (its lease ran out) is reverted here, before checking."""
         try:
-            reverted = drill_lease.revert_if_abandoned(self.ext, ACTOR)
+            reverted = drill_lease.revert_if_abandoned(self.ext, ACTOR, undo={"rollback": self._restore_drill})
         except sa.exc.SQLAlchemyError as exc:  # the database is down: the tick reports that
             log.debug("flask-notify-emergency: could not check the drill lease: %s", exc)
             return
         if reverted:
             log.warning("flask-notify-emergency: drill #%s was abandoned by its process; the monitor "
                         "reverted its injections (%s)", reverted["drill_id"], reverted["restored"])
+
+    def _restore_drill(self, drill_id: int) -> str:
+        """Undo an abandoned rollback drill: the operator's own ``restore`` (refused, and so
+        tried again next tick, while real time's health checks fail)."""
+        done = rollback.restore(self.ext, actor=ACTOR, source="monitor", confirm=True, admin=True,
+                                reason=f"drill #{drill_id} was abandoned during its rollback")
+        return str(done["status"])
 
     # -- evidence: when a failure started (MTTD) -------------------------------------------
     def _check(self) -> Any:

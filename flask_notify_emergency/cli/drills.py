@@ -65,9 +65,12 @@ def validate_recovery_command(user_id: str | None, as_json: bool) -> None:
 
 @emergency_group.command("execute-drill")
 @click.option("--type", "drill_type", type=click.Choice(DRILL_CHOICES), required=True,
-              help="What to cut in every serving worker (database_connectivity = database_failure).")
+              help="notification_failure (queue hangs), websocket_failure (queue cut), database_failure "
+                   "(database_connectivity), redis_failure, multi_component (queue and Redis), "
+                   "complete_rollback (rollback, probe, restore).")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True, max=MAX_DURATION), default=300.0,
-              show_default=True, help="Longest the fault lasts while the monitor has not detected it.")
+              show_default=True, help="Longest the fault lasts while the monitor has not detected it "
+                                      "(complete_rollback: how long it stays rolled back).")
 @click.option("--participants", help="Who takes part, comma-separated (required).")
 @click.option("--dry-run", is_flag=True, help="Show the plan and check it can run; change nothing.")
 @json_option
@@ -99,6 +102,10 @@ def execute_drill_command(drill_type: str, duration: float, participants: str | 
     def lines() -> list[str]:
         if result.get("error"):
             out = [f"Drill #{data['id']} ({data['reference']}) {result['status']}: {result['error']}"]
+        elif "rollback_seconds" in result:
+            out = [f"Drill #{data['id']} ({data['reference']}) {result['status']}: rollback "
+                   f"{seconds(result['rollback_seconds'])}, probe by {(result.get('probe') or {}).get('channel')}, "
+                   f"restore {seconds(result['restore_seconds'])}, real time back."]
         else:
             out = [f"Drill #{data['id']} ({data['reference']}) {result['status']}: monitor event "
                    f"#{result['event_id']}, MTTD {seconds(result['detection_seconds'])}, "

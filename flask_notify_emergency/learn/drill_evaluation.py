@@ -12,6 +12,23 @@ recovery (MTTR)         the event's detection to its resolution by the monitor, 
 restored                the fault was taken back in every worker (its switch is clear)
 ======================  =================================================================
 
+A ``complete_rollback`` drill is scored on its own criteria:
+
+======================  =================================================================
+criterion               passes when
+======================  =================================================================
+completed               the drill ran to its end (not aborted, no error)
+rollback                ``rollback --confirm`` finished, in under 5 minutes (the runbook's
+                        first five minutes)
+fallback delivery       the probe notification reached the admin by a fallback (flash on
+                        a page request), not the socket
+restore                 ``restore --confirm`` finished, in under 15 minutes (the MTTR
+                        target)
+real time back          after the restore, real time is on in every worker and its canary
+                        passes
+restored                nothing of the drill is left to revert (no lease)
+======================  =================================================================
+
 MTTD and MTTR are read from the monitor's event when the evaluation runs (an event resolved
 after the drill gave up waiting still counts). The evaluation is stored with the drill and
 audited.
@@ -22,11 +39,13 @@ from __future__ import annotations
 from typing import Any
 
 from ..models import utcnow
-from ..respond import drill_faults, emergency
+from ..respond import drill_faults, drill_lease, emergency
 from .drills import DRILL_TYPES, get_drill, save_result, timing
 
 TARGET_DETECTION_SECONDS = 5 * 60
 TARGET_RECOVERY_SECONDS = 15 * 60
+TARGET_ROLLBACK_SECONDS = 5 * 60
+TARGET_RESTORE_SECONDS = 15 * 60
 
 
 def _criterion(name: str, ok: bool, detail: str, target: str | None = None) -> dict[str, Any]:
@@ -42,6 +61,8 @@ def evaluate_drill(ext: Any, drill_id: int, *, actor: str, source: str = "cli") 
     if result.get("status") == "running" or drill["ended_at"] is None:
         raise ValueError(f"drill #{drill_id} has not finished: evaluate it when execute-drill is done.")
     kind = DRILL_TYPES.get(drill["type"])
+    if kind is not None and kind.rollback:
+        return _store(ext, drill_id, drill, result, _rollback_criteria(ext, drill_id, result), actor, source)
     expected = kind.failure_type if kind else result.get("expected_failure_type")
     event = emergency.get_event(ext, int(result["event_id"])) if result.get("event_id") else None
     times = timing(event)
@@ -71,6 +92,39 @@ def evaluate_drill(ext: Any, drill_id: int, *, actor: str, source: str = "cli") 
                                "the fault was taken back in every worker" if clear
                                else "the fault switch is still set: run execute-drill's clean-up or wait for "
                                     "the monitor to revert it"))
+    return _store(ext, drill_id, drill, result, criteria, actor, source)
+
+
+def _seconds(value: Any) -> str:
+    return f"{value:.2f} s" if isinstance(value, (int, float)) else "-"
+
+
+def _rollback_criteria(ext: Any, drill_id: int, result: dict[str, Any]) -> list[dict[str, Any]]:
+    rolled, restored = result.get("rollback_seconds"), result.get("restore_seconds")
+    probe = result.get("probe") or {}
+    lease = ext.control.read(drill_lease.KEY)
+    clear = not (isinstance(lease, dict) and lease.get("drill_id") == drill_id)
+    return [
+        _criterion("completed", result.get("status") == "completed",
+                   f"status {result.get('status')}" + (f": {result['error']}" if result.get("error") else "")),
+        _criterion("rollback", rolled is not None and rolled < TARGET_ROLLBACK_SECONDS,
+                   f"rolled back to flash-only in {_seconds(rolled)} ({result.get('rollback_operation')})"
+                   if rolled is not None else "the rollback did not finish", "rollback < 5 min"),
+        _criterion("fallback delivery", bool(probe.get("ok")), probe.get("detail") or "no probe was sent",
+                   "the probe is delivered by a fallback"),
+        _criterion("restore", restored is not None and restored < TARGET_RESTORE_SECONDS,
+                   f"restored real time in {_seconds(restored)} ({result.get('restore_operation')})"
+                   if restored is not None else f"not restored: {result.get('restore_error') or 'not reached'}",
+                   "restore < 15 min"),
+        _criterion("real time back", bool(result.get("realtime_back")),
+                   result.get("realtime_detail") or "not checked", "real-time delivery after the restore"),
+        _criterion("restored", clear, "nothing left to revert" if clear
+                   else "the drill's lease is still held: the monitor restores once real time's checks pass"),
+    ]
+
+
+def _store(ext: Any, drill_id: int, drill: dict[str, Any], result: dict[str, Any], criteria: list[dict[str, Any]],
+           actor: str, source: str) -> dict[str, Any]:
     passed = sum(1 for c in criteria if c["ok"])
     evaluation = {"ok": passed == len(criteria), "score": round(100 * passed / len(criteria)),
                   "passed": passed, "total": len(criteria), "criteria": criteria,

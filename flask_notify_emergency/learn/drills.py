@@ -11,20 +11,37 @@ the last passing check, :mod:`..detect.evidence`) to detection, MTTR from detect
 resolution. A drill the monitor did not detect in time is recorded as ``not-detected``, and
 the command exits 1.
 
-=================  ==================  ===================================================
-drill              monitor must see    fault injected in every serving worker
-=================  ==================  ===================================================
-websocket_failure  realtime_connection the Socket.IO message queue (Redis) is cut: emits are
-                                       lost, the canary does not come through
-database_failure   database_persistence the database connections are cut (the event is
-                                       written when the database is back, with the times
-                                       the monitor saw while it was down; the monitor
-                                       says in Redis it has detected it, so the fault
-                                       is taken back then)
-redis_failure      shared_state        the shared-state Redis is cut
-=================  ==================  ===================================================
+====================  ==================  ================================================
+drill                 monitor must see    fault injected in every serving worker
+====================  ==================  ================================================
+notification_failure  realtime_connection the Socket.IO message queue hangs (a black hole):
+                                          users' sockets stay connected, every emit times
+                                          out at the notifier's limit and falls back, the
+                                          canary's queue does not answer
+websocket_failure     realtime_connection the Socket.IO message queue (Redis) is cut: emits
+                                          are lost, the canary does not come through
+database_failure      database_persistence the database connections are cut (the event is
+                                          written when the database is back, with the
+                                          times the monitor saw while it was down; the
+                                          monitor says in Redis it has detected it, so
+                                          the fault is taken back then)
+redis_failure         shared_state        the shared-state Redis is cut
+multi_component       realtime_connection the message queue and the shared-state Redis are
+                      or shared_state     cut at once (the event's other findings name the
+                                          rest)
+complete_rollback     (nothing)           no fault: the operator's real rollback to
+                                          flash-only delivery (``rollback --confirm``),
+                                          a probe notification to an admin delivered by
+                                          the fallbacks, then ``restore --confirm``; both
+                                          timed, and real time must be back after it
+====================  ==================  ================================================
 
 (``database_connectivity`` is accepted as another name of ``database_failure``.)
+
+A ``complete_rollback`` drill stays rolled back until ``--duration`` has passed since the
+rollback (at least for its probe); its lease names the rollback, so if its process dies the
+monitor runs ``restore`` (refused, and tried again next tick, while real time's health
+checks fail).
 
 The fault is taken back in ``finally``, so Ctrl-C or an error still takes it back; while it
 runs the drill holds a lease (:mod:`..respond.drill_lease`) and renews the fault switch's own
@@ -50,7 +67,9 @@ from ..automation import heartbeat_status, pending_detection
 from ..communicate import reference
 from ..detect import utc_from_epoch
 from ..models import utcnow
-from ..respond import drill_faults, drill_lease, emergency
+from ..respond import drill_faults, drill_lease, emergency, operator_hold
+from ..rollback import RollbackError, admin_user_ids, restore, rollback
+from .recovery_validation import check_realtime, deliver_test_notification, health_checks
 
 MAX_DURATION = 3600.0
 MAX_PARTICIPANTS = 20
@@ -65,21 +84,33 @@ class DrillError(Exception):
 
 @dataclass(frozen=True)
 class DrillType:
-    """What a drill cuts, and the failure type the monitor must classify it as."""
+    """What a drill cuts, and the failure types the monitor may classify it as (any one)."""
 
     name: str
-    failure_type: str
+    expected: tuple[str, ...]
     faults: tuple[str, ...]
     description: str
+    rollback: bool = False
+
+    @property
+    def failure_type(self) -> str:
+        return " or ".join(self.expected)
 
 
 DRILL_TYPES: dict[str, DrillType] = {d.name: d for d in (
-    DrillType("websocket_failure", "realtime_connection", ("message_queue",),
+    DrillType("notification_failure", ("realtime_connection",), ("message_queue_hang",),
+              "hang the Socket.IO message queue (a black hole) in every serving worker: sockets stay "
+              "connected, emits time out and fall back"),
+    DrillType("websocket_failure", ("realtime_connection",), ("message_queue",),
               "cut the Socket.IO message queue (Redis) in every serving worker: emits are lost"),
-    DrillType("database_failure", "database_persistence", ("database",),
+    DrillType("database_failure", ("database_persistence",), ("database",),
               "cut the database connections of every serving worker"),
-    DrillType("redis_failure", "shared_state", ("shared_state",),
+    DrillType("redis_failure", ("shared_state",), ("shared_state",),
               "cut the shared-state Redis of every serving worker"),
+    DrillType("multi_component", ("realtime_connection", "shared_state"), ("message_queue", "shared_state"),
+              "cut the Socket.IO message queue and the shared-state Redis of every serving worker at once"),
+    DrillType("complete_rollback", (), (),
+              "roll the cluster back to flash-only delivery (rollback --confirm)", rollback=True),
 )}
 #: Other accepted names.
 ALIASES = {"database_connectivity": "database_failure"}
@@ -190,21 +221,39 @@ def timing(event: dict[str, Any] | None) -> dict[str, Any]:
             "recovery_seconds": round((resolved - detected).total_seconds(), 3) if resolved and detected else None}
 
 
+def _plan(kind: DrillType, duration: float) -> list[str]:
+    if kind.rollback:
+        return [f"{kind.description}, timed",
+                "send an admin a probe notification and see it delivered by the fallbacks (not the socket)",
+                f"stay rolled back until {duration:g} s have passed since the rollback",
+                "restore real-time delivery (restore --confirm), timed, and check real time is back"]
+    return [f"{kind.description} (for at most {duration:g} s)",
+            f"wait for the monitor to open a {kind.failure_type} event (detection)",
+            "take the fault back and wait for the monitor to resolve the event (recovery)"]
+
+
+def requirement_problem(ext: Any, kind: DrillType) -> str | None:
+    """Why this app cannot run a ``kind`` drill (one line), or None."""
+    if kind.rollback:
+        if not admin_user_ids(ext):
+            return "no admin to send the probe notification to: set NOTIFY_EMERGENCY_ADMIN_USER_IDS"
+        return None
+    return drill_faults.requirement_problem(ext, kind.faults)
+
+
 def execute_drill(ext: Any, *, drill_type: str, duration: float, participants: list[str], actor: str,
                   source: str = "cli", dry_run: bool = False,
                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run one drill (see the module doc); the drill as stored, with ``ok``."""
     kind = validate(drill_type, duration)
     say = progress or (lambda _msg: None)
-    plan = [f"{kind.description} (for at most {duration:g} s)",
-            f"wait for the monitor to open a {kind.failure_type} event (detection)",
-            "take the fault back and wait for the monitor to resolve the event (recovery)"]
+    plan = _plan(kind, duration)
     mode = ext.control.read("mode", "normal") or "normal"
     open_event = emergency.current_event(ext)
     if dry_run:
         problems = [f"delivery mode is '{mode}'"] if mode != "normal" else []
         problems += [f"emergency event #{open_event['id']} is open"] if open_event else []
-        problems += [p for p in (monitor_problem(ext), drill_faults.requirement_problem(ext, kind.faults)) if p]
+        problems += [p for p in (monitor_problem(ext), requirement_problem(ext, kind)) if p]
         return {"ok": not problems, "dry_run": True, "type": kind.name, "plan": plan, "problems": problems}
     if mode != "normal" or open_event:
         raise DrillError(f"a real emergency is in progress (mode '{mode}'"
@@ -223,14 +272,17 @@ def execute_drill(ext: Any, *, drill_type: str, duration: float, participants: l
     ext.audit.record(actor, "execute-drill", source, {"type": kind.name, "duration": duration,
                                                       "participants": participants}, detail=f"drill #{drill_id} started")
     result: dict[str, Any] = {"status": "running", "drill_id": drill_id, "type": kind.name, "duration": duration,
-                              "plan": plan, "expected_failure_type": kind.failure_type, "injected": [],
+                              "plan": plan, "expected_failure_type": kind.failure_type,
+                              "expected_failure_types": list(kind.expected), "injected": [],
                               "fault_started_at": None, "fault_ended_at": None, "event_id": None,
                               "detected": False, "detection_seconds": None, "recovery_seconds": None,
                               "restored": {}}
     try:
-        problem = monitor_problem(ext) or drill_faults.requirement_problem(ext, kind.faults)
+        problem = monitor_problem(ext) or requirement_problem(ext, kind)
         if problem:
             result.update(status="failed", error=f"not run: {problem}")
+        elif kind.rollback:
+            _run_rollback(ext, kind, drill_id, duration, actor, source, result, say)
         else:
             _run(ext, kind, drill_id, duration, actor, result, say)
     except KeyboardInterrupt:
@@ -239,7 +291,9 @@ def execute_drill(ext: Any, *, drill_type: str, duration: float, participants: l
         result.update(status="failed", error=f"{type(exc).__name__}: {exc}")
     finally:
         with _no_interrupt():
-            if result["injected"]:
+            if "rollback" in result["injected"]:
+                _restore(ext, drill_id, actor, source, result)
+            elif result["injected"]:
                 _take_back(ext, drill_id, actor, result)
             save_result(ext, drill_id, result, ended=True)
             if result["restored"].get("all", True):
@@ -334,7 +388,7 @@ def _announced(ext: Any, kind: DrillType, since: dt.datetime) -> dict[str, Any] 
         pending = pending_detection(ext)
     except Exception:  # Redis down too: wait for the event
         return None
-    if not pending or pending.get("failure_type") != kind.failure_type:
+    if not pending or pending.get("failure_type") not in kind.expected:
         return None
     detected = dt.datetime.fromisoformat(str(pending.get("detected_at", "")).rstrip("Z") or "1970-01-01")
     return pending if detected >= since else None
@@ -345,9 +399,9 @@ def _matching(ext: Any, kind: DrillType, since: dt.datetime, result: dict[str, A
     found = None
     others = []
     for event in monitor_events(ext, since):
-        if event["failure_type"] == kind.failure_type and found is None:
+        if event["failure_type"] in kind.expected and found is None:
             found = event
-        elif event["failure_type"] != kind.failure_type:
+        elif event["failure_type"] not in kind.expected:
             others.append({"id": event["id"], "failure_type": event["failure_type"], "level": event["level"]})
     result["other_events"] = others
     return found
@@ -369,3 +423,84 @@ def _take_back(ext: Any, drill_id: int, actor: str, result: dict[str, Any]) -> N
     result["restored"] = {"fault": clear, "all": clear and not problems}
     if problems:
         result["restore_problems"] = problems
+
+
+# -- complete_rollback: the operator's rollback and restore, timed --------------------------
+def _run_rollback(ext: Any, kind: DrillType, drill_id: int, duration: float, actor: str, source: str,
+                  result: dict[str, Any], say: Callable[[str], None]) -> None:
+    """Roll back, probe the fallbacks, stay rolled back for ``duration``, restore."""
+    renewed = [0.0]
+
+    def keep_lease(*_args: Any, force: bool = False) -> None:
+        """Renew the drill lock and the lease that names the rollback: if this process dies
+        while rolled back, the monitor restores."""
+        if force or time.monotonic() - renewed[0] >= drill_lease.lease_seconds(ext) / 3:
+            ext.state.acquire_lock(LOCK, lock_seconds(ext))
+            if "rollback" in result["injected"] and result.get("restore_seconds") is None:
+                drill_lease.hold(ext, drill_id, injected=result["injected"], snapshot={}, actor=actor)
+            renewed[0] = time.monotonic()
+
+    result.update(rollback_seconds=None, restore_seconds=None, probe=None, realtime_back=None)
+    result["injected"] = ["rollback"]  # the lease names it before it starts
+    keep_lease(force=True)
+    result["fault_started_at"] = utcnow().isoformat() + "Z"
+    save_result(ext, drill_id, result)
+    say(f"Drill #{drill_id}: {kind.description}.")
+    started = time.monotonic()
+    done = rollback(ext, reason=f"drill #{drill_id}: complete system rollback", actor=actor, source=source,
+                    confirm=True, admin=True, on_step=keep_lease)
+    result["rollback_seconds"] = round(time.monotonic() - started, 3)
+    result["rollback_operation"] = done.get("operation_id")
+    rolled_back = time.monotonic()
+    save_result(ext, drill_id, result)
+    say(f"Rolled back ({done.get('operation_id')}) in {result['rollback_seconds']:.2f} s; probing the fallbacks.")
+    admin = admin_user_ids(ext)[0]
+    ok, detail, row = deliver_test_notification(ext, admin, f"Drill #{drill_id}: rollback probe",
+                                                "Delivered while real time is rolled back.")
+    channel = row.get("channel")
+    by_fallback = ok and channel not in (None, "realtime")
+    result["probe"] = {"ok": by_fallback, "user_id": admin, "notification_id": row.get("id"),
+                       "channel": channel, "detail": detail if ok and by_fallback else
+                       f"{detail} (not by a fallback)" if ok else detail}
+    save_result(ext, drill_id, result)
+    say(f"Probe: {result['probe']['detail']}.")
+    while time.monotonic() - rolled_back < float(duration):
+        time.sleep(POLL_SECONDS)
+        keep_lease()
+    _restore(ext, drill_id, actor, source, result)
+    say(f"Restored in {result['restore_seconds']:.2f} s" if result.get("restore_seconds") is not None
+        else f"Restore failed: {result.get('restore_error')}")
+    problems = []
+    if not result["probe"]["ok"]:
+        problems.append(f"probe: {result['probe']['detail']}")
+    if result.get("restore_seconds") is None:
+        problems.append(f"restore: {result.get('restore_error')}")
+    elif not result.get("realtime_back"):
+        problems.append(f"real time is not back after the restore: {result.get('realtime_detail')}")
+    if problems:
+        result.update(status="failed", error="; ".join(problems))
+    else:
+        result["status"] = "completed"
+
+
+def _restore(ext: Any, drill_id: int, actor: str, source: str, result: dict[str, Any]) -> None:
+    """Restore real time after a rollback drill (once), timed; see whether real time is back."""
+    if result.get("restore_seconds") is not None or result.get("restore_attempted"):
+        return
+    result["restore_attempted"] = True
+    result["fault_ended_at"] = utcnow().isoformat() + "Z"
+    started = time.monotonic()
+    try:
+        done = restore(ext, actor=actor, source=source, confirm=True, admin=True,
+                       reason=f"drill #{drill_id}: end of the rollback drill")
+    except RollbackError as exc:  # the lease stays: the monitor restores once it can
+        result["restore_error"] = str(exc)
+        result["restored"] = {"rollback": False, "all": False}
+        return
+    result["restore_seconds"] = round(time.monotonic() - started, 3)
+    result["restore_operation"] = done.get("operation_id")
+    hold = done.get("hold")
+    if hold and hold.get("by") == actor:  # a drill's restore does not keep the automatic rollback off
+        operator_hold.release(ext, actor)
+    ok, detail = check_realtime(ext, health_checks(ext))
+    result.update(realtime_back=ok, realtime_detail=detail, restored={"rollback": True, "all": True})

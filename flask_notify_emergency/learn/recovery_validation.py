@@ -45,7 +45,7 @@ class ChecklistResult(TypedDict):
     detail: str
 
 
-def _health(ext: Any) -> dict[str, Any]:
+def health_checks(ext: Any) -> dict[str, Any]:
     return dict(run_health_checks(ext, only=["realtime", "sessions"]).to_dict()["checks"])
 
 
@@ -86,23 +86,30 @@ def check_delivery(ext: Any, user_id: str | None) -> Outcome:
     if waiting:
         return False, (f"user {uid} has {waiting} undelivered notification(s) a test page request would "
                        "take from them: use a dedicated test user (NOTIFY_EMERGENCY_TEST_USER_ID)")
-    title = f"Recovery validation {uuid.uuid4().hex[:8]}"
-    nid = ext.dispatcher.send(uid, title, "Notification delivery works.", "low", "validation")
+    ok, detail, _row = deliver_test_notification(ext, uid, f"Recovery validation {uuid.uuid4().hex[:8]}",
+                                                 "Notification delivery works.")
+    return ok, detail
+
+
+def deliver_test_notification(ext: Any, uid: str, title: str, message: str) -> tuple[bool, str, dict[str, Any]]:
+    """Send ``uid`` a test notification and see it delivered: acknowledged by their browser,
+    else claimed by a page request as that user (the flash path). (ok, detail, its row)."""
+    nid = ext.dispatcher.send(uid, title, message, "low", "validation")
     deadline = time.monotonic() + float(ext.app.config["NOTIFY_EMERGENCY_ACK_TIMEOUT"]) + 2.0
     row = ext.store.get(nid) or {}
     while not row.get("delivered") and row.get("realtime_deadline") is not None and time.monotonic() < deadline:
         time.sleep(0.05)  # a browser may acknowledge it; otherwise the watcher hands it to the fallbacks
         row = ext.store.get(nid) or {}
     if row.get("delivered"):
-        return True, f"notification #{nid} acknowledged by the user's browser ({row.get('channel')})"
+        return True, f"notification #{nid} acknowledged by the user's browser ({row.get('channel')})", row
     client = login_client(ext.app, uid)
     page = (ext.app.config["NOTIFY_EMERGENCY_TEST_PAGES"] or ["/"])[0]
     for _ in range(3):
         fetch_page(ext.app, client, page, claim=True)  # a page view as that user, which claims it
         row = ext.store.get(nid) or {}
         if row.get("delivered"):
-            return True, f"notification #{nid} delivered by {row.get('channel')} on a page request"
-    return False, f"notification #{nid} was neither acknowledged nor claimed by a page request for user {uid}"
+            return True, f"notification #{nid} delivered by {row.get('channel')} on a page request", row
+    return False, f"notification #{nid} was neither acknowledged nor claimed by a page request for user {uid}", row
 
 
 def check_database(ext: Any, actor: str) -> Outcome:
@@ -144,7 +151,7 @@ def validate_recovery(ext: Any, *, actor: str, source: str = "cli", user_id: str
         admins = admin_user_ids(ext)
         uid = admins[0] if admins else None
     try:
-        health = _health(ext)
+        health = health_checks(ext)
     except Exception as exc:  # reported by the checks that need it
         health = {"realtime": {"status": "error", "error": str(exc)}, "sessions": {"status": "error", "error": str(exc)}}
     checks: tuple[tuple[str, str, Callable[[], Outcome]], ...] = (

@@ -7,7 +7,9 @@ like every switch (Redis pub/sub, else the database refresh), and every process 
 or monitors (its workers have started, or its monitor runs) cuts, in itself, the connections
 the switch names. Each cut points the connection at a closed port of this host (a socket of
 the process's own, bound and never listening), so every real operation fails with its
-driver's own "connection refused":
+driver's own "connection refused"; ``message_queue_hang`` points it at a black hole instead (a
+port of the process's own that accepts connections and never answers), so operations hang
+until their own time limit:
 
 ==============  ============================================================================
 fault           what is cut in each serving or monitoring process
@@ -15,6 +17,11 @@ fault           what is cut in each serving or monitoring process
 message_queue   the Socket.IO client manager's Redis: its URL points at the closed port and
                 its connections are dropped, so emits are lost ("giving up") and its listener
                 retries, exactly as with the queue down (a Redis message queue only)
+message_queue_  the Socket.IO client manager's Redis *for publishing*: its URL points at the
+hang            black hole, so every emit hangs until the notifier's time limit
+                (``NOTIFY_EMERGENCY_NOTIFIER_TIMEOUT``) and falls back, and the breaker
+                counts the failures; the listener keeps its connection and the users' sockets
+                stay connected (the socket layer is "up", notifications are not delivered)
 shared_state    the shared-state Redis: the client of :class:`..state.RedisState` and every
                 client made from its URL (evidence, worker reports, cluster-action answers)
 database        the engine's connections: pooled ones are dropped and each new one goes to
@@ -22,11 +29,11 @@ database        the engine's connections: pooled ones are dropped and each new o
 ==============  ============================================================================
 
 Taking the fault back restores the configured addresses; the drivers reconnect by
-themselves, as after a real outage. A process takes a fault back on its own once the
-switch's ``until`` has passed: the drill renews it with its lease
-(:mod:`.drill_lease`), so if the drill's process dies, every worker recovers within one
-lease even if it cannot hear the switch (its database cut, or the memory backend), and the
-monitor's next tick clears the switch.
+themselves, as after a real outage (closing the black hole resets the connections hung in
+it). A process takes a fault back on its own once the switch's ``until`` has passed: the
+drill renews it with its lease (:mod:`.drill_lease`), so if the drill's process dies, every
+worker recovers within one lease even if it cannot hear the switch (its database cut, or the
+memory backend), and the monitor's next tick clears the switch.
 """
 
 from __future__ import annotations
@@ -44,7 +51,11 @@ from ..detect import queue_manager
 log = logging.getLogger("flask_notify_emergency")
 
 KEY = "drill_fault"
-FAULTS = ("message_queue", "shared_state", "database")
+FAULTS = ("message_queue", "message_queue_hang", "shared_state", "database")
+#: Faults that cut the Socket.IO message queue.
+QUEUE_FAULTS = ("message_queue", "message_queue_hang")
+#: Connections hung in the black hole at once (the listen backlog).
+BLACK_HOLE_BACKLOG = 128
 #: How often each process checks whether its fault has run out.
 EXPIRY_POLL_SECONDS = 0.25
 
@@ -54,7 +65,7 @@ def requirement_problem(ext: Any, faults: tuple[str, ...] | list[str]) -> str | 
     for fault in faults:
         if fault not in FAULTS:
             return f"unknown fault {fault!r}: use {', '.join(FAULTS)}"
-        if fault == "message_queue":
+        if fault in QUEUE_FAULTS:
             manager = queue_manager(ext.socketio) if ext.socketio is not None else None
             if manager is None or not hasattr(manager, "redis_url"):
                 return ("this app's Socket.IO server has no Redis message queue to break: set "
@@ -94,6 +105,7 @@ class FaultPoint:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._hole: socket.socket | None = None
+        self._black_hole: socket.socket | None = None
 
     # -- the switch ------------------------------------------------------------------------
     def applies_here(self) -> bool:
@@ -149,6 +161,22 @@ class FaultPoint:
     def hole_url(self) -> str:
         return f"redis://127.0.0.1:{self.hole()}/0"
 
+    def black_hole_url(self) -> str:
+        """A Redis URL at a port of this process's own that accepts connections (the kernel
+        completes them, up to the backlog) and never answers."""
+        if self._black_hole is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            sock.listen(BLACK_HOLE_BACKLOG)  # never accepted, never read: every request hangs
+            self._black_hole = sock
+        return f"redis://127.0.0.1:{self._black_hole.getsockname()[1]}/0"
+
+    def _close_black_hole(self) -> None:
+        """Closing the listener resets the connections waiting in it: hung requests fail now."""
+        if self._black_hole is not None:
+            self._black_hole.close()
+            self._black_hole = None
+
     # -- each fault ------------------------------------------------------------------------
     def _cut(self, fault: str) -> None:
         ext = self.ext
@@ -162,6 +190,15 @@ class FaultPoint:
             client = getattr(manager, "redis", None)
             if client is not None:
                 client.connection_pool.disconnect()  # in use too: the listener's read breaks
+        elif fault == "message_queue_hang":
+            manager = queue_manager(ext.socketio) if ext.socketio is not None else None
+            if manager is None or not hasattr(manager, "redis_url"):
+                return
+            self.cut[fault] = manager.redis_url
+            manager.redis_url = self.black_hole_url()
+            # the next publish connects afresh, to the black hole; the listener keeps reading
+            # its own connection (its pub/sub object is the old one), so sockets stay served
+            manager.connected = False
         elif fault == "shared_state":
             if getattr(ext.state, "backend", "memory") != "redis":
                 return
@@ -176,11 +213,13 @@ class FaultPoint:
     def _restore(self, fault: str) -> None:
         ext = self.ext
         saved = self.cut.pop(fault)
-        if fault == "message_queue":
+        if fault in QUEUE_FAULTS:
             manager = queue_manager(ext.socketio)
             if manager is not None:
                 manager.redis_url = saved
                 manager.connected = False
+            if fault == "message_queue_hang":
+                self._close_black_hole()
         elif fault == "shared_state":
             ext.state.redirect(None)
             ext.evidence.reset()

@@ -11,13 +11,15 @@ The monitor calls :func:`revert_if_abandoned` on every tick: a lease past its ``
 the drill's process is gone, so the monitor takes the fault back in every worker, marks the
 drill ``abandoned`` and audits it. (Each worker has also taken the fault back by itself at
 the fault switch's ``until``, even one that cannot hear the switch.) Events the monitor opened
-for the fault stay the monitor's: it resolves them when its checks pass again.
+for the fault stay the monitor's: it resolves them when its checks pass again. What this
+layer cannot undo itself (a drill's rollback to flash-only delivery) the caller undoes with
+``undo``: the monitor passes the rollback's ``restore``.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 import sqlalchemy as sa
 
@@ -47,8 +49,12 @@ def release(ext: Any, drill_id: int, actor: str) -> None:
         ext.control.write(KEY, None, actor)
 
 
-def revert_if_abandoned(ext: Any, actor: str = "monitor", now: float | None = None) -> dict[str, Any] | None:
-    """Undo the injections of a drill whose lease ran out; what was done, or None."""
+def revert_if_abandoned(ext: Any, actor: str = "monitor", now: float | None = None,
+                        undo: dict[str, Callable[[int], Any]] | None = None) -> dict[str, Any] | None:
+    """Undo the injections of a drill whose lease ran out; what was done, or None.
+
+    ``undo`` maps an injection this module cannot undo to a function (given the drill's id)
+    that undoes it; a failing one is reported, and the lease stays for the next tick."""
     lease = ext.control.read(KEY)
     if not isinstance(lease, dict) or float(lease.get("until", 0)) > (time.time() if now is None else now):
         return None
@@ -69,6 +75,16 @@ def revert_if_abandoned(ext: Any, actor: str = "monitor", now: float | None = No
     if "breaker" in injected and snapshot.get("breaker") != "open":
         ext.breaker.close()
         restored["breaker"] = True
+    for name, func in (undo or {}).items():
+        if name in injected:
+            try:
+                restored[name] = func(int(drill_id or 0)) or True
+            except Exception as exc:
+                problems.append(f"{name}: {type(exc).__name__}: {exc}")
+    if problems:  # try again on the next tick; the drill stays running until then
+        ext.audit.record(actor, "revert-abandoned-drill", "monitor", {"drill_id": drill_id}, outcome="failed",
+                         detail="; ".join(problems))
+        return {"drill_id": drill_id, "restored": restored, "problems": problems}
     event = emergency.current_event(ext)
     if lease.get("event_id") is not None and event and (
             event["id"] == lease.get("event_id")
