@@ -176,9 +176,90 @@ sys.path.insert(0, os.getcwd())
 from flask.cli import ScriptInfo
 from tests.support.apps import build_example
 app, _ = build_example(json.loads(os.environ["DRILL_CONFIG"]))
-app.cli.main(["emergency", "execute-drill", "--type", "websocket_failure", "--duration", "600",
-              "--participants", "admin1"], prog_name="flask", obj=ScriptInfo(create_app=lambda: app))
+app.cli.main(["emergency", "execute-drill", "--type", os.environ.get("DRILL_TYPE", "websocket_failure"),
+              "--duration", "600", "--participants", "admin1"], prog_name="flask",
+             obj=ScriptInfo(create_app=lambda: app))
 """
+
+
+def start_drill(cluster: Cluster, drill_type: str, output: Any = subprocess.DEVNULL) -> subprocess.Popen:
+    """``execute-drill --duration 600`` in a process of its own (to be interrupted or killed)."""
+    config = dict(cluster.config, NOTIFY_EMERGENCY_MONITOR_ENABLED=False, NOTIFY_EMERGENCY_START_ON_BOOT=False)
+    env = dict(os.environ, DRILL_CONFIG=json.dumps(config), DRILL_TYPE=drill_type)
+    return subprocess.Popen([sys.executable, "-c", KILLED_DRILL], cwd=ROOT, env=env, stdout=output,
+                            stderr=subprocess.STDOUT if output is subprocess.PIPE else subprocess.DEVNULL)
+
+
+def notification_row(cluster: Cluster, title: str) -> dict[str, Any] | None:
+    t = cluster.ext.models.Notification.__table__
+    with cluster.ext.engine.connect() as conn:
+        row = conn.execute(sa.select(t).where(t.c.title == title)).first()
+    return dict(row._mapping) if row else None
+
+
+def test_notification_failure_hangs_emits_while_the_users_socket_stays_connected(cluster):
+    """The fault itself, held while the monitor looks away. Alice's socket is on a second
+    worker, so bob's notification (sent through the first) must cross the message queue: its
+    emit hangs in the black hole until the notifier's limit, the breaker counts the failure,
+    and it reaches her by the flash fallback, not her socket, which stays connected; after
+    the fault the same socket gets notifications again."""
+    cluster.calm()
+    second = ServedApp(free_port(), dict(cluster.config, NOTIFY_EMERGENCY_MONITOR_ENABLED=False))
+    alice = requests.Session()
+    assert alice.post(f"{second.url}/login", data={"username": "alice", "password": "alice"},
+                      allow_redirects=False, timeout=10).status_code == 302
+    bob = requests.Session()
+    assert bob.post(f"{cluster.server.url}/login", data={"username": "bob", "password": "bob"},
+                    allow_redirects=False, timeout=10).status_code == 302
+    with cluster.ext.engine.connect() as conn:
+        alice_id = conn.execute(sa.text("SELECT id FROM demo_user WHERE username = 'alice'")).scalar()
+    got: list[str] = []
+    sio = socketio.Client(reconnection=False)
+
+    @sio.on(EVENT, namespace=NAMESPACE)
+    def on_notification(data: dict[str, Any]) -> None:
+        got.append(data.get("title", ""))
+        sio.emit(ACK_EVENT, {"id": data["id"]}, namespace=NAMESPACE)
+
+    cookie = "; ".join(f"{k}={v}" for k, v in alice.cookies.items())
+    sio.connect(second.url, headers={"Cookie": cookie}, namespaces=[NAMESPACE], wait_timeout=10)
+    control = cluster.ext.control
+    proc = None
+    try:
+        cluster.delivers_over_the_socket("Before the hang")  # the queue carries emits between workers
+        bob.post(f"{cluster.server.url}/send", data={"user_id": alice_id, "title": "Across workers",
+                                                     "message": "Live."}, timeout=10)
+        wait_until(lambda: "Across workers" in got, timeout=15, message="an emit across the workers")
+        control.set_paused("monitor", True, "test")  # the fault lasts: nothing detects it and ends the drill
+        proc = start_drill(cluster, "notification_failure", subprocess.PIPE)
+        wait_until(lambda: (stored_switch(cluster.app, "drill_fault") or {}).get("faults") == ["message_queue_hang"],
+                   timeout=30, message="the drill to inject its fault")
+        title = "During the hang"
+        bob.post(f"{cluster.server.url}/send", data={"user_id": alice_id, "title": title, "message": "Hung."},
+                 timeout=30)
+        row = wait_until(lambda: (r := notification_row(cluster, title)) and r["realtime_deadline"] is None and r,
+                         timeout=30, message="the notification to fall back")
+        assert not row["delivered"] and title not in got and sio.connected
+        alice.get(f"{second.url}/", timeout=10)  # her next page shows it (the flash path)
+        row = notification_row(cluster, title)
+        assert row["delivered"] and row["channel"] == "flash", row
+        assert title not in got and sio.connected
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+        assert b"aborted: interrupted (Ctrl-C)" in output, output.decode()
+        control.set_paused("monitor", False, "test")
+        assert stored_switch(cluster.app, "drill_fault") is None
+        cluster.calm()
+        bob.post(f"{cluster.server.url}/send", data={"user_id": alice_id, "title": "After the hang",
+                                                     "message": "Live."}, timeout=10)
+        wait_until(lambda: "After the hang" in got, timeout=15, message="the same socket to get notifications again")
+    finally:
+        control.set_paused("monitor", False, "test")
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        sio.disconnect()
+        second.stop()
 
 
 def drill_rows(app: Any) -> list[dict[str, Any]]:
