@@ -318,3 +318,58 @@ def test_ctrl_c_takes_the_fault_back(cluster):
     drill = drill_rows(cluster.app)[-1]
     assert drill["result"]["status"] == "aborted" and drill["result"]["restored"]["all"] is True
     cluster.calm()
+
+
+def test_complete_rollback_drill_rolls_back_probes_the_fallbacks_and_restores(cluster):
+    cluster.calm()
+    code, data = invoke_json(cluster.app, "execute-drill", "--type", "complete_rollback", "--duration", "1",
+                             "--participants", "admin1")
+    result = data["result"]
+    assert code == 0, json.dumps(result, default=str)[:3000]
+    assert result["status"] == "completed" and result["rollback_seconds"] > 0 and result["restore_seconds"] > 0
+    assert result["rollback_operation"] and result["restore_operation"]
+    probe = result["probe"]
+    assert probe["ok"] is True and probe["channel"] == "flash", probe  # the fallback, not the socket
+    admin = notification_row(cluster, f"Drill #{data['id']}: rollback probe")
+    assert admin["delivered"] and admin["channel"] == "flash" and admin["user_id"] == probe["user_id"]
+    assert result["realtime_back"] is True, result.get("realtime_detail")
+    # the operator's own steps ran, audited; nothing of the drill is left
+    assert [r["outcome"] for r in audit_rows(cluster.app, "rollback")][-1] == "ok"
+    assert [r["outcome"] for r in audit_rows(cluster.app, "restore")][-1] == "ok"
+    assert stored_switch(cluster.app, "drill_lease") is None and stored_switch(cluster.app, "operator_hold") is None
+    assert stored_switch(cluster.app, "mode", "normal") == "normal"
+    assert not (stored_switch(cluster.app, "paused") or {}).get("realtime")
+    cluster.calm()
+    cluster.delivers_over_the_socket("After the rollback drill")
+
+    code, scored = invoke_json(cluster.app, "evaluate-drill", "--drill-id", data["reference"])
+    criteria = {c["name"]: c["ok"] for c in scored["evaluation"]["criteria"]}
+    assert code == 0 and criteria == {"completed": True, "rollback": True, "fallback delivery": True,
+                                      "restore": True, "real time back": True, "restored": True}, scored
+
+
+def test_a_rollback_drill_killed_while_rolled_back_is_restored_by_the_monitor(cluster):
+    cluster.calm()
+    proc = start_drill(cluster, "complete_rollback")
+    try:
+        drill = wait_until(lambda: [d for d in drill_rows(cluster.app) if d["ended_at"] is None
+                                    and (d["result"] or {}).get("probe")], timeout=60,
+                           message="the drill to roll back and probe")[-1]
+        assert stored_switch(cluster.app, "mode", "normal") == "legacy"
+        assert stored_switch(cluster.app, "drill_lease")["injected"] == ["rollback"]
+        proc.kill()  # no finally runs: the drill never restores itself
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    wait_until(lambda: stored_switch(cluster.app, "drill_lease") is None, timeout=60, interval=0.2,
+               message="the monitor to restore the abandoned rollback drill")
+    row = next(d for d in drill_rows(cluster.app) if d["id"] == drill["id"])
+    assert row["result"]["status"] == "abandoned" and row["result"]["restored"]["rollback"] == "done"
+    assert stored_switch(cluster.app, "mode", "normal") == "normal"
+    assert not (stored_switch(cluster.app, "paused") or {}).get("realtime")
+    restores = audit_rows(cluster.app, "restore")
+    assert restores[-1]["actor"] == "monitor" and restores[-1]["outcome"] == "ok"
+    cluster.calm()
+    cluster.delivers_over_the_socket("After the killed rollback drill")
