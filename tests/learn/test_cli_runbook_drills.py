@@ -59,6 +59,10 @@ def test_a_beating_monitor_but_no_message_queue_is_refused_with_what_to_set(demo
     assert result.exit_code == 1 and "set SOCKETIO_MESSAGE_QUEUE to a redis:// URL" in result.output
     result = invoke(app, "execute-drill", "--type", "redis_failure", "--duration", "3", "--participants", "a")
     assert result.exit_code == 1 and "set NOTIFY_EMERGENCY_REDIS_URL" in result.output
+    for drill in ("notification_failure", "multi_component"):  # both cut the message queue first
+        result = invoke(app, "execute-drill", "--type", drill, "--duration", "3", "--participants", "a")
+        assert result.exit_code == 1 and "set SOCKETIO_MESSAGE_QUEUE to a redis:// URL" in result.output
+        assert "Traceback" not in result.output
     assert stored_switch(app, "drill_fault") is None
     calm(app)
 
@@ -85,8 +89,35 @@ def test_a_drill_is_refused_during_a_real_emergency(demo):
     assert drill_rows(app) == [] and stored_switch(app, "drill_fault") is None
 
 
+def test_a_rollback_drill_needs_an_admin_for_its_probe(make_app):
+    app, _ = make_app(NOTIFY_EMERGENCY_ADMIN_USER_IDS=lambda: [], **FAST)
+    app.extensions["notify_emergency"].monitor.tick()
+    result = invoke(app, "execute-drill", "--type", "complete_rollback", "--duration", "1", "--participants", "a")
+    assert result.exit_code == 1 and "set NOTIFY_EMERGENCY_ADMIN_USER_IDS" in result.output
+    assert "Traceback" not in result.output
+    assert drill_rows(app)[0]["result"]["injected"] == [] and audit_rows(app, "rollback") == []
+    calm(app)
+
+
+def test_a_rollback_drill_dry_run_shows_its_steps_and_changes_nothing(demo):
+    app, _, _ = demo
+    app.extensions["notify_emergency"].monitor.tick()
+    result = invoke(app, "execute-drill", "--type", "complete_rollback", "--duration", "60",
+                    "--participants", "admin1", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "roll the cluster back to flash-only delivery (rollback --confirm), timed" in result.output
+    assert "delivered by the fallbacks (not the socket)" in result.output
+    assert "restore real-time delivery (restore --confirm), timed" in result.output
+    assert drill_rows(app) == [] and audit_rows(app, "rollback") == [] and audit_rows(app, "execute-drill") == []
+    calm(app)
+
+
 @pytest.mark.parametrize("args, complaint", [
     (["--type", "meteor", "--participants", "a"], "'meteor' is not one of"),
+    (["--type", "multi-component", "--participants", "a"], "'multi_component', 'complete_rollback'"),
+    (["--type", "notification", "--participants", "a"], "'notification_failure'"),
+    (["--type", "complete_rollback", "--duration", "0", "--participants", "a"], "is not in the range"),
+    (["--type", "complete_rollback"], "--participants is required"),
     (["--type", "websocket_failure", "--duration", "-1", "--participants", "a"], "is not in the range"),
     (["--type", "websocket_failure", "--duration", "7200", "--participants", "a"], "is not in the range"),
     (["--type", "websocket_failure", "--participants", " , "], "--participants is required"),
