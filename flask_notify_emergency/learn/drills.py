@@ -447,8 +447,14 @@ def _run_rollback(ext: Any, kind: DrillType, drill_id: int, duration: float, act
     save_result(ext, drill_id, result)
     say(f"Drill #{drill_id}: {kind.description}.")
     started = time.monotonic()
-    done = rollback(ext, reason=f"drill #{drill_id}: complete system rollback", actor=actor, source=source,
-                    confirm=True, admin=True, on_step=keep_lease)
+    try:
+        done = rollback(ext, reason=f"drill #{drill_id}: complete system rollback", actor=actor, source=source,
+                        confirm=True, admin=True, on_step=keep_lease)
+    except RollbackError as exc:
+        if exc.__cause__ is None:  # refused (e.g. another rollback runs): nothing of ours to restore
+            result["injected"] = []
+            drill_lease.release(ext, drill_id, actor)
+        raise
     result["rollback_seconds"] = round(time.monotonic() - started, 3)
     result["rollback_operation"] = done.get("operation_id")
     rolled_back = time.monotonic()

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from flask_notify_emergency.rollback.journal import OperationLock
 from tests.support.cli import audit_rows, event_rows, invoke, stored_switch
 
 FAST = {"NOTIFY_EMERGENCY_ACK_TIMEOUT": 0.5, "NOTIFY_EMERGENCY_SWEEP_SECONDS": 0.5,
@@ -96,6 +97,23 @@ def test_a_rollback_drill_needs_an_admin_for_its_probe(make_app):
     assert result.exit_code == 1 and "set NOTIFY_EMERGENCY_ADMIN_USER_IDS" in result.output
     assert "Traceback" not in result.output
     assert drill_rows(app)[0]["result"]["injected"] == [] and audit_rows(app, "rollback") == []
+    calm(app)
+
+
+def test_a_rollback_drill_refused_by_a_running_rollback_restores_nothing(demo):
+    app, _, _ = demo
+    ext = app.extensions["notify_emergency"]
+    ext.monitor.tick()
+    lock = OperationLock(ext.engine, ext.models)
+    lock.acquire("rollback", None)  # an operator's rollback is under way
+    try:
+        result = invoke(app, "execute-drill", "--type", "complete_rollback", "--duration", "1", "--participants", "a")
+    finally:
+        lock.release()
+    assert result.exit_code == 1 and "RollbackError" in result.output and "Traceback" not in result.output
+    drill = drill_rows(app)[0]["result"]
+    assert drill["status"] == "failed" and drill["injected"] == [] and drill["restore_seconds"] is None
+    assert audit_rows(app, "restore") == [] and stored_switch(app, "drill_lease") is None
     calm(app)
 
 
