@@ -31,9 +31,10 @@ multi_component       realtime_connection the message queue and the shared-state
                                           rest)
 complete_rollback     (nothing)           no fault: the operator's real rollback to
                                           flash-only delivery (``rollback --confirm``),
-                                          a probe notification to an admin delivered by
-                                          the fallbacks, then ``restore --confirm``; both
-                                          timed, and real time must be back after it
+                                          a probe notification to the test user (else an
+                                          admin) delivered by the fallbacks, then
+                                          ``restore --confirm``; both timed, and real
+                                          time must be back after it
 ====================  ==================  ================================================
 
 (``database_connectivity`` is accepted as another name of ``database_failure``.)
@@ -69,7 +70,7 @@ from ..detect import utc_from_epoch
 from ..models import utcnow
 from ..respond import drill_faults, drill_lease, emergency, operator_hold
 from ..rollback import RollbackError, admin_user_ids, restore, rollback
-from .recovery_validation import check_realtime, deliver_test_notification, health_checks
+from .recovery_validation import check_realtime, deliver_test_notification, health_checks, undelivered
 
 MAX_DURATION = 3600.0
 MAX_PARTICIPANTS = 20
@@ -224,7 +225,8 @@ def timing(event: dict[str, Any] | None) -> dict[str, Any]:
 def _plan(kind: DrillType, duration: float) -> list[str]:
     if kind.rollback:
         return [f"{kind.description}, timed",
-                "send an admin a probe notification and see it delivered by the fallbacks (not the socket)",
+                "send the test user (else an admin) a probe notification and see it delivered by the "
+                "fallbacks (not the socket)",
                 f"stay rolled back until {duration:g} s have passed since the rollback",
                 "restore real-time delivery (restore --confirm), timed, and check real time is back"]
     return [f"{kind.description} (for at most {duration:g} s)",
@@ -232,11 +234,26 @@ def _plan(kind: DrillType, duration: float) -> list[str]:
             "take the fault back and wait for the monitor to resolve the event (recovery)"]
 
 
+def probe_user(ext: Any) -> str | None:
+    """Who gets a rollback drill's probe: the test user (``TEST_USER_ID``), else the first admin."""
+    configured = ext.app.config.get("NOTIFY_EMERGENCY_TEST_USER_ID")
+    if configured:
+        return str(configured)
+    admins = admin_user_ids(ext)
+    return admins[0] if admins else None
+
+
 def requirement_problem(ext: Any, kind: DrillType) -> str | None:
     """Why this app cannot run a ``kind`` drill (one line), or None."""
     if kind.rollback:
-        if not admin_user_ids(ext):
-            return "no admin to send the probe notification to: set NOTIFY_EMERGENCY_ADMIN_USER_IDS"
+        uid = probe_user(ext)
+        if uid is None:
+            return ("no user to send the probe notification to: set NOTIFY_EMERGENCY_TEST_USER_ID "
+                    "(or NOTIFY_EMERGENCY_ADMIN_USER_IDS)")
+        waiting = undelivered(ext, uid)
+        if waiting:  # the probe's page request would take them from that user
+            return (f"the probe user {uid} has {waiting} undelivered notification(s) a page request would take: "
+                    "set NOTIFY_EMERGENCY_TEST_USER_ID to a dedicated test user")
         return None
     return drill_faults.requirement_problem(ext, kind.faults)
 
@@ -460,7 +477,7 @@ def _run_rollback(ext: Any, kind: DrillType, drill_id: int, duration: float, act
     rolled_back = time.monotonic()
     save_result(ext, drill_id, result)
     say(f"Rolled back ({done.get('operation_id')}) in {result['rollback_seconds']:.2f} s; probing the fallbacks.")
-    admin = admin_user_ids(ext)[0]
+    admin = str(probe_user(ext))
     ok, detail, row = deliver_test_notification(ext, admin, f"Drill #{drill_id}: rollback probe",
                                                 "Delivered while real time is rolled back.")
     channel = row.get("channel")

@@ -70,7 +70,7 @@ def check_realtime(ext: Any, health: dict[str, Any]) -> Outcome:
                                                   str(canary.get("note") or canary.get("path") or "sent")))
 
 
-def _undelivered(ext: Any, user_id: str) -> int:
+def undelivered(ext: Any, user_id: str) -> int:
     t = ext.models.Notification.__table__
     with ext.engine.connect() as conn:
         return int(conn.execute(sa.select(sa.func.count()).select_from(t).where(
@@ -82,7 +82,7 @@ def check_delivery(ext: Any, user_id: str | None) -> Outcome:
     if not user_id:
         return False, "no user to test with: set NOTIFY_EMERGENCY_TEST_USER_ID (or pass --user)"
     uid = str(user_id)
-    waiting = _undelivered(ext, uid)
+    waiting = undelivered(ext, uid)
     if waiting:
         return False, (f"user {uid} has {waiting} undelivered notification(s) a test page request would "
                        "take from them: use a dedicated test user (NOTIFY_EMERGENCY_TEST_USER_ID)")

@@ -94,9 +94,23 @@ def test_a_rollback_drill_needs_an_admin_for_its_probe(make_app):
     app, _ = make_app(NOTIFY_EMERGENCY_ADMIN_USER_IDS=lambda: [], **FAST)
     app.extensions["notify_emergency"].monitor.tick()
     result = invoke(app, "execute-drill", "--type", "complete_rollback", "--duration", "1", "--participants", "a")
-    assert result.exit_code == 1 and "set NOTIFY_EMERGENCY_ADMIN_USER_IDS" in result.output
+    assert result.exit_code == 1 and "set NOTIFY_EMERGENCY_TEST_USER_ID (or NOTIFY_EMERGENCY_ADMIN_USER_IDS)" \
+        in result.output
     assert "Traceback" not in result.output
     assert drill_rows(app)[0]["result"]["injected"] == [] and audit_rows(app, "rollback") == []
+    calm(app)
+
+
+def test_a_rollback_drill_does_not_take_the_probe_users_pending_notifications(demo):
+    app, _, _ = demo
+    ext = app.extensions["notify_emergency"]
+    ext.monitor.tick()
+    nid = ext.dispatcher.send("1", "For the admin", "Not yet seen.")  # the first admin: the default probe user
+    result = invoke(app, "execute-drill", "--type", "complete_rollback", "--duration", "1", "--participants", "a")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "the probe user 1 has 1 undelivered notification(s)" in result.output
+    assert "set NOTIFY_EMERGENCY_TEST_USER_ID to a dedicated test user" in result.output
+    assert not ext.store.get(nid)["delivered"] and audit_rows(app, "rollback") == []
     calm(app)
 
 

@@ -50,6 +50,9 @@ class Cluster:
         local = dict(self.config, NOTIFY_EMERGENCY_MONITOR_ENABLED=False, NOTIFY_EMERGENCY_START_ON_BOOT=False)
         self.app, _ = build_example(local)  # tables and demo users, before the server starts
         self.ext = self.app.extensions["notify_emergency"]
+        with self.ext.engine.connect() as conn:  # bob only sends: the rollback drill's probe user
+            bob = str(conn.execute(sa.text("SELECT id FROM demo_user WHERE username = 'bob'")).scalar())
+        self.config["NOTIFY_EMERGENCY_TEST_USER_ID"] = self.app.config["NOTIFY_EMERGENCY_TEST_USER_ID"] = bob
         self.server = ServedApp(free_port(), self.config)
 
     def calm(self, timeout: float = 60) -> None:
@@ -330,8 +333,9 @@ def test_complete_rollback_drill_rolls_back_probes_the_fallbacks_and_restores(cl
     assert result["rollback_operation"] and result["restore_operation"]
     probe = result["probe"]
     assert probe["ok"] is True and probe["channel"] == "flash", probe  # the fallback, not the socket
-    admin = notification_row(cluster, f"Drill #{data['id']}: rollback probe")
-    assert admin["delivered"] and admin["channel"] == "flash" and admin["user_id"] == probe["user_id"]
+    row = notification_row(cluster, f"Drill #{data['id']}: rollback probe")
+    assert row["delivered"] and row["channel"] == "flash" and row["user_id"] == probe["user_id"]
+    assert probe["user_id"] == cluster.config["NOTIFY_EMERGENCY_TEST_USER_ID"]
     assert result["realtime_back"] is True, result.get("realtime_detail")
     # the operator's own steps ran, audited; nothing of the drill is left
     assert [r["outcome"] for r in audit_rows(cluster.app, "rollback")][-1] == "ok"
