@@ -328,7 +328,7 @@ def test_complete_rollback_drill_rolls_back_probes_the_fallbacks_and_restores(cl
     code, data = invoke_json(cluster.app, "execute-drill", "--type", "complete_rollback", "--duration", "1",
                              "--participants", "admin1")
     result = data["result"]
-    assert code == 0, json.dumps(result, default=str)[:3000]
+    assert code == 0, json.dumps([result, event_rows(cluster.app)[-2:]], default=str)[:6000]
     assert result["status"] == "completed" and result["rollback_seconds"] > 0 and result["restore_seconds"] > 0
     assert result["rollback_operation"] and result["restore_operation"]
     probe = result["probe"]
