@@ -115,7 +115,7 @@ def restart_websockets(ext: Any, actor: str = "monitor", source: str = "monitor"
             except Exception:  # a dead connection may not close cleanly; it is dropped either way
                 pass
             steps["queue"] = "new connection"
-        steps["listener"] = _wake_listener(sio, manager, ext.namespace)
+        steps["listener"] = wake_listener(sio, manager, ext.namespace)
     if disconnect_sockets:
         sids = list(getattr(ext, "connected_sids", {}) or {})
         for sid in sids:
@@ -138,7 +138,7 @@ def restart_websockets(ext: Any, actor: str = "monitor", source: str = "monitor"
 LISTENER_PROBE_SECONDS = 1.0
 
 
-def _wake_listener(sio: Any, manager: Any, namespace: str) -> str:
+def wake_listener(sio: Any, manager: Any, namespace: str) -> str:
     """Make this process's Socket.IO queue listener hear the queue now.
 
     A dead listener is started again. A live Redis one that does not hear the queue while Redis

@@ -47,6 +47,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..detect import queue_manager
+from .actions import wake_listener
 
 log = logging.getLogger("flask_notify_emergency")
 
@@ -215,17 +216,30 @@ class FaultPoint:
         saved = self.cut.pop(fault)
         if fault in QUEUE_FAULTS:
             manager = queue_manager(ext.socketio)
+            if fault == "message_queue_hang":
+                self._close_black_hole()
             if manager is not None:
                 manager.redis_url = saved
                 manager.connected = False
-            if fault == "message_queue_hang":
-                self._close_black_hole()
+                self._reconnect_queue(manager)
         elif fault == "shared_state":
             ext.state.redirect(None)
             ext.evidence.reset()
         elif fault == "database":
             ext.engine.dispose()  # connections that failed are gone; new ones go to the database
         log.warning("flask-notify-emergency: drill #%s: %s restored in this process", self.drill_id, fault)
+
+    def _reconnect_queue(self, manager: Any) -> None:
+        """The queue is back: publish on a fresh client now, and wake a listener asleep in its
+        reconnect back-off (up to a minute), as ``restart-websockets`` does, so the fault's end
+        is not followed by a canary that times out and a second event."""
+        try:
+            if hasattr(manager, "_redis_connect"):
+                manager._redis_connect()
+            wake_listener(self.ext.socketio, manager, self.ext.namespace)
+        except Exception as exc:  # the listener still reconnects by itself, only later
+            log.warning("flask-notify-emergency: drill #%s: could not wake the queue listener: %s",
+                        self.drill_id, exc)
 
     def on_connect(self, dialect: Any, record: Any, cargs: list[Any], cparams: dict[str, Any]) -> Any:
         """SQLAlchemy's ``do_connect``: while the database is cut, connect to the closed port."""

@@ -10,7 +10,6 @@ import pytest
 import socketio
 import sqlalchemy as sa
 
-from tests.cli.test_cli_multiprocess import logged_in
 from tests.support.apps import ServedApp, build_example, drop_tables
 from tests.support.outages import PrivateRedis
 from tests.support.cli import invoke_json
@@ -49,7 +48,7 @@ def test_restart_websockets_from_the_cli_restarts_every_serving_worker(tmp_path,
     disconnected: list[bool] = []
     client.on("disconnect", lambda *a: disconnected.append(True), namespace=NAMESPACE)
     try:
-        session = logged_in(servers[0], "alice")
+        session = servers[0].session_as("alice")
         client.connect(servers[0].url, namespaces=[NAMESPACE], transports=["websocket"],
                        headers={"Cookie": "; ".join(f"{k}={v}" for k, v in session.cookies.items())})
         result = operator_app.test_cli_runner().invoke(args=["emergency", "restart-websockets", "--json"])
