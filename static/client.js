@@ -23,9 +23,15 @@
       var base = (intervalSeconds > 0 ? intervalSeconds : 5) * 1000 * (liveInNormalMode ? LIVE_FACTOR : 1);
       return base * (1 - JITTER + 2 * JITTER * unit(phase, random));
     },
-    /* milliseconds until the first poll after a change every page hears at once */
+    /* milliseconds until the first poll after a change every page hears at once: drawn from
+     * the distribution of the wait for the next poll of a page that has polled for long
+     * (flat up to interval * (1 - JITTER), then falling to 0 at interval * (1 + JITTER)), so
+     * the crowd's rate is even from the first second, not only once the jitter has mixed it */
     spreadDelay: function (intervalSeconds, random) {
-      return (intervalSeconds > 0 ? intervalSeconds : 5) * 1000 * random;
+      var ms = (intervalSeconds > 0 ? intervalSeconds : 5) * 1000;
+      if (random < 1 - JITTER) { return ms * random; }
+      var u = (random - (1 - JITTER)) / JITTER;
+      return ms * (1 - JITTER) + 2 * JITTER * ms * (1 - Math.sqrt(1 - u));
     },
     /* milliseconds until a prompt poll (more is waiting, or this page was told so) */
     soonDelay: function (random) { return SOON_MS + SOON_SPREAD_MS * random; }
