@@ -445,7 +445,8 @@
     });
     socket.on("notify_emergency:banner", function () { refreshBanners(); });
     // every page hears a mode change at the same moment: spread both requests over the interval
-    socket.on("notify_emergency:mode", function () {
+    socket.on("notify_emergency:mode", function (m) {
+      if (m) { followServer(m); }  // the new mode's interval
       setTimeout(refreshBanners, schedule.spreadDelay(Math.min(pollInterval, 2), Math.random()));
       spreadPoll();
     });

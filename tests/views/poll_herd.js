@@ -93,7 +93,8 @@ function pop() {
 }
 
 (async function () {
-  // what a page does on the mode push: its banners request tells it the interval
+  // the mode push tells each page the new mode's interval; the banners reply (the page's next
+  // request) gives the same value from the same server function, and it is what is asked here
   const banners = await ask("/emergency/api/banners");
   const intervals = [banners.poll_interval];
   for (let page = 0; page < PAGES; page++) {

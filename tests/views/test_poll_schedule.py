@@ -25,7 +25,7 @@ from flask_notify_emergency.delivery import polling
 from tests.conftest import login
 from tests.support.apps import ROOT, ServedApp
 from tests.support.browser import launch_chromium, log_in
-from tests.support.pages import BANNERS_URL, client_settings, csrf_from_page, poll
+from tests.support.pages import BANNERS_URL, NAMESPACE, client_settings, csrf_from_page, poll, received
 from tests.support.services import free_port, wait_until
 
 HERD_JS = os.path.join(os.path.dirname(__file__), "poll_herd.js")
@@ -38,7 +38,7 @@ def ext_of(app: Any) -> Any:
 
 
 def test_the_server_raises_the_interval_in_emergency_mode_and_under_load_up_to_the_ceiling(make_app):
-    app, _ = make_app(NOTIFY_EMERGENCY_POLL_INTERVAL=4.0, NOTIFY_EMERGENCY_POLL_BACKOFF_FACTOR=2.0,
+    app, socketio = make_app(NOTIFY_EMERGENCY_POLL_INTERVAL=4.0, NOTIFY_EMERGENCY_POLL_BACKOFF_FACTOR=2.0,
                       NOTIFY_EMERGENCY_POLL_INTERVAL_MAX=20.0)
     ext = ext_of(app)
     client = app.test_client()
@@ -52,8 +52,12 @@ def test_the_server_raises_the_interval_in_emergency_mode_and_under_load_up_to_t
                 client_settings(client.get("/").get_data(as_text=True))["pollInterval"])
 
     assert served() == (4.0, 4.0, 4.0)
+    sio = socketio.test_client(app, namespace=NAMESPACE, flask_test_client=client)
     ext.control.set_mode("emergency", "test")
     assert served() == (8.0, 8.0, 8.0)
+    # the mode push tells every page the new interval, which it spreads its first poll over
+    assert received(sio, "notify_emergency:mode") == [{"mode": "emergency", "poll_interval": 8.0}]
+    sio.disconnect(namespace=NAMESPACE)
     ext.control.write(polling.LOAD_KEY, {"overloaded": True, "streak": 1}, "test")  # what the monitor writes
     assert served() == (16.0, 16.0, 16.0)
     ext.control.write(polling.LOAD_KEY, {"overloaded": True, "streak": 5}, "test")
