@@ -5,35 +5,19 @@ database is still the level-1 outage it always was."""
 
 from __future__ import annotations
 
-from typing import Any, Iterator
-
 import pytest
-import sqlalchemy as sa
 
 from flask_notify_emergency.delivery import polling
 from flask_notify_emergency.respond import emergency
-from tests.support.databases import own_database
-from tests.support.outages import TcpProxy, event_rows
+from tests.support.outages import event_rows
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 CHECK_TIMEOUT = 0.25
 
 
-@pytest.fixture
-def proxied_postgres() -> Iterator[tuple[TcpProxy, str]]:
-    with own_database("postgres") as direct:
-        url = sa.engine.make_url(direct)
-        proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
-        try:
-            yield proxy, url.set(port=proxy.port).render_as_string(hide_password=False)
-        finally:
-            proxy.latency = 0.0
-            proxy.close()
-
-
-def test_a_slow_database_never_pauses_real_time_and_slows_the_polling_down(proxied_postgres, make_app):
-    proxy, url = proxied_postgres
+def test_a_slow_database_never_pauses_real_time_and_slows_the_polling_down(proxied_database, make_app):
+    proxy, url = proxied_database
     app, _ = make_app(SQLALCHEMY_DATABASE_URI=url, NOTIFY_EMERGENCY_HEALTH_CHECK_TIMEOUT=CHECK_TIMEOUT,
                       NOTIFY_EMERGENCY_CANARY_TIMEOUT=CHECK_TIMEOUT, NOTIFY_EMERGENCY_HEALTH_ANSWER_TIMEOUT=20.0,
                       NOTIFY_EMERGENCY_RECOVERY_ATTEMPTS=1, NOTIFY_EMERGENCY_HEALTHY_CHECKS_TO_RECOVER=1,

@@ -1,7 +1,7 @@
 """Slow is not down: a real database or Redis that answers late is overload (level 3), one that
 does not answer at all (cut, or silent) is the outage it always was.
 
-The database is a real PostgreSQL database behind a TCP proxy; ``latency`` holds every reply
+The database is a real PostgreSQL database behind a TCP proxy (``proxied_database``); ``latency`` holds every reply
 back (a server under load), ``cut()`` refuses and resets (a server gone). Redis is a real
 ``redis-server`` behind the same proxy, or frozen with SIGSTOP (accepts, never answers).
 """
@@ -11,11 +11,9 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 import pytest
-import sqlalchemy as sa
 
 from flask_notify_emergency.detect.classify import classify
 from flask_notify_emergency.detect.health import run_health_checks
-from tests.support.databases import own_database
 from tests.support.outages import PrivateRedis, TcpProxy
 
 CHECK_TIMEOUT = 0.4
@@ -25,18 +23,6 @@ LATENCY = 2 * CHECK_TIMEOUT
 
 def ext_of(app: Any) -> Any:
     return app.extensions["notify_emergency"]
-
-
-@pytest.fixture
-def proxied_postgres() -> Iterator[tuple[TcpProxy, str]]:
-    with own_database("postgres") as direct:
-        url = sa.engine.make_url(direct)
-        proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
-        try:
-            yield proxy, url.set(port=proxy.port).render_as_string(hide_password=False)
-        finally:
-            proxy.latency = 0.0
-            proxy.close()
 
 
 @pytest.fixture
@@ -57,8 +43,8 @@ def slow_config(**extra: Any) -> dict[str, Any]:
 
 
 @pytest.mark.postgres
-def test_a_slow_database_is_overload_at_level_3_and_a_cut_one_is_still_level_1(proxied_postgres, make_app):
-    proxy, url = proxied_postgres
+def test_a_slow_database_is_overload_at_level_3_and_a_cut_one_is_still_level_1(proxied_database, make_app):
+    proxy, url = proxied_database
     app, _ = make_app(SQLALCHEMY_DATABASE_URI=url, **slow_config())
     ext = ext_of(app)
     assert run_health_checks(ext).checks["database"].status == "ok"
@@ -93,8 +79,8 @@ def test_a_slow_database_is_overload_at_level_3_and_a_cut_one_is_still_level_1(p
 
 
 @pytest.mark.postgres
-def test_a_database_that_accepts_but_never_answers_is_unreachable(proxied_postgres, make_app):
-    proxy, url = proxied_postgres
+def test_a_database_that_accepts_but_never_answers_is_unreachable(proxied_database, make_app):
+    proxy, url = proxied_database
     app, _ = make_app(SQLALCHEMY_DATABASE_URI=url, **dict(slow_config(), NOTIFY_EMERGENCY_HEALTH_ANSWER_TIMEOUT=1.0))
     ext = ext_of(app)
     assert run_health_checks(ext).checks["database"].status == "ok"

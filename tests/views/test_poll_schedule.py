@@ -23,8 +23,8 @@ import requests
 
 from flask_notify_emergency.delivery import polling
 from tests.conftest import login
-from tests.support.apps import ROOT, ServedApp
-from tests.support.browser import launch_chromium, log_in
+from tests.support.apps import ROOT, ServedApp, quick_config
+from tests.support.browser import log_in
 from tests.support.pages import BANNERS_URL, NAMESPACE, client_settings, csrf_from_page, poll, received
 from tests.support.services import free_port, wait_until
 
@@ -84,9 +84,8 @@ def test_a_ceiling_under_the_interval_is_refused(make_app):
 @pytest.fixture
 def served(make_app: Any, tmp_path: Any) -> Iterator[tuple[ServedApp, Any]]:
     """A served app and a local one on the same database (to switch the cluster's mode)."""
-    config = {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'polls.sqlite'}",
-              "NOTIFY_EMERGENCY_STATE_REFRESH_SECONDS": 0.3, "NOTIFY_EMERGENCY_POLL_INTERVAL": 5.0,
-              "NOTIFY_EMERGENCY_POLL_BACKOFF_FACTOR": 2.0, "NOTIFY_EMERGENCY_POLL_INTERVAL_MAX": 60.0}
+    config = quick_config(tmp_path, NOTIFY_EMERGENCY_STATE_REFRESH_SECONDS=0.3, NOTIFY_EMERGENCY_POLL_INTERVAL=5.0,
+                          NOTIFY_EMERGENCY_POLL_BACKOFF_FACTOR=2.0, NOTIFY_EMERGENCY_POLL_INTERVAL_MAX=60.0)
     local, _ = make_app(**config)
     app = ServedApp(free_port(), config, collect_output=True)  # read its log, or a full pipe stops it
     try:
@@ -102,15 +101,12 @@ def wait_for_interval(url: str, interval: float) -> None:
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_a_page_follows_the_interval_the_server_sets(make_app, tmp_path):
-    config = {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'follow.sqlite'}",
-              "NOTIFY_EMERGENCY_STATE_REFRESH_SECONDS": 0.3, "NOTIFY_EMERGENCY_POLL_INTERVAL": 0.5,
-              "NOTIFY_EMERGENCY_POLL_BACKOFF_FACTOR": 2.0, "NOTIFY_EMERGENCY_POLL_INTERVAL_MAX": 2.0}
+def test_a_page_follows_the_interval_the_server_sets(browser, make_app, tmp_path):
+    config = quick_config(tmp_path, NOTIFY_EMERGENCY_STATE_REFRESH_SECONDS=0.3, NOTIFY_EMERGENCY_POLL_INTERVAL=0.5,
+                          NOTIFY_EMERGENCY_POLL_BACKOFF_FACTOR=2.0, NOTIFY_EMERGENCY_POLL_INTERVAL_MAX=2.0)
     local, _ = make_app(**config)
     ext = ext_of(local)
-    served = ServedApp(free_port(), config, collect_output=True)
-    browsers = launch_chromium()
-    browser = next(browsers)
+    served = ServedApp(free_port(), config, collect_output=True)  # read its log, or a full pipe stops it
     context = browser.new_context()
     try:
         page = context.new_page()
@@ -139,15 +135,12 @@ def test_a_page_follows_the_interval_the_server_sets(make_app, tmp_path):
                                "window.notifyEmergency.pollSchedule().nextDelayMs >= 1500", timeout=15000)
     finally:
         context.close()
-        browsers.close()
         served.stop()
 
 
-def run_herd(url: str, until: float, pages: int = PAGES, variant: str = "") -> dict[str, Any]:
-    session = requests.Session()
-    response = session.post(url + "/login", data={"username": "alice", "password": "alice"},
-                            allow_redirects=False, timeout=10)
-    assert response.status_code == 302
+def run_herd(served: ServedApp, until: float, pages: int = PAGES, variant: str = "") -> dict[str, Any]:
+    url = served.url
+    session = served.session_as("alice")
     csrf = client_settings(session.get(url + "/", timeout=10).text)["csrfToken"]
     cookie = "; ".join(f"{c.name}={c.value}" for c in session.cookies)
     out = subprocess.run(["node", HERD_JS, CLIENT_JS, url, cookie, csrf, str(pages), str(until), "7", variant],
@@ -174,7 +167,7 @@ def test_a_thousand_pages_switching_to_polling_at_once_do_not_stampede(served):
     wait_for_interval(app.url, 10.0)  # emergency mode: POLL_INTERVAL raised one step
     until = 4 * 10.0
 
-    herd = run_herd(app.url, until)
+    herd = run_herd(app, until)
     assert herd["mode"] == "emergency" and herd["intervals"] == [10.0]
     ratio, peak, average = peak_over_average(herd["polls"], 10.0, until)
     assert average > 0.8 * PAGES / 10.0, average  # every page keeps polling about once an interval
@@ -186,6 +179,6 @@ def test_a_thousand_pages_switching_to_polling_at_once_do_not_stampede(served):
           f"first interval per second: {[first.get(s, 0) for s in range(10)]}")
 
     # the same measure, a client that polls every interval on the dot: the herd comes back each time
-    ratio, peak, average = peak_over_average(run_herd(app.url, 3 * 10.0, 200, "herd")["polls"], 10.0, 3 * 10.0)
+    ratio, peak, average = peak_over_average(run_herd(app, 3 * 10.0, 200, "herd")["polls"], 10.0, 3 * 10.0)
     assert ratio > 5, (peak, average)
     print(f"a client without jitter or spread: peak {peak}/s, average {average:.1f}/s, ratio {ratio:.3f}")
