@@ -217,6 +217,11 @@ def run_health_checks(ext: Any, only: Iterable[str] | None = None) -> HealthRepo
             continue
         job.join(max(0.0, started + timeout - time.monotonic()))
         results[name] = out[0] if out else _timed_out(name, dict(detail), timeout, "still running")
+        late = results[name]
+        if name in ANSWER_CHECKS and late.status != "failed" and (late.elapsed_ms or 0) > timeout * 1000:
+            # it ran past its deadline while another check was awaited: answered, but late
+            results[name] = _overloaded(late, _timed_out(name, {}, timeout, "answered late"),
+                                        {"by": "the check's own late answer", "answer_ms": late.elapsed_ms}, {})
     slow = [n for n, r in results.items() if n in ANSWER_CHECKS and timed_out(r)]
     if slow:
         results.update(second_opinion(ext, {n: jobs[n] for n in slow}, {n: results[n] for n in slow},

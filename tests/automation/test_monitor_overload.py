@@ -9,11 +9,13 @@ import pytest
 
 from flask_notify_emergency.delivery import polling
 from flask_notify_emergency.respond import emergency
+from flask_notify_emergency.detect import run_health_checks
 from tests.support.outages import event_rows
+from tests.support.services import wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
-CHECK_TIMEOUT = 0.25
+CHECK_TIMEOUT = 0.4
 
 
 def test_a_slow_database_never_pauses_real_time_and_slows_the_polling_down(proxied_database, make_app):
@@ -24,6 +26,8 @@ def test_a_slow_database_never_pauses_real_time_and_slows_the_polling_down(proxi
                       NOTIFY_EMERGENCY_POLL_INTERVAL=5.0, NOTIFY_EMERGENCY_POLL_BACKOFF_FACTOR=2.0,
                       NOTIFY_EMERGENCY_POLL_INTERVAL_MAX=15.0)
     ext = app.extensions["notify_emergency"]
+    # first connections through the proxy on a busy machine may take longer than a deadline
+    wait_until(lambda: run_health_checks(ext).status == "healthy", timeout=60, message="a healthy report")
     assert ext.monitor.tick()["status"] == "healthy"
     assert polling.poll_interval(ext) == 5.0
 
