@@ -2,7 +2,7 @@
  * Shows each notification once in a tab, whatever brings it (socket, poll, a flash in the
  * page), acknowledges what came over the socket, keeps the site-wide banners current.
  * No framework, no CDN. */
-/* -- the poll schedule: pure, so the page and tests/views/poll_schedule.js run the same code.
+/* -- the poll schedule: pure, so the page and tests/views/poll_herd.js run the same code.
  * The server sets the interval (poll_interval in its replies: raised in emergency mode and
  * under load) and a phase in [0, 1) for the next poll (poll_phase, spread evenly over its
  * replies); every delay is jittered. A page that starts polling at the same moment as many
