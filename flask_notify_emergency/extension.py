@@ -54,7 +54,7 @@ class NotifyEmergencyState:
         self.models: Models = models_for(db)
         with app.app_context():
             self.engine = db.engine
-        self.store = NotificationStore(self.engine, self.models)
+        self.store = NotificationStore(self.engine, self.models, cfg["NOTIFY_EMERGENCY_CLAIM_CONFIRM_TIMEOUT"])
         self.namespace: str = cfg["NOTIFY_EMERGENCY_SOCKETIO_NAMESPACE"]
         self.blueprint_name: str = cfg["NOTIFY_EMERGENCY_BLUEPRINT_NAME"]
         self.ack_cookie: str = cfg["NOTIFY_EMERGENCY_ACK_COOKIE_NAME"]
@@ -207,6 +207,8 @@ class NotifyEmergency:
         ext_state.worker_start.add(ext_state.dispatcher.start_sweeper)
         app.before_request(ext_state.worker_start.before_request)
         app.before_request(lambda: fallbacks.flash_pending(ext_state))
+        # the flashes a page shows go into the ack outbox cookie: the browser confirms them
+        app.after_request(lambda response: fallbacks.settle_outbox(ext_state, response))
         # globals rather than a context processor: nothing runs for a template that calls neither
         for name, helper in ext_state.page_helpers.template_globals().items():
             app.add_template_global(helper, name)

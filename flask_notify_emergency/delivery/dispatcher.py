@@ -289,21 +289,36 @@ class Dispatcher:
             self.fallback(payload, "failed")
             return
         if result is True:
-            self.acknowledge(nid, uid)
+            self.acknowledge(nid, uid, "realtime")
         else:
             self._track(nid, uid)
 
     def fallback(self, payload: dict[str, Any], reason: str) -> None:
         signals.notification_fallback.send(self.app, notification=payload, reason=reason)
 
-    def acknowledge(self, notification_id: int, user_id: str, channel: str = "realtime") -> bool:
-        """The client confirmed it has the notification: mark it delivered, once."""
-        if not self.store.acknowledge(notification_id, user_id, channel):
-            return False
-        self.breaker.record_success()
-        signals.notification_delivered.send(self.app, notification_ids=[notification_id],
-                                            user_id=user_id, channel=channel)
-        return True
+    def acknowledge(self, notification_id: int, user_id: str, channel: str | None = None) -> bool:
+        """The client confirmed it has the notification: mark it delivered, once.
+        ``channel``: see :meth:`acknowledge_many`."""
+        return bool(self.acknowledge_many([notification_id], user_id, channel))
+
+    def acknowledge_many(self, ids: list[int], user_id: str, channel: str | None = None) -> list[int]:
+        """The browser showed these notifications (a socket ack, the ack outbox, the ack
+        endpoint): mark the user's undelivered ones delivered in one transaction, counted by
+        ``channel``, else by the fallback that offered them, else as real time. The ids this
+        call marked."""
+        marked = self.store.acknowledge_many(ids, user_id, channel)
+        if not marked:
+            return []
+        by_channel: dict[str, list[int]] = {}
+        for nid, shown_by in marked:
+            by_channel.setdefault(shown_by, []).append(nid)
+        for shown_by, group in by_channel.items():
+            if shown_by == "realtime":
+                for _ in group:
+                    self.breaker.record_success()
+            signals.notification_delivered.send(self.app, notification_ids=group, user_id=user_id,
+                                                channel=shown_by)
+        return [nid for nid, _ in marked]
 
     # -- banners -------------------------------------------------------------------------
     def broadcast(self, message: Any, level: str = "warning", title: str | None = None,
@@ -379,6 +394,10 @@ class Dispatcher:
                         overdue = self.store.overdue(grace=self.ack_timeout)
                         if overdue:
                             self._expire([n for n, _ in overdue], count_failure=False)
+                        # offers whose replies were lost: their users' next page or poll takes them
+                        lapsed = [u for u in self.store.lapsed_offer_users() if not self.state.may_have_pending(u)]
+                        if lapsed:
+                            self.state.mark_pending_many(lapsed)
             except Exception as exc:  # the database may be down; rows stay and are swept later
                 log.warning("flask-notify-emergency: acknowledgement watcher: %s", exc)
                 self._stop.wait(1.0)
