@@ -159,6 +159,8 @@ SETTINGS: tuple[Setting, ...] = (
     S("ACK_COOKIE_NAME", "notify_emergency_acks", "Cookie (the ack outbox) holding ids of notifications the browser showed and the server has not confirmed yet: the client script's socket and poll acknowledgements, and the flashes of a page; the next request carries them.", _cookie_name),
     S("CLAIM_CONFIRM_TIMEOUT", 30.0, "Seconds a notification offered by a flash or a poll waits for the browser's confirmation that it was shown; unconfirmed by then, it is offered again (the client script drops a copy it already showed).", _positive_number),
     S("POLL_INTERVAL", 5.0, "Seconds between polls by the client script while its socket is down.", _positive_number),
+    S("POLL_INTERVAL_MAX", 60.0, "Ceiling of the poll interval the server hands the client script: it raises `POLL_INTERVAL` by `POLL_BACKOFF_FACTOR` in emergency (or legacy) mode and once more for each monitor check in a row that found the system overloaded, up to this.", _positive_number),
+    S("POLL_BACKOFF_FACTOR", 2.0, "Factor the poll interval is raised by per step (emergency or legacy mode is one step, each overloaded monitor check in a row another); 1 keeps it at `POLL_INTERVAL`.", lambda v: None if not isinstance(v, bool) and isinstance(v, (int, float)) and v >= 1 else "must be a number of at least 1"),
     S("POLL_BATCH_SIZE", 20, "Notifications returned by one poll.", _positive_int),
     S("TOAST_SECONDS", 15.0, "Shortest time a low or normal priority toast stays on screen (longer for long text, paused while pointed at or focused); high and critical ones stay until dismissed.", _positive_number),
     S("DEFAULT_EXPIRY", None, "Seconds after which an undelivered notification expires (None: never).", None),
@@ -192,6 +194,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("LOGIN_VIEW", None, "Endpoint anonymous admins are sent to (default: Flask-Login's `login_view`).", _optional_str),
     # --- health, classification, recovery -------------------------------------------------
     S("HEALTH_CHECK_TIMEOUT", 2.0, "Seconds any single health check may take.", _positive_number),
+    S("HEALTH_ANSWER_TIMEOUT", 3.0, "Seconds a database or Redis check that timed out gets to show the server answers at all (the check's own late answer, or a fresh connection's first reply): an answer in that time is overload (level 3, real-time delivery stays on), none is an outage.", _positive_number),
     S("READYZ_STRICT", False, "`<prefix>/readyz` also needs every table and column of the extension (503 naming what is missing and the command that fixes it).", _bool),
     S("CANARY_TIMEOUT", 2.0, "Seconds the end-to-end canary may take to arrive.", _positive_number),
     S("DELIVERY_FAILURE_RATE", 0.10, "Delivery failure rate that counts as an emergency.", _fraction),
@@ -273,6 +276,11 @@ def validate(config: dict[str, Any]) -> None:
     if config[PREFIX + "SMTP_USERNAME"] and config[PREFIX + "SMTP_SECURITY"] == "none":
         raise ConfigError(f"{PREFIX}SMTP_USERNAME is set but {PREFIX}SMTP_SECURITY is 'none', which would "
                           "send the password in clear: set it to 'starttls' or 'tls'.")
+    if _positive_number(config[PREFIX + "POLL_INTERVAL"]) is None and \
+            config[PREFIX + "POLL_INTERVAL_MAX"] < config[PREFIX + "POLL_INTERVAL"]:
+        raise ConfigError(f"{PREFIX}POLL_INTERVAL_MAX ({config[PREFIX + 'POLL_INTERVAL_MAX']!r}) is less than "
+                          f"{PREFIX}POLL_INTERVAL ({config[PREFIX + 'POLL_INTERVAL']!r}): the ceiling must be "
+                          "at least the normal interval.")
     if config[PREFIX + "STATE_BACKEND"] == "redis" and not config[PREFIX + "REDIS_URL"]:
         raise ConfigError(
             f"{PREFIX}STATE_BACKEND is 'redis' but {PREFIX}REDIS_URL is not set: "

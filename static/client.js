@@ -2,6 +2,42 @@
  * Shows each notification once in a tab, whatever brings it (socket, poll, a flash in the
  * page), acknowledges what came over the socket, keeps the site-wide banners current.
  * No framework, no CDN. */
+/* -- the poll schedule: pure, so the page and tests/views/poll_herd.js run the same code.
+ * The server sets the interval (poll_interval in its replies: raised in emergency mode and
+ * under load) and a phase in [0, 1) for the next poll (poll_phase, spread evenly over its
+ * replies); every delay is jittered. A page that starts polling at the same moment as many
+ * others (a mode change, a socket drop) spreads its first poll over a whole interval. */
+(function (root) {
+  "use strict";
+  var JITTER = 0.5;  // a poll falls within interval * (1 +- JITTER)
+  var SOON_MS = 200;
+  var SOON_SPREAD_MS = 800;
+  var LIVE_FACTOR = 6;  // a page with a live socket in normal mode only polls as a safety net
+  function unit(phase, random) {
+    return (typeof phase === "number" && phase >= 0 && phase < 1) ? phase : random;
+  }
+  root.notifyEmergencySchedule = {
+    JITTER: JITTER,
+    /* milliseconds until the next regular poll */
+    nextDelay: function (intervalSeconds, liveInNormalMode, phase, random) {
+      var base = (intervalSeconds > 0 ? intervalSeconds : 5) * 1000 * (liveInNormalMode ? LIVE_FACTOR : 1);
+      return base * (1 - JITTER + 2 * JITTER * unit(phase, random));
+    },
+    /* milliseconds until the first poll after a change every page hears at once: drawn from
+     * the distribution of the wait for the next poll of a page that has polled for long
+     * (flat up to interval * (1 - JITTER), then falling to 0 at interval * (1 + JITTER)), so
+     * the crowd's rate is even from the first second, not only once the jitter has mixed it */
+    spreadDelay: function (intervalSeconds, random) {
+      var ms = (intervalSeconds > 0 ? intervalSeconds : 5) * 1000;
+      if (random < 1 - JITTER) { return ms * random; }
+      var u = (random - (1 - JITTER)) / JITTER;
+      return ms * (1 - JITTER) + 2 * JITTER * ms * (1 - Math.sqrt(1 - u));
+    },
+    /* milliseconds until a prompt poll (more is waiting, or this page was told so) */
+    soonDelay: function (random) { return SOON_MS + SOON_SPREAD_MS * random; }
+  };
+})(typeof window !== "undefined" ? window : globalThis);
+
 (function () {
   "use strict";
   var el = document.getElementById("notify-emergency-settings");
@@ -11,6 +47,10 @@
   var live = false;
   var mode = settings.mode || "normal";
   var pollTimer = null;
+  var schedule = window.notifyEmergencySchedule;
+  var pollInterval = settings.pollInterval || 5;  // seconds; each server reply may change it
+  var pollPhase = null;
+  var nextPollDelay = null;
 
   function notificationId(value) {
     var id = typeof value === "string" && /^[0-9]{1,15}$/.test(value) ? Number(value) : value;
@@ -347,7 +387,7 @@
   function refreshBanners() {
     fetch(settings.bannersUrl, { credentials: "same-origin", headers: { "Accept": "application/json" } })
       .then(function (r) { return r.ok ? r.json() : null; })
-      .then(function (data) { if (data) { renderBanners(data.banners, data.mode); schedulePoll(); } })
+      .then(function (data) { if (data) { followServer(data); renderBanners(data.banners, data.mode); } })
       .catch(function () { /* next poll will try again */ });
   }
 
@@ -364,6 +404,7 @@
       })
       .then(function (data) {
         if (!data) { return; }
+        followServer(data);
         var offered = (data.notifications || []).map(function (n) {
           show(n, "poll");  // false for a copy this tab has shown: dropped, and confirmed anyway
           return notificationId(n && n.id);
@@ -378,23 +419,28 @@
       .then(schedulePoll);
   }
 
-  function interval() {
-    var base = (settings.pollInterval || 5) * 1000;
-    return (live && mode === "normal") ? base * 6 : base;
+  function followServer(data) {
+    if (typeof data.poll_interval === "number" && data.poll_interval > 0) { pollInterval = data.poll_interval; }
+    pollPhase = typeof data.poll_phase === "number" ? data.poll_phase : null;
+  }
+  function setPollTimer(delay) {
+    if (pollTimer) { clearTimeout(pollTimer); }
+    nextPollDelay = Math.round(delay);
+    pollTimer = setTimeout(poll, delay);
   }
   function schedulePoll() {
-    if (pollTimer) { clearTimeout(pollTimer); }
-    pollTimer = setTimeout(poll, interval());
+    setPollTimer(schedule.nextDelay(pollInterval, live && mode === "normal", pollPhase, Math.random()));
+    pollPhase = null;  // a phase is for one poll
   }
-  function pollSoon() {
-    if (pollTimer) { clearTimeout(pollTimer); }
-    pollTimer = setTimeout(poll, 200);
-  }
+  function spreadPoll() { setPollTimer(schedule.spreadDelay(pollInterval, Math.random())); }
+  function pollSoon() { setPollTimer(schedule.soonDelay(Math.random())); }
 
   function setLive(value) {
+    var was = live;
     live = value;
     document.documentElement.dataset.notifyEmergencyChannel = value ? "live" : "polling";
-    if (!value) { pollSoon(); } else { schedulePoll(); }
+    // a socket drop may hit every page at once (a restart): spread the first poll
+    if (!value) { if (was || !pollTimer) { spreadPoll(); } } else { schedulePoll(); }
   }
 
   function connect() {
@@ -417,11 +463,17 @@
       sendAcks();
     });
     socket.on("notify_emergency:banner", function () { refreshBanners(); });
-    socket.on("notify_emergency:mode", function () { refreshBanners(); });
+    // every page hears a mode change at the same moment: spread both requests over the interval
+    socket.on("notify_emergency:mode", function (m) {
+      if (m) { followServer(m); }  // the new mode's interval
+      setTimeout(refreshBanners, schedule.spreadDelay(Math.min(pollInterval, 2), Math.random()));
+      spreadPoll();
+    });
     socket.on("notify_emergency:pending", function () { pollSoon(); });
   }
 
-  window.notifyEmergency = { settings: settings, poll: poll, isLive: function () { return live; } };
+  window.notifyEmergency = { settings: settings, poll: poll, isLive: function () { return live; },
+    pollSchedule: function () { return { interval: pollInterval, nextDelayMs: nextPollDelay }; } };
   adoptFlashes();
   if (settings.loggedIn) { toastRegions(); }  // the live regions must exist before a toast arrives
   connect();

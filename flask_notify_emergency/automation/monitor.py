@@ -44,12 +44,12 @@ from typing import Any, Callable
 import sqlalchemy as sa
 
 from ..communicate import alert_event, alerts, send_alert
-from ..delivery import HALF_OPEN
+from ..delivery import HALF_OPEN, polling
 from ..detect import FAILED_CHECK, Classification, classify, realtime_probe, run_health_checks, utc_from_epoch
 from ..models import utcnow
 from ..respond import drill_lease, emergency, operator_hold, replay_backlog
 from ..rollback import execute as rollback
-from .recovery import auto_recover
+from .recovery import OVERLOAD, auto_recover
 
 log = logging.getLogger("flask_notify_emergency")
 
@@ -70,6 +70,9 @@ HUNG_TICK_MIN_SECONDS = 300.0
 WATCHDOG_ALERT_KEY = "watchdog:monitor-silent"
 #: The failure type of a database outage (resolved as soon as the database answers again).
 DATABASE_FAILURE = "database_persistence"
+#: The overload streak written for the poll interval stops growing here (the interval is at
+#: its ceiling long before: 2**8 times POLL_INTERVAL).
+LOAD_STREAK_MAX = 8
 #: Redis key (after the prefix) of a detection made while the database was down.
 PENDING_DETECTION_KEY = "monitor:pending-detection"
 
@@ -103,6 +106,8 @@ class Monitor:
         self._thread: threading.Thread | None = None
         self._keeper: threading.Thread | None = None
         self._tick_started: float | None = None
+        #: monitor checks in a row that found the system overloaded (see :meth:`_note_load`)
+        self.overload_streak = 0
 
     # -- the thread: lifecycle, lock, heartbeat ----------------------------------------------
     @property
@@ -231,6 +236,7 @@ class Monitor:
         report = self._check()
         c = classify(report)
         health = {"status": report.status, "score": report.score, "failing": report.failing}
+        health["load"] = self._note_load(c)
         try:
             self._write_outage_detection()
             event = emergency.current_event(ext)
@@ -327,13 +333,16 @@ class Monitor:
         """A monitor event that got worse: raise its level, switch emergency mode on if due."""
         if event.get("triggered_by") != ACTOR or c.level >= int(event["level"]):
             return None
+        if c.failure_type == OVERLOAD and event.get("failure_type") == OVERLOAD:
+            return None  # still overloaded: never a reason for emergency mode
         ext = self.ext
         t = ext.models.EmergencyEvent.__table__
         with ext.engine.begin() as conn:
             conn.execute(t.update().where(t.c.id == event["id"]).values(level=c.level))
         detail = {"from_level": event["level"], "to_level": c.level, "failure_type": c.failure_type,
                   "reason": c.reason}
-        if mode == "normal" and c.level <= ext.app.config["NOTIFY_EMERGENCY_MONITOR_ACTIVATE_LEVEL"]:
+        if mode == "normal" and c.failure_type != OVERLOAD and \
+                c.level <= ext.app.config["NOTIFY_EMERGENCY_MONITOR_ACTIVATE_LEVEL"]:
             ext.control.set_mode("emergency", ACTOR)
             detail["mode"] = "emergency"
         emergency.record_action(ext, event["id"], "reclassify", "ok", detail, ACTOR)
@@ -344,6 +353,23 @@ class Monitor:
         except Exception as exc:
             log.warning("flask-notify-emergency: escalation alert failed: %s", exc)
         return detail
+
+    # -- overload: slow the polling clients down ---------------------------------------------
+    def _note_load(self, c: Classification | None) -> dict[str, Any]:
+        """Count the checks in a row that found overload and tell every worker (the cached
+        control key ``load``), which raises the poll interval it hands out by one step per
+        check (:mod:`..delivery.polling`). Written only when it changes."""
+        findings = [c.to_dict()] + list(c.evidence.get("other_findings") or []) if c is not None else []
+        overloaded = any(f.get("failure_type") == OVERLOAD for f in findings)
+        streak = min(self.overload_streak + 1, LOAD_STREAK_MAX) if overloaded else 0
+        load = {"overloaded": overloaded, "streak": streak}
+        try:
+            if streak != self.overload_streak or self.ext.state.get(polling.LOAD_KEY) not in (None, load):
+                self.ext.control.write(polling.LOAD_KEY, load, ACTOR)
+            self.overload_streak = streak
+        except sa.exc.SQLAlchemyError as exc:  # the database is down: that finding speaks for itself
+            log.debug("flask-notify-emergency: could not record the load: %s", exc)
+        return load
 
     # -- the drills' always-revert guard ----------------------------------------------------
     def _revert_abandoned_drill(self) -> None:

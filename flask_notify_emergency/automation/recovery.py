@@ -10,6 +10,10 @@ database_persistence    reconnect_database                               databas
 shared_state            reconnect_redis                                  redis
 authentication          clear_sessions (problematic only)                sessions
 resource_exhaustion     clear_queues                                     resources
+overload                none, and never emergency mode: nothing is       --
+                        broken, restarts would add load; the event
+                        (level 3) and its alerts say so, and polling
+                        clients are slowed (:mod:`..delivery.polling`)
 security, manual        none: an operator decides                        --
 ======================  ===============================================  ==========
 
@@ -75,6 +79,9 @@ PLANS: dict[str, Plan] = {
     "resource_exhaustion": Plan(("clear_queues",), ("resources",)),
 }
 
+#: The failure type of a slow but answering system: observed, never "repaired".
+OVERLOAD = "overload"
+
 Step = Callable[[Any, str, str, "int | None"], dict[str, Any]]
 STEPS: dict[str, Step] = {
     "restart_websockets": lambda ext, actor, source, eid: restart_websockets(
@@ -111,6 +118,10 @@ def run_plan(ext: Any, event: dict[str, Any] | None, failure_type: str, actor: s
     cfg = ext.app.config
     event_id = event["id"] if event else None
     plan = PLANS.get(failure_type)
+    if failure_type == OVERLOAD:  # nothing is broken: restarting or reconnecting would only add load
+        _record(ext, event_id, "recovery-plan", "observe", {"failure_type": failure_type}, actor)
+        return {"status": "observing", "ok": True, "attempts": [], "actions": [],
+                "note": "overload: nothing is restarted; clients poll less often until it passes"}
     if plan is None:
         _record(ext, event_id, "recovery-plan", "manual", {"failure_type": failure_type}, actor)
         return {"status": "manual", "ok": False, "attempts": [], "actions": [],
@@ -169,15 +180,17 @@ def open_for(ext: Any, classification: Classification, actor: str, source: str) 
     """Open an event for a finding: emergency mode on for levels up to
     ``MONITOR_ACTIVATE_LEVEL``, an event and alerts only for the less severe ones."""
     c = classification
-    if c.level <= ext.app.config["NOTIFY_EMERGENCY_MONITOR_ACTIVATE_LEVEL"]:
+    # overload never pauses real-time delivery: polling everyone would only add load
+    if c.failure_type != OVERLOAD and c.level <= ext.app.config["NOTIFY_EMERGENCY_MONITOR_ACTIVATE_LEVEL"]:
         return emergency.activate(ext, reason=c.reason, triggered_by=actor, level=c.level,
                                   failure_type=c.failure_type, source=source, evidence=c.evidence,
                                   affected_users=c.affected_users, actor=actor)
     event = emergency.open_event(ext, level=c.level, failure_type=c.failure_type, reason=c.reason,
                                  triggered_by=actor, evidence=c.evidence, affected_users=c.affected_users)
-    _record(ext, event["id"], "open-event", "ok",
-            {"mode": "unchanged", "why": f"level {c.level} is less severe than NOTIFY_EMERGENCY_MONITOR_ACTIVATE_LEVEL"},
-            actor)
+    why = ("overload: real-time delivery stays on (polling everyone would add load); the poll interval is raised"
+           if c.failure_type == OVERLOAD else
+           f"level {c.level} is less severe than NOTIFY_EMERGENCY_MONITOR_ACTIVATE_LEVEL")
+    _record(ext, event["id"], "open-event", "ok", {"mode": "unchanged", "why": why}, actor)
     audit_action(ext, actor, "open-event", source, {"level": c.level, "failure_type": c.failure_type},
                  {"outcome": "ok"}, event["id"])
     return event

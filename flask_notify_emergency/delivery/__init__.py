@@ -3,7 +3,7 @@ Socket.IO room (delivered when the browser acknowledges it) or to the fallbacks 
 next page, the polling endpoint, banners). Holds the dispatcher, the store, the circuit
 breaker, the notifiers, the fallback receivers, delivery statistics, the hourly totals the
 store keeps for the dashboard (:mod:`.hourly`), the user Socket.IO namespace
-(:mod:`.realtime`), the page helpers that put banners and the client script into the host's
+(:mod:`.realtime`), how often the client script polls (:mod:`.polling`), the page helpers that put banners and the client script into the host's
 pages, and the words users read there, in their language (:mod:`.i18n`).
 
 Uses only the shared top-level modules (config, models, signals, access, state, control,
@@ -12,7 +12,7 @@ audit, assets).
 
 from __future__ import annotations
 
-from . import fallbacks, hourly, i18n, realtime, stats
+from . import fallbacks, hourly, i18n, polling, realtime, stats
 from .breaker import BREAKER_STATES, HALF_OPEN, CircuitBreaker
 from .dispatcher import Dispatcher
 from .fallbacks import claim_for_user, flash_pending
@@ -25,6 +25,6 @@ __all__ = [
     "ACK_EVENT", "BANNER_EVENT", "banner_payload", "BREAKER_STATES", "CallableNotifier", "CANARY_EVENT",
     "i18n",
     "CircuitBreaker", "claim_for_user", "Dispatcher", "EVENT", "fallbacks", "flash_pending", "HALF_OPEN", "hourly",
-    "NotificationStore", "PageHelpers", "realtime", "render_banners", "render_scripts",
+    "NotificationStore", "PageHelpers", "polling", "realtime", "render_banners", "render_scripts",
     "SocketIONotifier", "stats",
 ]

@@ -30,6 +30,7 @@ from .. import assets as resources
 from ..access import csrf_token, current_user_id
 from .i18n import current_locale, gettext
 from .notifier import SocketIONotifier
+from .polling import poll_interval as server_poll_interval
 
 BANNERS_TEMPLATE = "notify_emergency/_banners.html"
 SCRIPTS_TEMPLATE = "notify_emergency/_scripts.html"
@@ -94,7 +95,7 @@ class PageHelpers:
         token = csrf_token() if uid else None
         urls = self.urls()
         mode = ext.control.mode
-        poll_interval = ext.app.config["NOTIFY_EMERGENCY_POLL_INTERVAL"]
+        poll_interval = server_poll_interval(ext)
         if context is None:
             return Markup(render_template(SCRIPTS_TEMPLATE, **self._script_values(urls, mode, poll_interval, uid, token)))
         template = self._template(SCRIPTS_TEMPLATE)

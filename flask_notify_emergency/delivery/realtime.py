@@ -15,6 +15,7 @@ from flask_socketio import emit, join_room
 from .. import signals
 from ..access import current_user_id
 from .notifier import ACK_EVENT
+from .polling import LOAD_KEY, interval_for
 from ..models import MAX_ROW_ID
 
 CANARY_EVENT = "notify_emergency:canary"
@@ -77,7 +78,9 @@ def register(socketio: Any, ext_state: Any) -> None:
     def on_mode_changed(sender: Any, old: str, new: str, **_: Any) -> None:
         # best effort: pages re-read banners and mode; polling covers a broken socket
         try:
-            socketio.emit(MODE_EVENT, {"mode": new}, namespace=namespace)
+            # with the interval of the new mode: pages spread their first poll over it
+            interval = interval_for(ext_state.app.config, new, ext_state.state.get(LOAD_KEY))
+            socketio.emit(MODE_EVENT, {"mode": new, "poll_interval": interval}, namespace=namespace)
         except Exception:
             pass
 

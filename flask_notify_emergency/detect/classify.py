@@ -16,6 +16,9 @@ real-time failure rate > ``DELIVERY_FAILURE_RATE`` over >=          message_deli
 sessions check failed                                              authentication [#]_   2
 resources check failed (memory over limit, disk under minimum),    resource_exhaustion   2
 or any check raised ``MemoryError`` / ``OSError(ENOSPC)``
+a database, Redis, real-time or sessions check ran out of time     overload              3
+but the server answered (``detail["overload"]``: its late answer,
+or a fresh connection's reply): slow, not unreachable
 breaker open (the real-time path is switched off)                  message_delivery      3
 redis check failed (delivery continues from the database)          shared_state          3
 resources degraded (memory > 90% of limit, disk < 2x minimum)      resource_exhaustion   3
@@ -48,7 +51,10 @@ EXCEPTION_FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 #: Tie-break order between findings of the same level.
 PRECEDENCE = ("database_persistence", "realtime_connection", "message_delivery", "authentication",
-              "resource_exhaustion", "shared_state")
+              "resource_exhaustion", "overload", "shared_state")
+#: What each check that can be found overloaded is called in a reason.
+OVERLOADED = {"database": "the database", "redis": "Redis", "realtime": "the real-time check",
+              "sessions": "the sessions check"}
 
 
 @dataclass(frozen=True)
@@ -123,6 +129,15 @@ def _findings(checks: dict[str, Any], th: dict[str, Any],
         found.append(("message_delivery", 2, "realtime",
                       f"{rate:.0%} of {delivery['attempted']} real-time deliveries failed "
                       f"(threshold {th['DELIVERY_FAILURE_RATE']:.0%})"))
+    for name, what in OVERLOADED.items():
+        check = checks.get(name) or {}
+        over = (check.get("detail") or {}).get("overload")
+        if check.get("status") == "degraded" and isinstance(over, dict) and over.get("answered"):
+            found.append(("overload", 3, name,
+                          f"{what} is overloaded, not unreachable: its check ran past its "
+                          f"{(over.get('deadline_ms') or 0) / 1000:g}s deadline, but {over.get('by')} came "
+                          f"after {(over.get('answer_ms') or 0) / 1000:.1f}s"
+                          + (f" (it was waiting for the {over['waiting_for']})" if over.get("waiting_for") else "")))
     if rdetail.get("breaker") == "open":
         found.append(("message_delivery", 3, "realtime", "the circuit breaker is open: real-time delivery is off"))
     for name, default, level in (("sessions", "authentication", 2), ("resources", "resource_exhaustion", 2),

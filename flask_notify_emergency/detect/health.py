@@ -20,6 +20,16 @@ resources   process RSS vs ``MEMORY_LIMIT_MB``; free disk of the instance   10
             path vs ``DISK_MIN_FREE_MB`` (degraded at 90% / under 2x)
 =========== ============================================================= =======
 
+**Slow is not down.** A database, Redis, real-time or sessions check that runs out of time is given
+``HEALTH_ANSWER_TIMEOUT`` more to show that the server answers at all (:func:`second_opinion`):
+its own late answer (the check finishing after all), or, for the database and Redis, the
+first reply on a fresh connection of its own, outside the pool (MySQL/MariaDB's greeting,
+PostgreSQL's answer to an SSL request, Redis's reply to ``PING``). An answer makes the check
+``degraded`` with ``detail["overload"]`` (how long it took, what answered, the pool
+checkout wait against the query's round trip): overload, classified at level 3, never an
+outage. No answer (refused, reset, silence: a frozen server still accepts connections but
+says nothing) leaves the check failed, as an unreachable server.
+
 **Score** = 100 x (sum of weight x credit) / (sum of weights of checks not skipped), with
 credit 1 for ok, 0.5 for degraded, 0 for failed. **Status**: ``critical`` if the realtime
 or database check failed or the score is under 50, ``degraded`` if any check is degraded
@@ -31,6 +41,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
+import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -50,6 +62,15 @@ CREDIT = {"ok": 1.0, "degraded": 0.5, "failed": 0.0}
 #: Thresholds a report carries, so :func:`..classify.classify` judges by the same numbers.
 THRESHOLD_KEYS = ("DISCONNECT_RATIO", "DISCONNECT_MIN_USERS", "DELIVERY_FAILURE_RATE",
                   "DELIVERY_MIN_SAMPLE", "BACKLOG_MAX_AGE", "ACTIVITY_WINDOW")
+#: Checks whose timeout gets a second opinion (does the server answer at all?), and those
+#: of them with a fresh-connection probe of their own.
+ANSWER_CHECKS = ("realtime", "database", "redis", "sessions")
+ANSWER_PROBES = ("database", "redis")
+#: Exception classes (qualified names in a check's MRO) that mean "no answer in time".
+TIMEOUT_TYPES = ("builtins.TimeoutError", "sqlalchemy.exc.TimeoutError", "redis.exceptions.TimeoutError",
+                 "valkey.exceptions.TimeoutError")
+#: PostgreSQL's SSLRequest: any server answers it with one byte before authentication.
+_PG_SSL_REQUEST = struct.pack("!ii", 8, 80877103)
 SESSION_PROBE_KEY = "_notify_emergency_probe"
 #: Asked of the user loader when no ``TEST_USER_ID`` is set: the answer is ignored, only
 #: that the loader runs without raising counts. "0" suits int and string ids alike.
@@ -82,6 +103,8 @@ class CheckResult:
     #: matches these, never the error text)
     error_types: tuple[str, ...] = ()
     exception: BaseException | None = field(default=None, repr=False, compare=False)
+    #: wall time of the whole run (``latency_ms`` may be one part of it, e.g. the canary's trip)
+    elapsed_ms: float | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -194,8 +217,141 @@ def run_health_checks(ext: Any, only: Iterable[str] | None = None) -> HealthRepo
             continue
         job.join(max(0.0, started + timeout - time.monotonic()))
         results[name] = out[0] if out else _timed_out(name, dict(detail), timeout, "still running")
+        late = results[name]
+        if name in ANSWER_CHECKS and late.status != "failed" and (late.elapsed_ms or 0) > timeout * 1000:
+            # it ran past its deadline while another check was awaited: answered, but late
+            results[name] = _overloaded(late, _timed_out(name, {}, timeout, "answered late"),
+                                        {"by": "the check's own late answer", "answer_ms": late.elapsed_ms}, {})
+    slow = [n for n, r in results.items() if n in ANSWER_CHECKS and timed_out(r)]
+    if slow:
+        results.update(second_opinion(ext, {n: jobs[n] for n in slow}, {n: results[n] for n in slow},
+                                      float(cfg[PREFIX + "HEALTH_ANSWER_TIMEOUT"])))
     thresholds = {k: cfg[PREFIX + k] for k in THRESHOLD_KEYS}
     return HealthReport(results, utcnow(), thresholds)
+
+
+def timed_out(result: CheckResult) -> bool:
+    """Did the check fail for want of an answer in time (not a refusal, not a wrong answer)?"""
+    return result.status == "failed" and bool(set(result.error_types) & set(TIMEOUT_TYPES))
+
+
+def second_opinion(ext: Any, jobs: dict[str, tuple[threading.Thread | None, dict[str, Any], list[CheckResult]]],
+                   failed: dict[str, CheckResult], wait: float) -> dict[str, CheckResult]:
+    """Checks that timed out: does the server answer within ``wait`` more seconds?
+
+    An answer (the check's own late success, or a fresh connection's first reply) makes the
+    check ``degraded`` with ``detail["overload"]``; otherwise it stays failed, with
+    ``detail["answer_probe"]`` saying what the probe saw."""
+    started = time.monotonic()
+    deadline = started + wait
+    probes: dict[str, dict[str, Any]] = {}
+    for name in failed:
+        if name in ANSWER_PROBES:
+            box: dict[str, Any] = {}
+            probes[name] = box
+            threading.Thread(target=_answer_probe, args=(ext, name, box, wait),
+                             name=f"notify-emergency-answer-{name}", daemon=True).start()
+    out: dict[str, CheckResult] = {}
+    pending = set(failed)
+    while pending:
+        for name in sorted(pending):
+            job, _, results = jobs[name]
+            late = results[0] if job is not None and results else None
+            box = probes.get(name, {})
+            if late is not None and late.status != "failed":
+                out[name] = _overloaded(late, failed[name], {"by": "the check's own late answer",
+                                                              "answer_ms": late.elapsed_ms}, box)
+            elif box.get("answered"):
+                out[name] = _overloaded(late, failed[name], {"by": "a fresh connection's first reply",
+                                                              "answer_ms": box.get("ms")}, box)
+            elif (time.monotonic() >= deadline or box.get("refused")
+                  or ((name not in ANSWER_PROBES or box.get("done")) and (job is None or late is not None))):
+                if name in ANSWER_PROBES and not box.get("done"):
+                    box = {"answered": False, "error": f"no reply on a fresh connection within {wait:g}s"}
+                out[name] = _unanswered(failed[name], box, late)
+            else:
+                continue
+            pending.discard(name)
+        if pending:
+            time.sleep(0.02)
+    return out
+
+
+def _overloaded(late: CheckResult | None, timed: CheckResult, how: dict[str, Any],
+                probe: dict[str, Any]) -> CheckResult:
+    base = late if late is not None and late.status != "failed" else None
+    detail = dict(base.detail if base is not None else timed.detail)
+    # what it was waiting for at its deadline, and the pool checkout against the server's round trip
+    parts = {k: v for k, v in dict(detail, **timed.detail).items() if k in ("checkout_ms", "query_ms", "pool")}
+    if "phase" in timed.detail:
+        parts["waiting_for"] = timed.detail["phase"]
+    detail["overload"] = dict(how, answered=True, timeout=timed.error, deadline_ms=timed.latency_ms, **parts)
+    if probe:
+        detail["answer_probe"] = {k: v for k, v in probe.items() if k != "done"}
+    latency = max(base.latency_ms or 0.0, timed.latency_ms or 0.0) if base is not None else timed.latency_ms
+    return CheckResult(timed.name, "degraded", latency, detail)
+
+
+def _unanswered(timed: CheckResult, probe: dict[str, Any], late: CheckResult | None) -> CheckResult:
+    detail = dict(timed.detail)
+    if probe:
+        detail["answer_probe"] = {k: v for k, v in probe.items() if k != "done"}
+    if late is not None:
+        detail["late_answer"] = {"status": late.status, "error_type": late.error_type, "error": late.error}
+    return CheckResult(timed.name, timed.status, timed.latency_ms, detail, timed.error, timed.error_type,
+                       timed.error_types, timed.exception)
+
+
+def _answer_probe(ext: Any, name: str, box: dict[str, Any], wait: float) -> None:
+    """Fill ``box`` with whether the server answers a fresh connection within ``wait``."""
+    start = time.perf_counter()
+    try:
+        box["how"] = (_database_answers(ext.engine.url, wait) if name == "database"
+                      else _redis_answers(ext.state, wait))
+        box["answered"] = True
+        box["ms"] = round((time.perf_counter() - start) * 1000, 1)
+    except Exception as exc:  # no answer: that is the finding
+        box["answered"] = False
+        box["refused"] = isinstance(exc, (ConnectionRefusedError, ConnectionResetError))
+        box["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        box["done"] = True
+
+
+def _database_answers(url: Any, wait: float) -> str:
+    """The database server's first reply on a fresh TCP connection (no login, no pool)."""
+    backend = url.get_backend_name()
+    if backend in ("mysql", "mariadb"):
+        port, hello = 3306, b""  # the server speaks first: its greeting
+    elif backend == "postgresql":
+        port, hello = 5432, _PG_SSL_REQUEST
+    else:
+        raise LookupError(f"no answer probe for a {backend} database")
+    if not url.host:
+        raise LookupError("no answer probe for a database reached through a local socket")
+    deadline = time.monotonic() + wait
+    with socket.create_connection((url.host, url.port or port), timeout=wait) as conn:
+        if hello:
+            conn.sendall(hello)
+        conn.settimeout(max(0.01, deadline - time.monotonic()))
+        if not conn.recv(1):
+            raise ConnectionResetError("the server closed the connection without a word")
+    return f"{backend} server replied on a fresh connection"
+
+
+def _redis_answers(state: Any, wait: float) -> str:
+    """Redis's reply to PING on a fresh connection; an error reply is an answer too."""
+    import redis
+
+    client = redis.Redis.from_url(state.url, socket_timeout=wait, socket_connect_timeout=wait,
+                                  retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0))
+    try:
+        client.ping()
+    except redis.exceptions.ResponseError:
+        pass  # NOAUTH, LOADING, BUSY: the server answered
+    finally:
+        client.close()
+    return "redis replied to PING on a fresh connection"
 
 
 def _timed_out(name: str, detail: dict[str, Any], timeout: float, why: str) -> CheckResult:
@@ -214,9 +370,10 @@ def _run_one(ext: Any, name: str, detail: dict[str, Any], out: list[CheckResult]
         out.append(CheckResult(name, "failed", elapsed, detail, str(exc) or type(exc).__name__,
                                type(exc).__name__, error_types(exc), exc))
         return
+    elapsed = round((time.perf_counter() - start) * 1000, 3)
     if latency is None and status != "skipped":
-        latency = round((time.perf_counter() - start) * 1000, 3)
-    out.append(CheckResult(name, status, latency, detail))
+        latency = elapsed
+    out.append(CheckResult(name, status, latency, detail, elapsed_ms=elapsed))
 
 
 #: Control key: when the last emergency ended. Delivery rates are judged from then on only,
@@ -241,6 +398,7 @@ def rate_window(ext: Any) -> float:
 def check_realtime(ext: Any, detail: dict[str, Any]) -> tuple[str, float | None]:
     cfg = ext.app.config
 
+    detail["phase"] = "delivery statistics (database)"
     detail["notifier"] = type(ext.notifier).__name__ if ext.notifier is not None else None
     detail["breaker"] = ext.breaker.current
     detail["paused"] = bool(ext.control.paused().get("realtime"))
@@ -254,17 +412,28 @@ def check_realtime(ext: Any, detail: dict[str, Any]) -> tuple[str, float | None]
         detail["delivery"] = stats.delivery_stats(ext, rate_window(ext))
     except Exception as exc:  # the database check reports the database; keep judging the socket
         detail["delivery"] = {"error": f"{type(exc).__name__}: {exc}"}
+    detail["phase"] = "canary"
     degraded = (detail["breaker"] == "open"
                 or (detail["disconnect_ratio"] or 0) > cfg[PREFIX + "DISCONNECT_RATIO"]
                 or stats.rate_exceeded(detail["delivery"], cfg[PREFIX + "DELIVERY_FAILURE_RATE"],
                                        cfg[PREFIX + "DELIVERY_MIN_SAMPLE"]))
     if ext.socketio is None or not isinstance(ext.notifier, SocketIONotifier):
+        detail.pop("phase", None)
         detail["canary"] = {"path": None, "verified": False, "note": "no Socket.IO server to probe"}
         return ("degraded" if degraded else ("ok" if ext.notifier is not None else "skipped")), None
 
     detail["canary"] = {"path": "pending"}
-    canary = send_canary(ext.socketio, ext.namespace, float(cfg[PREFIX + "CANARY_TIMEOUT"]))
+    # the canary may arrive late (overload) up to HEALTH_ANSWER_TIMEOUT after its own deadline
+    canary_timeout = float(cfg[PREFIX + "CANARY_TIMEOUT"])
+    started = time.perf_counter()
+    canary = send_canary(ext.socketio, ext.namespace, canary_timeout + float(cfg[PREFIX + "HEALTH_ANSWER_TIMEOUT"]))
+    took = time.perf_counter() - started
+    detail.pop("phase", None)
     detail["canary"] = canary
+    if took > canary_timeout:
+        detail["overload"] = {"answered": True, "by": "the canary arrived late", "answer_ms": round(took * 1000, 1),
+                              "deadline_ms": round(canary_timeout * 1000, 1)}
+        return "degraded", canary.get("round_trip_ms")
     return ("degraded" if degraded else "ok"), canary.get("round_trip_ms")
 
 
@@ -285,10 +454,19 @@ def check_redis(ext: Any, detail: dict[str, Any]) -> tuple[str, float | None]:
 
 def check_database(ext: Any, detail: dict[str, Any]) -> tuple[str, float | None]:
     cfg = ext.app.config
+    pool = ext.engine.pool
+    if hasattr(pool, "checkedout") and hasattr(pool, "size"):
+        detail["pool"] = {"checked_out": pool.checkedout(), "size": pool.size()}
+    detail["phase"] = "pool checkout"
     start = time.perf_counter()
     with ext.engine.connect() as conn:
+        checked_out = time.perf_counter()
+        detail["checkout_ms"] = round((checked_out - start) * 1000, 3)  # a free connection, or a new one
+        detail["phase"] = "query"
         conn.execute(sa.text("SELECT 1"))
+        detail["query_ms"] = round((time.perf_counter() - checked_out) * 1000, 3)  # the server's round trip
     latency = round((time.perf_counter() - start) * 1000, 3)
+    detail["phase"] = "backlog"
     detail["dialect"] = ext.engine.dialect.name
     count, oldest = ext.store.backlog()
     detail["backlog_undelivered"] = count
@@ -297,6 +475,7 @@ def check_database(ext: Any, detail: dict[str, Any]) -> tuple[str, float | None]
     stuck = stats.stuck_backlog(ext, max_age)
     detail["stuck_users"] = len(stuck)
     detail["stuck_oldest_age_seconds"] = max(stuck.values()) if stuck else None
+    detail.pop("phase", None)
     # only rows of users who have a socket count: an offline user's rows wait by design
     return ("degraded" if stuck else "ok"), latency
 
@@ -306,6 +485,7 @@ def check_sessions(ext: Any, detail: dict[str, Any]) -> tuple[str, float | None]
 
     app = ext.app
     interface = app.session_interface
+    detail["phase"] = "session store"
     detail["interface"] = type(interface).__name__
     token = os.urandom(8).hex()
     with app.test_request_context("/"):
@@ -327,15 +507,18 @@ def check_sessions(ext: Any, detail: dict[str, Any]) -> tuple[str, float | None]
         again.clear()  # server-side session stores drop the probe's copy
         interface.save_session(app, again, app.response_class())
     detail["round_trip"] = True
+    detail["phase"] = "user loader"
     manager = getattr(app, "login_manager", None)
     loader = getattr(manager, "_user_callback", None)
     if loader is None:
+        detail.pop("phase", None)
         detail["user_loader"] = "absent"
         return "ok", None
     test_id = app.config[PREFIX + "TEST_USER_ID"]
     user = loader(str(test_id) if test_id is not None else PROBE_USER_ID)
     if test_id is not None and user is None:
         raise SessionProbeFailed(f"the user loader returned no user for {PREFIX}TEST_USER_ID={test_id!r}")
+    detail.pop("phase", None)
     detail["user_loader"] = "loaded test user" if test_id is not None else "answered probe"
     return "ok", None
 

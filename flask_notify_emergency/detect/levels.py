@@ -36,7 +36,7 @@ LEVELS: dict[int, Level] = {
 #: Failure types, named by the evidence that identifies them.
 FAILURE_TYPES = (
     "realtime_connection", "message_delivery", "database_persistence", "shared_state",
-    "authentication", "resource_exhaustion", "security", "manual",
+    "authentication", "resource_exhaustion", "overload", "security", "manual",
 )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, abort, current_app, jsonify, request
 
 from ..access import current_user_id, user_required
-from ..delivery import claim_for_user, i18n, realtime
+from ..delivery import claim_for_user, i18n, polling, realtime
 
 
 def register(bp: Blueprint, ext_state: Any) -> None:
@@ -28,13 +28,15 @@ def register(bp: Blueprint, ext_state: Any) -> None:
             notifications=[{k: v for k, v in r.items() if k != "user_id"} for r in rows],
             banners=i18n.shown_banners(ext_state.banners()),
             mode=ext_state.control.mode,
-            poll_interval=cfg["NOTIFY_EMERGENCY_POLL_INTERVAL"],
+            poll_interval=polling.poll_interval(ext_state),  # raised in emergency mode and under load
+            poll_phase=polling.poll_phase(),  # where in the jitter window the next poll falls
         )
 
     @bp.route("/api/banners")
     def banners() -> Any:
         """Active banners (public, like the banners on every page)."""
-        return jsonify(banners=i18n.shown_banners(ext_state.banners()), mode=ext_state.control.mode)
+        return jsonify(banners=i18n.shown_banners(ext_state.banners()), mode=ext_state.control.mode,
+                       poll_interval=polling.poll_interval(ext_state))
 
     @bp.route("/api/notifications/ack", methods=["POST"])
     @user_required

@@ -61,7 +61,7 @@ def test_a_hung_redis_fails_its_checks_with_a_timeout_and_the_report_still_retur
     try:
         app, _ = make_app(NOTIFY_EMERGENCY_REDIS_URL=redis.url, NOTIFY_EMERGENCY_REDIS_KEY_PREFIX="ne-hung",
                           SOCKETIO_MESSAGE_QUEUE=redis.url, NOTIFY_EMERGENCY_HEALTH_CHECK_TIMEOUT=0.5,
-                          NOTIFY_EMERGENCY_CANARY_TIMEOUT=0.5)
+                          NOTIFY_EMERGENCY_CANARY_TIMEOUT=0.5, NOTIFY_EMERGENCY_HEALTH_ANSWER_TIMEOUT=0.05)
         ext = ext_of(app)
         assert run_health_checks(ext).status == "healthy"
         redis.freeze()  # accepts connections, never answers
@@ -69,6 +69,9 @@ def test_a_hung_redis_fails_its_checks_with_a_timeout_and_the_report_still_retur
         checks = report.checks
         assert checks["redis"].status == "failed" and checks["redis"].error_type == "CheckTimeout"
         assert checks["redis"].error.startswith("timeout")
+        # frozen: a fresh connection is accepted by the kernel, but nothing answers it either
+        assert checks["redis"].detail["answer_probe"]["answered"] is False
+        assert "overload" not in checks["redis"].detail
         assert checks["realtime"].status == "failed" and "timeout" in checks["realtime"].error.lower()
         assert checks["database"].status == "ok" and checks["sessions"].status == "ok"
         assert report.status == "critical"

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 from typing import Any, Iterator
 
 import sqlalchemy as sa
@@ -76,10 +77,14 @@ class PrivateRedis:
 
 
 class TcpProxy:
-    """Forwards a loopback port to ``target``; ``cut()`` closes it and every connection."""
+    """Forwards a loopback port to ``target``; ``cut()`` closes it and every connection.
+
+    ``latency`` (seconds, settable at any time) holds back every reply from the target that
+    long: a server that answers, slowly, like one under load."""
 
     def __init__(self, target_host: str, target_port: int, *, listen_host: str = "127.0.0.1") -> None:
         self.target = (target_host, target_port)
+        self.latency = 0.0
         self.listen_host = listen_host
         self.port = free_port()
         self._conns: list[socket.socket] = []
@@ -109,16 +114,17 @@ class TcpProxy:
             upstream.settimeout(None)
             with self._lock:
                 self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, reply in ((client, upstream, False), (upstream, client, True)):
+                threading.Thread(target=self._pipe, args=(a, b, reply), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, reply: bool) -> None:
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
+                if reply and self.latency > 0:
+                    time.sleep(self.latency)  # the slow server's answer, not a test's wait
                 dst.sendall(data)
         except OSError:
             pass
