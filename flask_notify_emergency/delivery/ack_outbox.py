@@ -18,6 +18,7 @@ from typing import Any
 from flask import request
 
 from ..access import current_user_id
+from ..models import MAX_ROW_ID
 
 #: Ids read from one request's cookie; the client keeps no more.
 MAX_IDS = 20
@@ -43,13 +44,12 @@ def consume(ext_state: Any) -> None:
     endpoint = request.endpoint
     if endpoint is None or endpoint.rpartition(".")[2] == "static":
         return  # the page's own script and styles: the page request already took them
-    ids = outbox_ids(raw)
+    ids = [nid for nid in outbox_ids(raw) if 0 < nid <= MAX_ROW_ID]
     uid = current_user_id() if ids else None
     if uid is None:
         return
     try:
-        for nid in ids:
-            ext_state.dispatcher.acknowledge(nid, uid)
+        ext_state.dispatcher.acknowledge_many(ids, uid)
     except Exception as exc:  # the database is down: the cookie stays, the next request tries again
         ext_state.app.logger.warning("flask-notify-emergency: could not take the acknowledgements "
                                      "a page left in its outbox: %s", exc)

@@ -24,6 +24,7 @@ from typing import Any, Callable
 from .. import signals
 from ..config import BANNER_LEVELS, BANNER_YEARS, PRIORITIES
 from ..models import utcnow
+from .batching import GroupCommit
 from .breaker import CircuitBreaker
 from .store import NotificationStore
 
@@ -31,6 +32,8 @@ log = logging.getLogger("flask_notify_emergency")
 
 #: The longest ``expires_in`` (100 years): beyond it the expiry time overflows a datetime.
 MAX_EXPIRY_SECONDS = 100 * 365 * 86400
+#: Seconds the acknowledgement watcher lets deadlines gather before it looks at them together.
+WATCH_BATCH_SECONDS = 0.25
 
 
 def check_action_url(action_url: Any) -> None:
@@ -80,6 +83,10 @@ class Dispatcher:
         self.sweep_seconds = cfg["NOTIFY_EMERGENCY_SWEEP_SECONDS"]
         self._known_users: OrderedDict[str, str] = OrderedDict()
         self._watch: list[tuple[float, int, str]] = []
+        #: ids this worker emitted whose acknowledgement it has not seen (the watcher skips the others)
+        self._awaiting: set[int] = set()
+        #: acknowledgements arriving together in this worker share one transaction
+        self._acks: GroupCommit[tuple[int, str, str], bool] = GroupCommit(self._acknowledge_batch)
         self._watch_cv = threading.Condition()
         self._watcher: threading.Thread | None = None
         self._stop = threading.Event()
@@ -298,12 +305,39 @@ class Dispatcher:
 
     def acknowledge(self, notification_id: int, user_id: str, channel: str = "realtime") -> bool:
         """The client confirmed it has the notification: mark it delivered, once."""
-        if not self.store.acknowledge(notification_id, user_id, channel):
-            return False
-        self.breaker.record_success()
-        signals.notification_delivered.send(self.app, notification_ids=[notification_id],
-                                            user_id=user_id, channel=channel)
-        return True
+        return bool(self.acknowledge_many([notification_id], user_id, channel))
+
+    def acknowledge_many(self, notification_ids: list[int], user_id: str, channel: str = "realtime") -> list[int]:
+        """The client confirmed it has these notifications: mark each delivered, once; the ids
+        this call marked. Acknowledgements arriving together in this worker share one
+        transaction and one breaker write (:class:`GroupCommit`)."""
+        if not notification_ids:
+            return []
+        marked = self._acks([(int(nid), user_id, channel) for nid in notification_ids])
+        acked = [int(nid) for nid, ok in zip(notification_ids, marked) if ok]
+        if acked:
+            signals.notification_delivered.send(self.app, notification_ids=acked, user_id=user_id, channel=channel)
+        return acked
+
+    def _acknowledge_batch(self, items: list[tuple[int, str, str]]) -> list[bool]:
+        """One transaction per channel for the acknowledgements of a batch; True for each item
+        that marked its row (one item per row, when two callers acknowledged the same id)."""
+        by_channel: dict[str, list[tuple[int, str]]] = {}
+        for nid, uid, channel in items:
+            by_channel.setdefault(channel, []).append((nid, uid))
+        marked: set[tuple[str, int]] = set()
+        for channel, acks in by_channel.items():
+            marked |= {(channel, nid) for nid in self.store.acknowledge_many(acks, channel)}
+        results: list[bool] = []
+        for nid, uid, channel in items:
+            results.append((channel, nid) in marked)
+            marked.discard((channel, nid))  # a second item of the same row marked nothing
+        done = sum(results)
+        with self._watch_cv:
+            self._awaiting.difference_update(nid for nid, _, _ in items)
+        if done:
+            self.breaker.record_success(done)
+        return results
 
     # -- banners -------------------------------------------------------------------------
     def broadcast(self, message: Any, level: str = "warning", title: str | None = None,
@@ -340,12 +374,15 @@ class Dispatcher:
     # -- acknowledgement watcher -------------------------------------------------------
     def _track(self, nid: int, uid: str) -> None:
         with self._watch_cv:
+            first = not self._watch
             heapq.heappush(self._watch, (time.monotonic() + self.ack_timeout, nid, uid))
+            self._awaiting.add(nid)
             if self._watcher is None or not self._watcher.is_alive():
                 self._watcher = threading.Thread(target=self._watch_loop, name="notify-emergency-acks",
                                                  daemon=True)
                 self._watcher.start()
-            self._watch_cv.notify()
+            if first:  # a later deadline than the first one waited for changes nothing
+                self._watch_cv.notify()
 
     def start_sweeper(self) -> None:
         """Start the watcher (which also sweeps rows whose acks never came, e.g. after a crash)."""
@@ -362,18 +399,22 @@ class Dispatcher:
                 now = time.monotonic()
                 wait = next_sweep - now
                 if self._watch:
-                    wait = min(wait, self._watch[0][0] - now)
+                    # deadlines a moment apart are looked at together
+                    wait = min(wait, self._watch[0][0] + WATCH_BATCH_SECONDS - now)
                 if wait > 0:
                     self._watch_cv.wait(wait)
                 now = time.monotonic()
-                due: list[tuple[int, str]] = []
+                due: list[int] = []
                 while self._watch and self._watch[0][0] <= now:
-                    _, nid, uid = heapq.heappop(self._watch)
-                    due.append((nid, uid))
+                    _, nid, _ = heapq.heappop(self._watch)
+                    if nid in self._awaiting:  # acknowledged through this worker: nothing to do
+                        self._awaiting.discard(nid)
+                        due.append(nid)
             try:
                 with self.app.app_context():
                     if due:
-                        self._expire([n for n, _ in due], count_failure=True)
+                        # acknowledged through another worker meanwhile: one read tells
+                        self._expire(self.store.undelivered(due), count_failure=True)
                     if time.monotonic() >= next_sweep:
                         next_sweep = time.monotonic() + self.sweep_seconds
                         overdue = self.store.overdue(grace=self.ack_timeout)

@@ -56,7 +56,7 @@ def register(socketio: Any, ext_state: Any) -> None:
             return {"ok": False, "error": "send {'id': N} or {'ids': [N, ...]}"}
         if len(ids) > MAX_ACK_IDS:
             return {"ok": False, "error": f"at most {MAX_ACK_IDS} ids per ack; send the rest in another"}
-        acked = []
+        wanted: list[int] = []
         for raw in ids:
             if isinstance(raw, bool) or not isinstance(raw, (int, str)):
                 continue
@@ -64,9 +64,9 @@ def register(socketio: Any, ext_state: Any) -> None:
                 nid = int(raw)
             except ValueError:
                 continue
-            if 0 < nid <= MAX_ROW_ID and ext_state.dispatcher.acknowledge(nid, uid):
-                acked.append(nid)
-        return {"ok": True, "acknowledged": acked}
+            if 0 < nid <= MAX_ROW_ID and nid not in wanted:
+                wanted.append(nid)
+        return {"ok": True, "acknowledged": ext_state.dispatcher.acknowledge_many(wanted, uid)}
 
     def on_mode_changed(sender: Any, old: str, new: str, **_: Any) -> None:
         # best effort: pages re-read banners and mode; polling covers a broken socket

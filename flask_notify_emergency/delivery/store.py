@@ -62,6 +62,27 @@ def retry_on_contention(transaction: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
+def steady_engine(engine: sa.engine.Engine, size: int, options: dict[str, Any] | None = None) -> sa.engine.Engine:
+    """An engine of the extension's own on ``engine``'s database: ``size`` connections, opened
+    once and kept, and no overflow (a busy thread waits for one of them rather than opening,
+    handshaking and closing another). ``options`` are the host's engine options (isolation
+    level, connect arguments, timeouts), kept but for the pool's size. ``engine`` itself when
+    ``size`` is 0 or the database is SQLite (one writer at a time; a memory database is one
+    connection's)."""
+    if size <= 0 or engine.dialect.name == "sqlite":
+        return engine
+    settings = dict(options or {})
+    for key in ("pool_size", "max_overflow", "poolclass", "pool"):
+        settings.pop(key, None)
+    settings.setdefault("pool_pre_ping", True)
+    settings.setdefault("pool_recycle", 3600)
+    return sa.create_engine(engine.url, pool_size=size, max_overflow=0, **settings)
+
+
+class _Raced(Exception):
+    """A write changed fewer rows than the read before it found: run the transaction again."""
+
+
 def _inserted_id(result: sa.engine.CursorResult[Any]) -> int:
     """The id of the one row an INSERT just wrote."""
     key = result.inserted_primary_key
@@ -79,12 +100,14 @@ class NotificationStore:
         self.table = models.Notification.__table__
         self.banners = models.Banner.__table__
         self.hourly = HourlyTotals(engine, models)
+        self._insert = self.table.insert()
 
     def create(self, values: dict[str, Any]) -> int:
         """Insert one notification row and commit it; return its id."""
         values = dict(values, created_at=values.get("created_at") or utcnow())
         with self.engine.begin() as conn:
-            result = conn.execute(self.table.insert().values(**values))
+            # one cached statement with parameters (not a statement built from the values)
+            result = conn.execute(self._insert, values)
             self.hourly.added(conn, [values])
         return _inserted_id(result)
 
@@ -185,31 +208,69 @@ class NotificationStore:
         return len(ids), [payloads[int(nid)] for nid in taken], bad
 
     def acknowledge(self, notification_id: int, user_id: str, channel: str = "realtime") -> bool:
-        """Mark one row delivered if it is the user's and not yet delivered; True if we did.
+        """Mark one row delivered if it is the user's and not yet delivered; True if we did."""
+        return bool(self.acknowledge_many([(notification_id, user_id)], channel))
 
-        The owner is checked by a plain read of the row, and the UPDATE names the row by its
-        primary key alone: with ``user_id`` in its WHERE, MariaDB may run it through the
-        ``(user_id, delivered, id)`` index and take gap locks that deadlock two acks.
+    def acknowledge_many(self, acks: list[tuple[int, str]], channel: str = "realtime") -> set[int]:
+        """Mark delivered each (id, user) whose row is that user's and not delivered yet, all in
+        one transaction; the ids this call marked.
+
+        The rows are read by primary key with a locking read (``FOR UPDATE``; SQLite has one
+        writer at a time), then updated by primary key alone: with ``user_id`` in a WHERE,
+        MariaDB may go through the ``(user_id, delivered, id)`` index and take gap locks that
+        deadlock two acks. The UPDATE keeps ``delivered = false``: should it change fewer rows
+        than the read found (a writer between a SQLite read and its write), the transaction is
+        run again, so what it reports is exactly what it changed.
         """
-        return retry_on_contention(lambda: self._acknowledge_once(notification_id, user_id, channel))
+        wanted: dict[int, str] = {}
+        for nid, uid in acks:
+            wanted.setdefault(int(nid), str(uid))
+        if not wanted:
+            return set()
+        return retry_on_contention(lambda: self._acknowledge_once(wanted, channel))
 
-    def _acknowledge_once(self, notification_id: int, user_id: str, channel: str) -> bool:
+    def _acknowledge_once(self, wanted: dict[int, str], channel: str) -> set[int]:
+        ids = sorted(wanted)
+        for _ in range(CLAIM_ROUNDS):
+            try:
+                return self._acknowledge_round(wanted, ids, channel)
+            except _Raced:
+                continue  # raced between the read and the write (SQLite): read again
+        raise RuntimeError("flask-notify-emergency: acknowledgements kept racing another writer")
+
+    def _acknowledge_round(self, wanted: dict[int, str], ids: list[int], channel: str) -> set[int]:
         t = self.table
         with self.engine.begin() as conn:
             # created_at never changes, and an undelivered row's channel changes only with
-            # ``delivered``: what this reads is what the UPDATE below changes, if it does
-            before = conn.execute(sa.select(t.c.user_id, t.c.created_at, t.c.channel)
-                                  .where(t.c.id == notification_id)).first()
-            if before is None or str(before[0]) != user_id:
-                return False
-            result = conn.execute(
+            # ``delivered``: what this reads is what the UPDATE below changes
+            found = conn.execute(sa.select(t.c.id, t.c.user_id, t.c.created_at, t.c.channel)
+                                 .where(t.c.id.in_(ids), t.c.delivered == sa.false())
+                                 .order_by(t.c.id).with_for_update()).all()
+            mine = [row for row in found if str(row.user_id) == wanted[int(row.id)]]
+            if not mine:
+                return set()
+            changed = conn.execute(
                 t.update()
-                .where(t.c.id == notification_id, t.c.delivered == sa.false())
+                .where(t.c.id.in_([int(row.id) for row in mine]), t.c.delivered == sa.false())
                 .values(delivered=True, delivered_at=utcnow(), channel=channel)
-            )
-            if result.rowcount:
-                self.hourly.moved(conn, [(before[1], before[2], channel)])
-        return bool(result.rowcount)
+            ).rowcount
+            if changed == len(mine):
+                self.hourly.moved(conn, [(row.created_at, row.channel, channel) for row in mine])
+                return {int(row.id) for row in mine}
+            raise _Raced()  # leaves the block: the transaction rolls back
+
+    def undelivered(self, ids: list[int]) -> list[int]:
+        """Those of these ids whose rows exist and are not delivered (one read, by primary key)."""
+        if not ids:
+            return []
+        t = self.table
+        found: list[int] = []
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), INSERT_BATCH):
+                chunk = ids[start:start + INSERT_BATCH]
+                found += [int(r[0]) for r in conn.execute(
+                    sa.select(t.c.id).where(t.c.id.in_(chunk), t.c.delivered == sa.false()))]
+        return found
 
     def delete_expired(self, ids: list[int]) -> int:
         """Delete those of these rows that are undelivered and past ``expires_at``; how many."""
