@@ -28,6 +28,8 @@ import threading
 import time
 from typing import Any, Callable
 
+import sqlalchemy as sa
+
 from .deploy import Deployment
 from .report import count
 from .users import Sender
@@ -151,12 +153,28 @@ def offer(dep: Deployment, users: dict[str, Any], *, rate: float, seconds: float
             break
         time.sleep(0.5)
     counted = count(sender.sent, users)
-    counted.pop("lost_markers")
-    return {"offered_per_s": round(total / offered_for, 1), "sent": len(sender.sent), "refused": sender.refused,
+    lost = counted.pop("lost_markers")
+    return {"lost_rows": _rows_of(dep, lost), "offered_per_s": round(total / offered_for, 1), "sent": len(sender.sent), "refused": sender.refused,
             "delivered_per_s": round(shown_in_window / (window_end - start), 1), "senders": len(senders),
             "displayed": counted["displayed"], "lost": counted["lost"],
             "visible_duplicates": counted["visible_duplicates"], "any_p99_ms": counted["any_p99_ms"],
             "socket_p99_ms": counted["socket_p99_ms"]}
+
+
+def _rows_of(dep: Deployment, markers: list[str]) -> list[dict[str, Any]]:
+    """What the database holds for notifications nobody displayed (at most 20)."""
+    if not markers:
+        return []
+    engine = sa.create_engine(dep.direct_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text(
+                "SELECT id, user_id, delivered, channel, attempts, realtime_deadline, created_at, delivered_at "
+                "FROM notify_emergency_notification WHERE title IN :t").bindparams(
+                    sa.bindparam("t", expanding=True)), {"t": markers[:20]}).all()
+    finally:
+        engine.dispose()
+    return [{k: (str(v) if v is not None else None) for k, v in row._mapping.items()} for row in rows]
 
 
 def _first_displays_between(users: dict[str, Any], sent: dict[str, tuple[str, float]], start: float,
