@@ -26,7 +26,8 @@ notification_sent = _signals.signal("notification-sent")
 notification_emitted = _signals.signal("notification-emitted")
 
 #: Sent when a notification reached its user: acknowledged over the socket, flashed or polled.
-#: kwargs: ``notification_ids`` (list of int), ``user_id`` (str), ``channel`` (str).
+#: kwargs: ``notification_ids`` (list of int), ``user_id`` (str), ``channel`` (str); for an
+#: acknowledgement also ``seconds`` (list of float: each one's creation to delivery).
 notification_delivered = _signals.signal("notification-delivered")
 
 #: Sent when the real-time path failed for a notification (error, timeout or no ack).

@@ -86,7 +86,7 @@ class Dispatcher:
         #: ids this worker emitted whose acknowledgement it has not seen (the watcher skips the others)
         self._awaiting: set[int] = set()
         #: acknowledgements arriving together in this worker share one transaction
-        self._acks: GroupCommit[tuple[int, str, str], bool] = GroupCommit(self._acknowledge_batch)
+        self._acks: GroupCommit[tuple[int, str, str], float | None] = GroupCommit(self._acknowledge_batch)
         self._watch_cv = threading.Condition()
         self._watcher: threading.Thread | None = None
         self._stop = threading.Event()
@@ -314,25 +314,27 @@ class Dispatcher:
         if not notification_ids:
             return []
         marked = self._acks([(int(nid), user_id, channel) for nid in notification_ids])
-        acked = [int(nid) for nid, ok in zip(notification_ids, marked) if ok]
+        acked = [(int(nid), seconds) for nid, seconds in zip(notification_ids, marked) if seconds is not None]
         if acked:
-            signals.notification_delivered.send(self.app, notification_ids=acked, user_id=user_id, channel=channel)
-        return acked
+            signals.notification_delivered.send(self.app, notification_ids=[nid for nid, _ in acked],
+                                                user_id=user_id, channel=channel,
+                                                seconds=[seconds for _, seconds in acked])
+        return [nid for nid, _ in acked]
 
-    def _acknowledge_batch(self, items: list[tuple[int, str, str]]) -> list[bool]:
-        """One transaction per channel for the acknowledgements of a batch; True for each item
-        that marked its row (one item per row, when two callers acknowledged the same id)."""
+    def _acknowledge_batch(self, items: list[tuple[int, str, str]]) -> list[float | None]:
+        """One transaction per channel for the acknowledgements of a batch; for each item that
+        marked its row, the seconds from the row's creation (one item per row, when two
+        callers acknowledged the same id), else None."""
         by_channel: dict[str, list[tuple[int, str]]] = {}
         for nid, uid, channel in items:
             by_channel.setdefault(channel, []).append((nid, uid))
-        marked: set[tuple[str, int]] = set()
+        marked: dict[tuple[str, int], float] = {}
         for channel, acks in by_channel.items():
-            marked |= {(channel, nid) for nid in self.store.acknowledge_many(acks, channel)}
-        results: list[bool] = []
-        for nid, uid, channel in items:
-            results.append((channel, nid) in marked)
-            marked.discard((channel, nid))  # a second item of the same row marked nothing
-        done = sum(results)
+            marked.update({(channel, nid): seconds
+                           for nid, seconds in self.store.acknowledge_many(acks, channel).items()})
+        # a second item of the same row marked nothing
+        results: list[float | None] = [marked.pop((channel, nid), None) for nid, _, channel in items]
+        done = sum(1 for r in results if r is not None)
         with self._watch_cv:
             self._awaiting.difference_update(nid for nid, _, _ in items)
         if done:
