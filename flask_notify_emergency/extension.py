@@ -96,7 +96,7 @@ class NotifyEmergencyState:
 
     def _load_state(self) -> tuple[dict[str, Any], set[str]]:
         with self.app.app_context():
-            return self.control.load(), self.store.pending_user_ids()
+            return self.control.load(), self.store.pending_users_changed()
 
     def _write_breaker(self, key: str, value: Any) -> None:
         """Breaker changes go to the database too, so a worker started later sees them."""

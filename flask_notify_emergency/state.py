@@ -176,6 +176,12 @@ class SharedState:
     def connected_users(self) -> int:
         return len(self._connections)
 
+    def connected_user_ids(self) -> list[str]:
+        """The users :meth:`is_connected` says are connected, from this worker's cache (no
+        round trip: a health check must not wait on Redis to read the database)."""
+        with self._lock:
+            return list(self._connections)
+
     def connection_registry(self) -> dict[str, int]:
         """Every user the registry holds as connected, with their socket count."""
         with self._lock:

@@ -8,8 +8,9 @@ from typing import Any, Callable, Iterator
 import pytest
 import sqlalchemy as sa
 
-from tests.support import services
+from tests.support import outages, services
 from tests.support.apps import SERVERS, build_example, drop_tables
+from tests.support.browser import launch_chromium
 
 DATABASES = {"sqlite": None, "mariadb": services.MARIADB_URL, "postgres": services.POSTGRES_URL}
 
@@ -155,3 +156,16 @@ def any_database(database_url: str) -> Iterator[str]:
         return
     with databases.own_database(kind) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """A headless Chromium shared by a module's tests."""
+    yield from launch_chromium()
+
+
+@pytest.fixture
+def proxied_database() -> Iterator[Any]:
+    """A PostgreSQL database of the test's own behind a proxy the test can cut: (proxy, url)."""
+    with outages.proxied_database("postgres") as pair:
+        yield pair

@@ -15,13 +15,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from tests.support.apps import ServedApp
+from tests.support.apps import ServedApp, quick_config
 from tests.support.axe import assert_no_violations
-from tests.support.browser import DESKTOP, PHONE, launch_chromium, log_in, sign_in
+from tests.support.browser import DESKTOP, PHONE, sign_in
 from tests.support.proxy import SocketBreakingProxy
 from tests.support.services import free_port
 
@@ -29,24 +29,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 LONG = 45_000  # ms: deadlines for things that happen in seconds, generous for a busy 2-core CI
 LEVELS = ("info", "warning", "danger", "critical")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    yield from launch_chromium()
-
-
-def fast_config(tmp_path: Any, **extra: Any) -> dict[str, Any]:
-    config = {
-        "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'served.sqlite'}",
-        "NOTIFY_EMERGENCY_POLL_INTERVAL": 1.0,
-        "NOTIFY_EMERGENCY_ACK_TIMEOUT": 1.0,
-        "NOTIFY_EMERGENCY_SWEEP_SECONDS": 1.0,
-        "NOTIFY_EMERGENCY_STATE_REFRESH_SECONDS": 0.5,
-        "NOTIFY_EMERGENCY_DASHBOARD_REFRESH_SECONDS": 1.0,
-    }
-    config.update(extra)
-    return config
 
 
 def csrf(page: Any) -> str:
@@ -80,7 +62,7 @@ def test_axe_finds_no_violation_on_the_dashboard_live_and_polling_and_on_the_sta
         browser: Any, tmp_path: Any) -> None:
     from playwright.sync_api import expect
 
-    with ServedApp(free_port(), fast_config(tmp_path)) as served, SocketBreakingProxy(served.port) as app:
+    with ServedApp(free_port(), quick_config(tmp_path)) as served, SocketBreakingProxy(served.port) as app:
         setup = sign_in(browser.new_context(viewport=DESKTOP), app.url, "admin")
         for level in LEVELS:
             api(setup, app.url, "banners/admin", level=level, title=level.title(), message=f"A {level} banner.")
@@ -123,7 +105,7 @@ def test_axe_finds_no_violation_on_a_host_page_with_every_banner_level_toasts_an
         browser: Any, tmp_path: Any) -> None:
     from playwright.sync_api import expect
 
-    with ServedApp(free_port(), fast_config(tmp_path)) as app:
+    with ServedApp(free_port(), quick_config(tmp_path)) as app:
         admin = sign_in(browser.new_context(viewport=DESKTOP), app.url, "admin")
         for level in LEVELS:
             api(admin, app.url, "banners/admin", level=level, title=level.title(),
@@ -145,7 +127,7 @@ def test_a_poll_leaves_unchanged_banners_untouched_and_a_change_touches_only_wha
         browser: Any, tmp_path: Any) -> None:
     from playwright.sync_api import expect
 
-    with ServedApp(free_port(), fast_config(tmp_path)) as app:
+    with ServedApp(free_port(), quick_config(tmp_path)) as app:
         admin = sign_in(browser.new_context(viewport=DESKTOP), app.url, "admin")
         first = api(admin, app.url, "banners/admin", level="warning", title="Maintenance", message="At 22:00.")
         api(admin, app.url, "emergency/activate", reason="Queue unreachable", level=2)
@@ -203,7 +185,7 @@ def test_toasts_are_dismissed_by_keyboard_stay_to_be_read_and_do_not_move_for_re
         browser: Any, tmp_path: Any) -> None:
     from playwright.sync_api import expect
 
-    with ServedApp(free_port(), fast_config(tmp_path, NOTIFY_EMERGENCY_TOAST_SECONDS=3.0)) as app:
+    with ServedApp(free_port(), quick_config(tmp_path, NOTIFY_EMERGENCY_TOAST_SECONDS=3.0)) as app:
         admin = sign_in(browser.new_context(viewport=DESKTOP), app.url, "admin")
         alice = sign_in(browser.new_context(viewport=DESKTOP, reduced_motion="reduce"), app.url, "alice")
         bob = sign_in(browser.new_context(viewport=DESKTOP, reduced_motion="no-preference"), app.url, "bob")
@@ -251,7 +233,7 @@ def test_toasts_are_dismissed_by_keyboard_stay_to_be_read_and_do_not_move_for_re
 def test_every_dashboard_control_is_reached_by_tab_with_a_visible_focus(browser: Any, tmp_path: Any) -> None:
     from playwright.sync_api import expect
 
-    with ServedApp(free_port(), fast_config(tmp_path)) as app:
+    with ServedApp(free_port(), quick_config(tmp_path)) as app:
         admin = sign_in(browser.new_context(viewport=DESKTOP), app.url, "admin")
         api(admin, app.url, "banners/admin", level="info", title="Heads up", message="Dismissable.")
         event = api(admin, app.url, "emergency/activate", reason="Queue unreachable", level=2)
@@ -283,7 +265,7 @@ def test_every_dashboard_control_is_reached_by_tab_with_a_visible_focus(browser:
 def test_a_rollback_and_a_restore_with_the_keyboard_alone(browser: Any, tmp_path: Any) -> None:
     from playwright.sync_api import expect
 
-    with ServedApp(free_port(), fast_config(tmp_path)) as app:
+    with ServedApp(free_port(), quick_config(tmp_path)) as app:
         page = browser.new_context(viewport=DESKTOP).new_page()
         # signing in by keyboard too
         page.goto(app.url + "/login")
@@ -342,7 +324,7 @@ def test_a_rollback_and_a_restore_with_the_keyboard_alone(browser: Any, tmp_path
 def test_a_german_user_reads_banners_notice_toasts_and_status_page_in_german(browser: Any, tmp_path: Any) -> None:
     from playwright.sync_api import expect
 
-    with ServedApp(free_port(), fast_config(tmp_path, DEMO_LANGUAGES=["en", "de"])) as app:
+    with ServedApp(free_port(), quick_config(tmp_path, DEMO_LANGUAGES=["en", "de"])) as app:
         admin = sign_in(browser.new_context(viewport=DESKTOP, locale="en-GB"), app.url, "admin")
         ctx = browser.new_context(viewport=DESKTOP, locale="de-DE")
         alice = sign_in(ctx, app.url, "alice")

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterator
 
 import pytest
 import requests

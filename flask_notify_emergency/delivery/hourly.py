@@ -231,6 +231,44 @@ class HourlyTotals:
                 summed[(int(b), unslotted(str(m))[len(prefix):])] += int(v or 0)
         return [(b, m, v) for (b, m), v in summed.items() if v]
 
+    def buckets_of_families(self, start: dt.datetime, bucket_hours: int,
+                            prefixes: tuple[str, ...]) -> dict[str, list[tuple[int, str, int]]]:
+        """:meth:`buckets` of several measure families in one statement: prefix -> its rows."""
+        assert self.table is not None
+        t = self.table
+        offset = (t.c.hour - stored_hour(start)).self_group()
+        divide = "DIV" if self.engine.dialect.name in ("mysql", "mariadb") else "/"
+        bucket = offset.op(divide)(bucket_hours).label("bucket")
+        q = (sa.select(bucket, t.c.measure, sa.func.sum(t.c.total))
+             .where(t.c.hour >= stored_hour(start), sa.or_(*(sa.and_(*self._family(p)) for p in prefixes)))
+             .group_by(bucket, t.c.measure))
+        found: dict[str, list[tuple[int, str, int]]] = {p: [] for p in prefixes}
+        with self.engine.connect() as conn:
+            for b, m, v in conn.execute(q):
+                prefix = next((p for p in prefixes if str(m).startswith(p)), None)
+                if v and prefix is not None:
+                    found[prefix].append((int(b), str(m)[len(prefix):], int(v)))
+        return found
+
+    def backlog_and_ready(self, notifications: sa.Table) -> tuple[bool, int, Any] | None:
+        """(built?, undelivered rows by the totals, created_at of the oldest undelivered row)
+        in one statement; None when the table does not exist."""
+        if self.table is None:
+            return None
+        t, n = self.table, notifications
+        with self.engine.connect() as conn:
+            if not self.present(conn):
+                return None
+            marker, total, oldest = conn.execute(sa.select(
+                sa.select(t.c.total).where(t.c.hour == stored_hour(READY_HOUR), t.c.measure == READY_MEASURE)
+                .scalar_subquery(),
+                sa.select(sa.func.sum(t.c.total)).where(t.c.measure == NOTIFICATION,
+                                                        t.c.hour > stored_hour(READY_HOUR)).scalar_subquery(),
+                # "delivered = false", which every database answers from the (delivered, created_at) index
+                sa.select(sa.func.min(n.c.created_at)).where(n.c.delivered == sa.false()).scalar_subquery(),
+            )).one()
+        return marker is not None, int(total or 0), oldest
+
     def _family(self, prefix: str) -> list[Any]:
         """``measure`` starts with ``prefix``, as a range the primary key's index can use."""
         assert self.table is not None

@@ -7,36 +7,19 @@ tells (Redis, the workers and the mode they act on).
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
-from typing import Any, Iterator
+from typing import Any
 
 import click
 import pytest
-import sqlalchemy as sa
 
 from flask_notify_emergency.cli import emergency_group
 from flask_notify_emergency.cli.command import LONG_RUNNING
-from tests.support.apps import EXAMPLES, ROOT, ServedApp
+from tests.support.apps import ServedApp
 from tests.support.cli import flask_process
-from tests.support.databases import own_database
-from tests.support.outages import TcpProxy
 from tests.support.services import free_port, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
-
-
-@pytest.fixture
-def proxied_database() -> Iterator[tuple[TcpProxy, str]]:
-    with own_database("postgres") as direct:
-        url = sa.engine.make_url(direct)
-        proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
-        try:
-            yield proxy, url.set(port=proxy.port).render_as_string(hide_password=False)
-        finally:
-            proxy.close()
 
 
 def minimal_arguments(command: click.Command) -> list[str]:

@@ -36,14 +36,6 @@ def run_cli(workdir: Any, *args: str, script: bool = False) -> subprocess.Comple
     return subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True, timeout=120)
 
 
-def logged_in(server: ServedApp, username: str) -> requests.Session:
-    session = requests.Session()
-    response = session.post(server.url + "/login", data={"username": username, "password": username},
-                            allow_redirects=False, timeout=10)
-    assert response.status_code == 302, response.text
-    return session
-
-
 def mode_of(server: ServedApp) -> str:
     return str(requests.get(server.url + BANNERS_URL, timeout=5).json()["mode"])
 
@@ -86,11 +78,11 @@ def test_cli_process_switches_both_servers_to_fallback_and_back(tmp_path, redis_
         try:
             with engine.connect() as conn:
                 bob = str(conn.execute(sa.text("SELECT id FROM demo_user WHERE username = 'bob'")).scalar_one())
-            bob_web = logged_in(b, "bob")
+            bob_web = b.session_as("bob")
             cookie = "; ".join(f"{c.name}={c.value}" for c in bob_web.cookies)
             client.connect(b.url, namespaces=[NAMESPACE], headers={"Cookie": cookie}, wait_timeout=10)
             wait_until(lambda: client.transport() == "websocket", timeout=10, message="the upgrade to a WebSocket")
-            alice_a, alice_b = logged_in(a, "alice"), logged_in(b, "alice")
+            alice_a, alice_b = a.session_as("alice"), b.session_as("alice")
             assert [mode_of(a), mode_of(b)] == ["normal", "normal"]
 
             # normal mode: bob's open socket gets it in real time and acknowledges it

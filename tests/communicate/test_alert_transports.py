@@ -164,7 +164,7 @@ def test_configure_alerts_validates_stores_and_test_alerts_reaches_an_apprise_ur
     code, result = invoke_json(app, "test-alerts")
     assert code == 1
     [row] = result["results"]
-    assert row["ok"] is False and row["target"].startswith(f"json://127.0.0.1:") and "/gone" in row["target"]
+    assert row["ok"] is False and row["target"].startswith("json://127.0.0.1:") and "/gone" in row["target"]
     assert "Apprise could not notify" in row["error"]
 
 

@@ -17,13 +17,13 @@ from __future__ import annotations
 import re
 import threading
 from collections import Counter
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 import requests
 
 from tests.support.apps import ServedApp
-from tests.support.browser import launch_chromium, log_in
+from tests.support.browser import log_in
 from tests.support.outages import PrivateRedis
 from tests.support.pages import notification_rows
 from tests.support.services import free_port
@@ -45,11 +45,6 @@ DISPLAYED_JS = r"""() => {
   }
   return {toasts, flashes};
 }"""
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    yield from launch_chromium()
 
 
 def wait_in_page(page: Any, predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:

@@ -6,30 +6,16 @@ import json
 from typing import Iterator
 
 import pytest
-import sqlalchemy as sa
 
 from flask_notify_emergency.models import utcnow
 from flask_notify_emergency.detect.classify import classify
 from flask_notify_emergency.detect.health import run_health_checks
 from flask_notify_emergency.respond import emergency
-from tests.support.databases import own_database
-from tests.support.outages import TcpProxy, event_rows
+from tests.support.outages import event_rows
 from tests.support.receivers import HttpSink
 from tests.support.services import wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-
-
-@pytest.fixture
-def proxied_database() -> Iterator[tuple[TcpProxy, str]]:
-    """A database of our own on the shared PostgreSQL, reached through a proxy we control."""
-    with own_database("postgres") as direct:
-        url = sa.engine.make_url(direct)
-        proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
-        try:
-            yield proxy, url.set(port=proxy.port).render_as_string(hide_password=False)
-        finally:
-            proxy.close()
 
 
 @pytest.fixture

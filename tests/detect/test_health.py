@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
 
+from flask_notify_emergency.delivery.hourly import rebuild
 from flask_notify_emergency.detect.classify import classify
 from flask_notify_emergency.detect.health import CHECK_NAMES, run_health_checks
+from flask_notify_emergency.models import utcnow
 from tests.conftest import login, user_id
 from tests.support.outages import PrivateRedis
 from tests.support.pages import NAMESPACE
@@ -168,3 +171,22 @@ def test_classify_reads_a_report_dict_the_same_way(make_app):
     report = run_health_checks(ext_of(app))
     from_dict = classify(report.to_dict())
     assert from_dict is not None and from_dict.to_dict() == classify(report).to_dict()
+
+
+def test_the_database_check_reads_only_connected_users_rows_for_stuck_ones(any_database, make_app):
+    app, _ = make_app(SQLALCHEMY_DATABASE_URI=any_database)
+    ext = app.extensions["notify_emergency"]
+    t = ext.models.Notification.__table__
+    old = utcnow() - dt.timedelta(hours=2)
+    with ext.engine.begin() as conn:  # an hour over BACKLOG_MAX_AGE: stuck if its user is connected
+        conn.execute(t.insert(), [dict(user_id=u, title="Waiting", message="Still.", created_at=old)
+                                  for u in ("online", "offline", "online")])
+    for _ in range(2):  # from the rows, then from the hourly totals: the same numbers
+        ext.state.connection_opened("online")
+        detail = run_health_checks(ext, only=["database"]).to_dict()["checks"]["database"]["detail"]
+        ext.state.connection_closed("online")
+        assert detail["backlog_undelivered"] == 3
+        assert detail["stuck_users"] == 1
+        assert 7100 < detail["stuck_oldest_age_seconds"] < 7400
+        rebuild(ext.engine, ext.models, ext.store.hourly)
+    assert run_health_checks(ext, only=["database"]).to_dict()["checks"]["database"]["detail"]["stuck_users"] == 0

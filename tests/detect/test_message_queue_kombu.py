@@ -118,14 +118,6 @@ def run_cli(workdir: Any, *args: str) -> subprocess.CompletedProcess[str]:
                           timeout=120)
 
 
-def logged_in(server: ServedApp, username: str) -> requests.Session:
-    session = requests.Session()
-    response = session.post(server.url + "/login", data={"username": username, "password": username},
-                            allow_redirects=False, timeout=10)
-    assert response.status_code == 302, response.text
-    return session
-
-
 def delivered_channel(engine: sa.engine.Engine, title: str) -> str | None:
     with engine.connect() as conn:
         return conn.execute(sa.text("SELECT channel FROM notify_emergency_notification WHERE title = :t"),
@@ -165,10 +157,10 @@ def test_two_workers_on_rabbitmq_deliver_check_and_follow_the_mode(tmp_path, pro
         try:
             with engine.connect() as conn:
                 bob = str(conn.execute(sa.text("SELECT id FROM demo_user WHERE username = 'bob'")).scalar_one())
-            bob_web = logged_in(a, "bob")
+            bob_web = a.session_as("bob")
             cookie = "; ".join(f"{c.name}={c.value}" for c in bob_web.cookies)
             client.connect(a.url, namespaces=[NAMESPACE], headers={"Cookie": cookie}, wait_timeout=10)
-            admin_a, admin_b = logged_in(a, "admin"), logged_in(b, "admin")
+            admin_a, admin_b = a.session_as("admin"), b.session_as("admin")
 
             # sent through worker B, carried by RabbitMQ to bob's socket on worker A, acknowledged
             admin_b.post(b.url + "/send", data={"user_id": bob, "title": "Through RabbitMQ", "message": "hi"},

@@ -12,7 +12,7 @@ from typing import Any
 from flask_notify_emergency.delivery.hourly import hour_of, rebuild
 from flask_notify_emergency.learn.drills import _backdate
 from flask_notify_emergency.learn.metrics import (WINDOWS, backlog_metrics, counted_by_hour, delivery_metrics,
-                                            event_metrics, parse_window)
+                                            event_metrics, overview, parse_window)
 from flask_notify_emergency.models import utcnow
 from flask_notify_emergency.respond import emergency
 from tests.conftest import login
@@ -54,6 +54,17 @@ def same_numbers(ext: Any, now: dt.datetime) -> dict[str, Any]:
                 assert exact is None or abs(exact - scan) <= 0.002, (name, key, exact, scan)
             assert from_hours == scanned, name
         out[f"events {name}"] = events
+        # the overview reads the same in fewer statements (backlog and readiness together, a
+        # window's deliveries and events together): the same numbers again
+        with ext.app.app_context():
+            whole = overview(ext, window)
+        assert not whole["errors"], whole["errors"]
+        assert whole["delivery"].pop("source") == ("hourly totals" if counted_by_hour(window) else "rows")
+        assert whole["delivery"] == rows, name
+        expected = event_metrics(ext, window, from_hours=counted_by_hour(window))
+        assert whole["events"] == expected, name
+        assert {k: v for k, v in whole["backlog"].items() if k != "oldest_age_seconds"} == \
+            {k: v for k, v in out["backlog"].items() if k != "oldest_age_seconds"}
     return out
 
 

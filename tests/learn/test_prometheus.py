@@ -146,14 +146,6 @@ def test_an_acknowledged_notification_is_delivered_realtime_with_its_latency(mak
 
 
 # -- two served workers ----------------------------------------------------------------------
-def logged_in(server: ServedApp, username: str) -> requests.Session:
-    session = requests.Session()
-    response = session.post(server.url + "/login", data={"username": username, "password": username},
-                            allow_redirects=False, timeout=10)
-    assert response.status_code == 302, response.text
-    return session
-
-
 def scrape(server: ServedApp) -> dict[Any, float]:
     response = requests.get(server.url + METRICS, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
     assert response.status_code == 200, response.text
@@ -187,10 +179,10 @@ def test_two_workers_report_the_same_cluster_totals(tmp_path, redis_url, redis_p
         try:
             with engine.connect() as conn:
                 ids = dict(conn.execute(sa.text("SELECT username, id FROM demo_user")).all())
-            bob_web = logged_in(a, "bob")
+            bob_web = a.session_as("bob")
             client.connect(a.url, namespaces=[NAMESPACE], wait_timeout=10,
                            headers={"Cookie": "; ".join(f"{c.name}={c.value}" for c in bob_web.cookies)})
-            admin_a, admin_b = logged_in(a, "admin"), logged_in(b, "admin")
+            admin_a, admin_b = a.session_as("admin"), b.session_as("admin")
             # bob's socket is on A; B sends two to him (emitted by B, acknowledged on A),
             # A sends one to alice, who has no socket (a fallback counted by A)
             for title in ("First", "Second"):

@@ -11,6 +11,8 @@ import time
 import urllib.request
 from typing import Any
 
+import requests
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXAMPLES = os.path.join(ROOT, "examples")
 if EXAMPLES not in sys.path:
@@ -49,6 +51,20 @@ SERVERS: dict[str, tuple[list[str], str]] = {
     "gunicorn-gevent": (["-m", "gunicorn", "--worker-class", "gevent", "--workers", "1",
                          "--worker-connections", "1000"], "gevent"),
 }
+
+
+def quick_config(tmp_path: Any, **extra: Any) -> dict[str, Any]:
+    """Config for a served example app with short periods, so a test waits seconds, not minutes."""
+    config: dict[str, Any] = {
+        "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'served.sqlite'}",
+        "NOTIFY_EMERGENCY_POLL_INTERVAL": 1.0,
+        "NOTIFY_EMERGENCY_ACK_TIMEOUT": 1.0,
+        "NOTIFY_EMERGENCY_SWEEP_SECONDS": 1.0,
+        "NOTIFY_EMERGENCY_STATE_REFRESH_SECONDS": 0.5,
+        "NOTIFY_EMERGENCY_DASHBOARD_REFRESH_SECONDS": 1.0,
+    }
+    config.update(extra)
+    return config
 
 
 class ServedApp:
@@ -128,6 +144,14 @@ class ServedApp:
 
     def __enter__(self) -> "ServedApp":
         return self
+
+    def session_as(self, username: str) -> requests.Session:
+        """A ``requests`` session signed in as ``username`` through the example app's login form."""
+        session = requests.Session()
+        response = session.post(self.url + "/login", data={"username": username, "password": username},
+                                allow_redirects=False, timeout=10)
+        assert response.status_code == 302, response.text
+        return session
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

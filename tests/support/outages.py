@@ -3,6 +3,7 @@ freezes and restarts, and a TCP proxy in front of a real database it can cut."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -10,8 +11,11 @@ import socket
 import subprocess
 import tempfile
 import threading
-from typing import Any
+from typing import Any, Iterator
 
+import sqlalchemy as sa
+
+from tests.support.databases import own_database
 from tests.support.services import free_port, port_open, wait_until
 
 
@@ -145,3 +149,16 @@ def event_rows(app: Any) -> list[dict[str, Any]]:
     t = ext.models.EmergencyEvent.__table__
     with ext.engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(sa.select(t).order_by(t.c.id))]
+
+
+@contextlib.contextmanager
+def proxied_database(kind: str = "postgres") -> Iterator[tuple[TcpProxy, str]]:
+    """A database of the test's own on the shared server, reached through a proxy it can cut:
+    yields the proxy and the URL that goes through it."""
+    with own_database(kind) as direct:
+        url = sa.engine.make_url(direct)
+        proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+        try:
+            yield proxy, url.set(port=proxy.port).render_as_string(hide_password=False)
+        finally:
+            proxy.close()

@@ -8,37 +8,18 @@ working without its queue. A proxy that drops WebSockets is the failure a browse
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from tests.support.apps import ServedApp
-from tests.support.browser import DESKTOP, PHONE, launch_chromium, screenshot, sign_in
+from tests.support.apps import ServedApp, quick_config
+from tests.support.browser import DESKTOP, PHONE, screenshot, sign_in
 from tests.support.proxy import SocketBreakingProxy
 from tests.support.services import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 LONG = 45_000  # ms: deadlines for things that happen in seconds, generous for a busy 2-core CI
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    yield from launch_chromium()
-
-
-def fast_config(tmp_path: Any, **extra: Any) -> dict[str, Any]:
-    """Short periods, so a test waits seconds, not minutes."""
-    config = {
-        "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'served.sqlite'}",
-        "NOTIFY_EMERGENCY_POLL_INTERVAL": 1.0,
-        "NOTIFY_EMERGENCY_ACK_TIMEOUT": 1.0,
-        "NOTIFY_EMERGENCY_SWEEP_SECONDS": 1.0,
-        "NOTIFY_EMERGENCY_STATE_REFRESH_SECONDS": 0.5,
-        "NOTIFY_EMERGENCY_DASHBOARD_REFRESH_SECONDS": 1.0,
-    }
-    config.update(extra)
-    return config
 
 
 def expect_text(page: Any, selector: str, text: str, timeout: int = LONG) -> None:
@@ -51,7 +32,7 @@ def test_admin_acts_user_sees_it_live_and_through_polling_when_the_socket_path_b
         browser: Any, tmp_path: Any) -> None:
     from playwright.sync_api import expect
 
-    with ServedApp(free_port(), fast_config(tmp_path)) as served, SocketBreakingProxy(served.port) as app:
+    with ServedApp(free_port(), quick_config(tmp_path)) as served, SocketBreakingProxy(served.port) as app:
         admin_ctx = browser.new_context(viewport=DESKTOP)
         user_ctx = browser.new_context(viewport=DESKTOP)
         dash = sign_in(admin_ctx, app.url, "admin")
@@ -153,7 +134,7 @@ def test_banners_by_level_and_the_dashboard_on_desktop_and_phone(browser: Any, t
     """Screenshots (``test-artifacts/``) of the user's page and the overview at two widths."""
     from playwright.sync_api import expect
 
-    with ServedApp(free_port(), fast_config(tmp_path)) as app:
+    with ServedApp(free_port(), quick_config(tmp_path)) as app:
         admin_ctx = browser.new_context(viewport=DESKTOP)
         admin = sign_in(admin_ctx, app.url, "admin")
         token = admin.evaluate("JSON.parse(document.getElementById('notify-emergency-settings').textContent).csrfToken")

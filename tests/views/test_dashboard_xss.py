@@ -4,12 +4,12 @@ dialog, no script error) and every page shows it literally."""
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from tests.support.apps import ServedApp, build_example
-from tests.support.browser import DESKTOP, launch_chromium, log_in
+from tests.support.browser import DESKTOP, log_in
 from tests.support.services import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -27,11 +27,6 @@ PAYLOADS = (
 )
 EVIL_NAME = '"><svg onload=window.__xss=1>'
 LONG = 45_000
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    yield from launch_chromium()
 
 
 def seed(config: dict[str, Any]) -> dict[str, Any]:
