@@ -242,13 +242,13 @@ class HourlyTotals:
         q = (sa.select(bucket, t.c.measure, sa.func.sum(t.c.total))
              .where(t.c.hour >= stored_hour(start), sa.or_(*(sa.and_(*self._family(p)) for p in prefixes)))
              .group_by(bucket, t.c.measure))
-        found: dict[str, list[tuple[int, str, int]]] = {p: [] for p in prefixes}
+        summed: dict[str, Counter[tuple[int, str]]] = {p: Counter() for p in prefixes}
         with self.engine.connect() as conn:
             for b, m, v in conn.execute(q):
                 prefix = next((p for p in prefixes if str(m).startswith(p)), None)
                 if v and prefix is not None:
-                    found[prefix].append((int(b), str(m)[len(prefix):], int(v)))
-        return found
+                    summed[prefix][(int(b), unslotted(str(m))[len(prefix):])] += int(v)
+        return {p: [(b, m, v) for (b, m), v in rows.items() if v] for p, rows in summed.items()}
 
     def backlog_and_ready(self, notifications: sa.Table) -> tuple[bool, int, Any] | None:
         """(built?, undelivered rows by the totals, created_at of the oldest undelivered row)
@@ -262,8 +262,9 @@ class HourlyTotals:
             marker, total, oldest = conn.execute(sa.select(
                 sa.select(t.c.total).where(t.c.hour == stored_hour(READY_HOUR), t.c.measure == READY_MEASURE)
                 .scalar_subquery(),
-                sa.select(sa.func.sum(t.c.total)).where(t.c.measure == NOTIFICATION,
-                                                        t.c.hour > stored_hour(READY_HOUR)).scalar_subquery(),
+                sa.select(sa.func.sum(t.c.total)).where(
+                    sa.or_(t.c.measure == NOTIFICATION, t.c.measure.startswith(NOTIFICATION + SLOT, autoescape=True)),
+                    t.c.hour > stored_hour(READY_HOUR)).scalar_subquery(),
                 # "delivered = false", which every database answers from the (delivered, created_at) index
                 sa.select(sa.func.min(n.c.created_at)).where(n.c.delivered == sa.false()).scalar_subquery(),
             )).one()
