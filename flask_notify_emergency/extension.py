@@ -58,7 +58,7 @@ class NotifyEmergencyState:
         #: the store's own steady pool on the same database (the host's engine on SQLite)
         self.store_engine = steady_engine(self.engine, cfg["NOTIFY_EMERGENCY_DATABASE_POOL_SIZE"],
                                           cfg.get("SQLALCHEMY_ENGINE_OPTIONS"))
-        self.store = NotificationStore(self.store_engine, self.models)
+        self.store = NotificationStore(self.store_engine, self.models, cfg["NOTIFY_EMERGENCY_CLAIM_CONFIRM_TIMEOUT"])
         self.namespace: str = cfg["NOTIFY_EMERGENCY_SOCKETIO_NAMESPACE"]
         self.blueprint_name: str = cfg["NOTIFY_EMERGENCY_BLUEPRINT_NAME"]
         self.ack_cookie: str = cfg["NOTIFY_EMERGENCY_ACK_COOKIE_NAME"]
@@ -213,6 +213,8 @@ class NotifyEmergency:
         ext_state.worker_start.add(ext_state.dispatcher.start_sweeper)
         app.before_request(ext_state.worker_start.before_request)
         app.before_request(lambda: fallbacks.flash_pending(ext_state))
+        # the flashes a page shows go into the ack outbox cookie: the browser confirms them
+        app.after_request(lambda response: fallbacks.settle_outbox(ext_state, response))
         # globals rather than a context processor: nothing runs for a template that calls neither
         for name, helper in ext_state.page_helpers.template_globals().items():
             app.add_template_global(helper, name)

@@ -70,6 +70,8 @@ def _build(db: Any) -> Models:
             sa.Index("ix_notify_emergency_notification_created", "created_at", "channel"),
             # the sweep's "deadline passed" looks at rows in flight only, not the whole backlog
             sa.Index("ix_notify_emergency_notification_deadline", "delivered", "realtime_deadline"),
+            # the sweep's "offer not confirmed in time" likewise
+            sa.Index("ix_notify_emergency_notification_offered", "delivered", "offered_at"),
         )
         id = sa.Column(BigId, primary_key=True, autoincrement=True)
         user_id = sa.Column(sa.String(64), nullable=False)
@@ -89,6 +91,12 @@ def _build(db: Any) -> Models:
         #: while a real-time delivery awaits its acknowledgement, fallbacks leave the row alone
         realtime_deadline = sa.Column(Timestamp, nullable=True)
         claim_token = sa.Column(sa.String(32), nullable=True)
+        #: a fallback (``flash``, ``poll``) offered the row to the browser then; it stays
+        #: undelivered until the browser confirms showing it, and is offered again only when
+        #: no confirmation came within ``NOTIFY_EMERGENCY_CLAIM_CONFIRM_TIMEOUT``
+        offered_at = sa.Column(Timestamp, nullable=True)
+        #: the channel of that offer: a confirmation counts the row as delivered by it
+        offered_via = sa.Column(sa.String(16), nullable=True)
 
         def to_dict(self) -> dict[str, Any]:
             return notification_payload(self)

@@ -41,10 +41,13 @@
     try { sessionStorage.setItem(SEEN_KEY, JSON.stringify(ids)); } catch (e) { /* storage off or full: this page still knows */ }
   }
 
-  /* -- ack outbox: shown from the socket, acknowledgement not yet confirmed ----------------
+  /* -- ack outbox: shown, the server's confirmation not yet received ----------------------
    * A cookie (settings.ackCookie: ids joined by "."), so the next request to the app carries
    * it, a page load or a poll; the server acknowledges those ids before it flashes or claims
-   * anything. An id leaves the outbox when a socket ack reply or a poll reply confirms it. */
+   * anything. What came over the socket or a poll goes in once shown (or dropped as a copy
+   * already shown); a page's flashes are put in by the page response itself. A poll or a flash
+   * is only an offer: unconfirmed, the server offers it again after a while. An id leaves the
+   * outbox when a socket ack reply, an ack reply or a poll reply confirms it. */
   var OUTBOX_MAX = 20;
   var ACK_WAIT_MS = 5000;
 
@@ -72,13 +75,22 @@
     var left = ids.filter(function (id) { return done.indexOf(id) < 0; });
     if (left.length !== ids.length) { writeOutbox(left); }
   }
-  function sendAcks() {
+  function sendAcks(viaHttp) {
     var ids = outboxIds();
-    if (!ids.length || !socket || !socket.connected) { return; }
-    socket.timeout(ACK_WAIT_MS).emit("notify_emergency:ack", { ids: ids }, function (err, reply) {
-      // no reply in time: the ids stay for the next request, which carries the cookie
-      if (!err && reply && reply.ok) { outboxConfirmed(ids); }
-    });
+    if (!ids.length) { return; }
+    if (socket && socket.connected) {
+      socket.timeout(ACK_WAIT_MS).emit("notify_emergency:ack", { ids: ids }, function (err, reply) {
+        // no reply in time: the ids stay for the next request, which carries the cookie
+        if (!err && reply && reply.ok) { outboxConfirmed(ids); }
+      });
+    } else if (viaHttp && settings.ackUrl && settings.loggedIn) {
+      fetch(settings.ackUrl, {
+        method: "POST", credentials: "same-origin",
+        headers: { "Accept": "application/json", "Content-Type": "application/json", "X-CSRF-Token": settings.csrfToken || "" },
+        body: JSON.stringify({ ids: ids })
+      }).then(function (r) { if (r.ok) { outboxConfirmed(ids); } })
+        .catch(function () { /* the ids stay for the next request */ });
+    }
   }
 
   /* -- flashes in the page: the extension ends a flashed notification's text with its id in
@@ -123,6 +135,7 @@
   }
   function adoptFlashes() {
     pageFlashes().forEach(function (flash) {
+      outboxAdd(flash.id);  // the page response put it there; a copy dropped is confirmed too
       if (alreadyShown(flash.id)) {
         var box = flashBox(flash.node);
         box.hidden = true;
@@ -351,7 +364,13 @@
       })
       .then(function (data) {
         if (!data) { return; }
-        (data.notifications || []).forEach(function (n) { show(n, "poll"); });
+        var offered = (data.notifications || []).map(function (n) {
+          show(n, "poll");  // false for a copy this tab has shown: dropped, and confirmed anyway
+          return notificationId(n && n.id);
+        }).filter(Boolean);
+        // shown: confirm it, or the server offers it again after a while
+        offered.forEach(outboxAdd);
+        if (offered.length) { sendAcks(true); }
         renderBanners(data.banners, data.mode);
         if (data.notifications && data.notifications.length >= 1) { pollSoon(); }
       })

@@ -77,7 +77,7 @@ class BrowserTabs:
 
     def start(self) -> None:
         self.thread.start()
-        if not self.ready.wait(120) or self.error:
+        if not self.ready.wait(300) or self.error:
             raise RuntimeError(f"Chromium tabs did not start: {self.error!r}")
 
     def _record(self, name: str, key: str, marker: str, via: str, at: float) -> None:
@@ -99,13 +99,14 @@ class BrowserTabs:
                     context.expose_binding("chaosShown", lambda source, key, marker, via, at, name=name:
                                            self._record(name, key, marker, via, at))
                     context.add_init_script(RECORDER)
+                    context.set_default_timeout(90000)  # a busy machine: the login page may be slow
                     page = context.new_page()
                     base = self.base_urls[i % len(self.base_urls)]
                     page.goto(base + "/login")
                     page.fill("input[name=username]", name)
                     page.fill("input[name=password]", self.password)
                     page.click("button[type=submit]")
-                    page.wait_for_url(lambda url: "/login" not in url, timeout=30000)
+                    page.wait_for_url(lambda url: "/login" not in url)
                     pages.append(page)
                 self.ready.set()
                 next_load = [time.monotonic() + self.page_every * (i + 1) / len(pages) for i in range(len(pages))]

@@ -20,6 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from bench.chaos import network  # noqa: E402
 from bench.chaos.deploy import PASSWORD, Deployment, deployed  # noqa: E402
 from bench.chaos.browsers import BrowserTabs, BrowserUser  # noqa: E402
 from bench.chaos.report import count, plot  # noqa: E402
@@ -42,8 +43,10 @@ class Fault:
     """A fault: what starts it and what reverts it."""
 
     def __init__(self, name: str, begin: Callable[[Deployment, dict[str, SimUser]], None],
-                 end: Callable[[Deployment, dict[str, SimUser]], None]) -> None:
+                 end: Callable[[Deployment, dict[str, SimUser]], None], seconds: float | None = None) -> None:
         self.name, self.begin, self.end = name, begin, end
+        #: how long it lasts (None: the version's default)
+        self.seconds = seconds
 
 
 def _nothing(dep: Deployment, users: dict[str, SimUser]) -> None:
@@ -75,21 +78,42 @@ def _cli(*args: str) -> Callable[[Deployment, dict[str, SimUser]], None]:
     return run
 
 
+def _kill_worker(dep: Deployment, users: dict[str, SimUser]) -> None:
+    dep.cpu_seconds()  # the CPU it used until now still counts
+    dep.workers[0].kill_worker()
+
+
+def _partition(dep: Deployment, users: dict[str, SimUser]) -> None:
+    assert dep.network is not None, "the partition run needs a deployment on hosts of their own"
+    dep.network.partition(dep.network.hosts[0])
+
+
+def _heal(dep: Deployment, users: dict[str, SimUser]) -> None:
+    assert dep.network is not None
+    dep.network.heal(dep.network.hosts[0])
+
+
 FAULTS = {
     "baseline": Fault("baseline", _nothing, _nothing),
     "queue_redis_killed": Fault("queue_redis_killed", lambda d, u: d.redis.kill(), _restart_redis),
     "queue_redis_frozen": Fault("queue_redis_frozen", lambda d, u: d.redis.freeze(), lambda d, u: d.redis.thaw()),
     "acks_dropped": Fault("acks_dropped", _drop_acks(0.1), _drop_acks(0.0)),
-    "worker_killed": Fault("worker_killed", lambda d, u: d.workers[0].kill_worker(),
+    "worker_killed": Fault("worker_killed", _kill_worker,
                            lambda d, u: d.workers[0].wait_ready()),
     "database_cut": Fault("database_cut", lambda d, u: d.proxy.cut(), lambda d, u: d.proxy.open()),
     "emergency_toggled": Fault("emergency_toggled", _cli("activate-emergency", "--reason", "chaos run"),
                                _cli("deactivate-emergency", "--force", "--reason", "chaos run over")),
     "rollback_restore": Fault("rollback_restore", _cli("rollback", "--confirm", "--reason", "chaos run"),
                               _cli("restore", "--confirm")),
+    # on its own deployment: each worker host and Redis in a network namespace (network.py)
+    "network_partition": Fault("network_partition", _partition, _heal, seconds=10.0),
 }
+#: runs that need the deployment on hosts of their own
+ON_HOSTS = ("network_partition",)
+#: the most a quick run waits for the cluster to be back to normal before it starts
+SETTLE_QUICK = 20.0
 QUICK = ("baseline", "queue_redis_killed", "queue_redis_frozen", "acks_dropped", "worker_killed")
-FULL = QUICK + ("database_cut", "emergency_toggled", "rollback_restore")
+FULL = QUICK + ("database_cut", "emergency_toggled", "rollback_restore", "network_partition")
 
 
 def detected_events(dep: Deployment, since: float) -> list[dict[str, Any]]:
@@ -195,9 +219,10 @@ def sign_in(dep: Deployment, n: int, run: str, browsers: int = 0) -> dict[str, A
 
 
 def one_run(dep: Deployment, fault: Fault, users: dict[str, Any], *, users_n: int, per_user: int,
-            send_seconds: float, fault_at: float, fault_seconds: float, drain_max: float) -> dict[str, Any]:
+            send_seconds: float, fault_at: float, fault_seconds: float, drain_max: float,
+            settle_max: float = 60.0) -> dict[str, Any]:
     run = secrets.token_hex(3)
-    settled = settle(dep)
+    settled = settle(dep, settle_max)
     sender = Sender([w.url for w in dep.workers], run, dep.token)
     total = users_n * per_user
     interval = send_seconds / total
@@ -223,7 +248,7 @@ def one_run(dep: Deployment, fault: Fault, users: dict[str, Any], *, users_n: in
         window.append(time.time())
         try:
             fault.begin(dep, users)
-            time.sleep(fault_seconds)
+            time.sleep(fault.seconds or fault_seconds)
         finally:
             try:
                 fault.end(dep, users)  # always reverted
@@ -279,7 +304,7 @@ def one_run(dep: Deployment, fault: Fault, users: dict[str, Any], *, users_n: in
 
 def targets(results: dict[str, Any]) -> dict[str, bool]:
     """Each target of docs/chaos.md, met or not (reported, never asserted)."""
-    runs = results["runs"].values()
+    runs = [r for r in results["runs"].values() if not r.get("error")]
     met = {
         "lost_0": all(r["lost"] == 0 for r in runs),
         "stuck_0": all(r["stuck"] == 0 for r in runs),
@@ -298,53 +323,124 @@ def targets(results: dict[str, Any]) -> dict[str, bool]:
     return met
 
 
+def failures(results: dict[str, Any]) -> list[str]:
+    """What ``--check`` fails on: a run that did not complete, or lost, stuck or shown twice."""
+    out = []
+    for name, r in results["runs"].items():
+        if r.get("error"):
+            out.append(f"{name}: did not complete: {r['error']}")
+            continue
+        for key in ("lost", "stuck", "visible_duplicates"):
+            if r.get(key):
+                out.append(f"{name}: {key} {r[key]}")
+    return out
+
+
+def _print_run(name: str, result: dict[str, Any]) -> None:
+    print(f"{name}: sent {result['sent']}, lost {result['lost']}, stuck {result['stuck']}, "
+          f"duplicates {result['visible_duplicates']}, drain {result['drain_seconds']} s, "
+          f"displayed {result['displayed']}, socket p99 {result['socket_p99_ms']} ms, "
+          f"any p99 {result['any_p99_ms']} ms, detected {result['detected']}, "
+          f"{result['run_seconds']} s", flush=True)
+
+
+def run_all(dep: Deployment, names: list[str], results: dict[str, Any], *, quick: bool, users_n: int,
+            per_user: int, browsers: int) -> dict[str, Any]:
+    """The runs of ``names`` on one deployment, the same tabs living through every run."""
+    began = time.time()
+    users = sign_in(dep, users_n, "runs", browsers)
+    results["phase_seconds"]["sign_in"] = results["phase_seconds"].get("sign_in", 0) + round(time.time() - began, 1)
+    try:
+        for name in names:
+            began = time.time()
+            result = one_run(dep, FAULTS[name], users, users_n=users_n, per_user=per_user,
+                             send_seconds=20.0 if quick else 60.0, fault_at=5.0 if quick else 15.0,
+                             fault_seconds=8.0 if quick else 10.0, drain_max=20.0 if quick else 60.0,
+                             settle_max=SETTLE_QUICK if quick else 60.0)
+            result["run_seconds"] = round(time.time() - began, 1)
+            if result["sent"] < users_n * per_user // 2:
+                result["error"] = f"only {result['sent']} of {users_n * per_user} notifications were stored"
+            results["runs"][name] = result
+            _print_run(name, result)
+    finally:
+        for user in users.values():
+            user.finish()
+    return users
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="the short version (CI)")
     parser.add_argument("--database", choices=("mariadb", "postgres"), default="mariadb")
     parser.add_argument("--worker-class", choices=("gthread", "gevent"), default="gthread")
-    parser.add_argument("--runs", help="comma-separated runs (default: all of the version)")
-    parser.add_argument("--browsers", type=int, default=5, help="real Chromium tabs among the users (default 5)")
+    parser.add_argument("--runs", help="comma-separated runs (default: all of the version; "
+                                       f"choose from {', '.join(FAULTS)}, and 'throughput')")
+    parser.add_argument("--browsers", type=int, default=None,
+                        help="real Chromium tabs among the users (default 5; 2 with --quick)")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 when a run lost, left stuck or showed twice any notification")
     parser.add_argument("--throughput-only", action="store_true",
                         help="only the throughput pair and the overload runs (100 users, no faults)")
     parser.add_argument("--no-overload", action="store_true", help="skip the 1.5x and 2x overload runs")
     args = parser.parse_args(argv)
     os.makedirs(RESULTS, exist_ok=True)
-    names = args.runs.split(",") if args.runs else list(QUICK if args.quick else FULL)
+    names = args.runs.split(",") if args.runs else list(QUICK if args.quick else FULL) + ["throughput"]
+    unknown = [n for n in names if n not in FAULTS and n != "throughput"]
+    if unknown:
+        parser.error(f"unknown run {', '.join(unknown)}: choose from {', '.join(FAULTS)}, throughput")
+    browsers = args.browsers if args.browsers is not None else (2 if args.quick else 5)
     if args.throughput_only:
-        names, args.browsers = [], 0
+        names, browsers = ["throughput"], 0
     users_n = 20 if args.quick else 200
     per_user = 75 if args.quick else 50   # 1,500 notifications a run in the quick version
     began = time.time()
     results: dict[str, Any] = {"runs": {}, "database": args.database, "worker_class": args.worker_class,
-                               "users": users_n, "browser_tabs": args.browsers}
+                               "users": users_n, "browser_tabs": browsers, "phase_seconds": {}}
+    phases = results["phase_seconds"]
+    plain = [n for n in names if n in FAULTS and n not in ON_HOSTS]
+    on_hosts = [n for n in names if n in ON_HOSTS]
     throughput_users = 100
-    with deployed(args.database, workers=2, users=max(users_n + args.browsers, throughput_users),
-                  worker_class=args.worker_class, config=CONFIG) as dep:
-        users = sign_in(dep, users_n, "runs", args.browsers) if names else {}  # the same tabs live through every run
-        for name in names:
-            result = one_run(dep, FAULTS[name], users, users_n=users_n, per_user=per_user,
-                             send_seconds=20.0 if args.quick else 60.0, fault_at=5.0 if args.quick else 15.0,
-                             fault_seconds=8.0 if args.quick else 10.0, drain_max=20.0 if args.quick else 60.0)
-            results["runs"][name] = result
-            print(f"{name}: sent {result['sent']}, lost {result['lost']}, stuck {result['stuck']}, "
-                  f"duplicates {result['visible_duplicates']}, drain {result['drain_seconds']} s, "
-                  f"displayed {result['displayed']}, socket p99 {result['socket_p99_ms']} ms, "
-                  f"any p99 {result['any_p99_ms']} ms, detected {result['detected']}", flush=True)
-        for user in users.values():
-            user.finish()
-        results["throughput"] = throughput(dep, sign_in, users_n=throughput_users,
-                                           seconds=10.0 if args.quick else 30.0,
-                                           threads=16 if args.quick else 64, overload=not args.no_overload)
-        results["send_cpu_per_notification_ratio"] = results["throughput"]["send_cpu_per_notification_ratio"]
-        print(f"throughput: {results['throughput']}", flush=True)
+    if plain or "throughput" in names:
+        t0 = time.time()
+        workers_users = max(users_n + browsers if plain else 0, throughput_users if "throughput" in names else 0)
+        with deployed(args.database, workers=2, users=workers_users, worker_class=args.worker_class,
+                      config=CONFIG) as dep:
+            phases["deploy"] = round(time.time() - t0, 1)
+            if plain:
+                run_all(dep, plain, results, quick=args.quick, users_n=users_n, per_user=per_user,
+                        browsers=browsers)
+            if "throughput" in names:
+                t0 = time.time()
+                results["throughput"] = throughput(dep, sign_in, users_n=throughput_users,
+                                                   seconds=10.0 if args.quick else 30.0,
+                                                   threads=16 if args.quick else 64, overload=not args.no_overload)
+                results["send_cpu_per_notification_ratio"] = results["throughput"]["send_cpu_per_notification_ratio"]
+                phases["throughput"] = round(time.time() - t0, 1)
+                print(f"throughput: {results['throughput']}", flush=True)
+    if on_hosts:
+        why = network.available()
+        if why:
+            for name in on_hosts:
+                results["runs"][name] = {"error": f"cannot make network namespaces here: {why}"}
+                print(f"{name}: not run: {why}", flush=True)
+        else:
+            t0 = time.time()
+            with deployed(args.database, hosts=True, workers=2, users=users_n + browsers,
+                          worker_class=args.worker_class, config=CONFIG) as dep:
+                phases["deploy_on_hosts"] = round(time.time() - t0, 1)
+                run_all(dep, on_hosts, results, quick=args.quick, users_n=users_n, per_user=per_user,
+                        browsers=browsers)
     results["targets_met"] = targets(results)
     results["seconds"] = round(time.time() - began, 1)
     name = "chaos-throughput.json" if args.throughput_only else "chaos.json"
     with open(os.path.join(RESULTS, name), "w") as f:
         json.dump(results, f, indent=1)
     print(json.dumps(results))
-    return 0
+    problems = failures(results)
+    incomplete = [line for line in problems if "did not complete" in line]
+    for line in (problems if args.check else incomplete):
+        print(f"chaos: {line}", file=sys.stderr)
+    return 1 if incomplete or (args.check and problems) else 0
 
 
 if __name__ == "__main__":

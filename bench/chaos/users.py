@@ -6,8 +6,9 @@ URLs, poll interval) read from the page, and the same rules as ``client.js``:
 
 - a notification is shown once in the tab whatever brings it (socket, poll, a flash in the
   page), remembered by id; a later copy is dropped (and counted as dropped, not as shown);
-- a notification from the socket goes into the ack outbox (the cookie the next request
-  carries) and is acknowledged over the socket; the reply takes it out of the outbox;
+- a notification from the socket or a poll, or a flash in a page, goes into the ack outbox
+  (the cookie the next request carries) and is acknowledged over the socket (a poll's, without
+  a socket, by ``POST api/notifications/ack``); the reply takes it out of the outbox;
 - it polls every ``POLL_INTERVAL`` (six times that while live in normal mode), at once when
   the socket drops, when told ``pending`` and after a poll that returned something;
 - it loads a page now and then and reads the extension's flashes by their id marker.
@@ -120,6 +121,9 @@ class SimUser:
             bits = FLASH_ID.search(tail)
             nid = int(bits.group(1).replace(ZERO, "0").replace(ONE, "1"), 2) if bits else None
             self.show(nid, found_marker.group(1), "flash")
+            if nid is not None:
+                self._outbox_add(nid)  # the page response put it there; client.js keeps it
+        self._send_acks()
 
     def show(self, nid: int | None, marker: str, channel: str) -> bool:
         """Show it unless this tab has shown that id; a flash without an id cannot be told apart."""
@@ -140,12 +144,25 @@ class SimUser:
 
     # -- the outbox ----------------------------------------------------------------------
     def _carry_outbox(self) -> None:
+        """Write the outbox as the one cookie a browser keeps: what a page's response put in
+        it (the flashes it rendered) joins the outbox first, as client.js reads it on load."""
+        jar = self.http.cookies
+        mine = [c for c in jar if c.name == OUTBOX_COOKIE]
         with self.lock:
+            for cookie in mine:
+                for nid in (int(part) for part in (cookie.value or "").split(".") if part.isdigit()):
+                    if nid not in self.outbox:
+                        self.outbox.append(nid)
             value = ".".join(str(i) for i in self.outbox[-20:])
+        for cookie in mine:
+            jar.clear(cookie.domain, cookie.path, cookie.name)
         if value:
-            self.http.cookies.set(OUTBOX_COOKIE, value, path="/")
-        else:
-            self.http.cookies.pop(OUTBOX_COOKIE, None)
+            jar.set(OUTBOX_COOKIE, value, path="/")
+
+    def _outbox_add(self, nid: int) -> None:
+        with self.lock:
+            if nid not in self.outbox:
+                self.outbox.append(nid)
 
     def _confirmed(self, ids: list[int]) -> None:
         with self.lock:
@@ -219,10 +236,21 @@ class SimUser:
         except Exception:
             pass
 
-    def _send_acks(self) -> None:
+    def _send_acks(self, via_http: bool = False) -> None:
         sio = self.sio
         with self.lock:
             ids = list(self.outbox)
+        if ids and via_http and (sio is None or not self.live):
+            # client.js: without a socket, what a poll showed is confirmed at once by POST
+            try:
+                reply = self.http.post(self.base + self.settings.get("ackUrl", "/emergency/api/notifications/ack"),
+                                       json={"ids": ids[-20:]},
+                                       headers={"X-CSRF-Token": self.settings.get("csrfToken") or ""}, timeout=20)
+                if reply.status_code == 200:
+                    self._confirmed(ids[-20:])
+            except requests.RequestException:
+                pass  # the ids stay in the outbox for the next request
+            return
         if not ids or sio is None or not self.live:
             return
 
@@ -254,9 +282,14 @@ class SimUser:
         data = reply.json()
         self.mode = data.get("mode", self.mode)
         self.poll_interval = float(data.get("poll_interval") or self.poll_interval)
-        for n in data.get("notifications") or []:
+        offered = data.get("notifications") or []
+        for n in offered:
+            # shown, or dropped as a copy this tab showed: confirmed either way (client.js)
             self.show(int(n["id"]), str(n.get("title") or f"id:{n['id']}"), "poll")
-        return len(data.get("notifications") or [])
+            self._outbox_add(int(n["id"]))
+        if offered:
+            self._send_acks(via_http=True)
+        return len(offered)
 
     def _interval(self) -> float:
         base = self.poll_interval

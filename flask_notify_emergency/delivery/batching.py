@@ -57,7 +57,8 @@ class GroupCommit(Generic[T, R]):
 
     def _run_batch(self) -> None:
         with self._lock:
-            batch, size = [], 0
+            batch: list[_Call[T, R]] = []
+            size = 0
             while self._queue and (not batch or size + len(self._queue[0].items) <= self.max_items):
                 call = self._queue.pop(0)
                 batch.append(call)

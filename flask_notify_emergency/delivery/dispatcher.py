@@ -26,7 +26,7 @@ from ..config import BANNER_LEVELS, BANNER_YEARS, PRIORITIES
 from ..models import utcnow
 from .batching import GroupCommit
 from .breaker import CircuitBreaker
-from .store import NotificationStore
+from .store import Acked, NotificationStore
 
 log = logging.getLogger("flask_notify_emergency")
 
@@ -86,7 +86,7 @@ class Dispatcher:
         #: ids this worker emitted whose acknowledgement it has not seen (the watcher skips the others)
         self._awaiting: set[int] = set()
         #: acknowledgements arriving together in this worker share one transaction
-        self._acks: GroupCommit[tuple[int, str, str], float | None] = GroupCommit(self._acknowledge_batch)
+        self._acks: GroupCommit[tuple[int, str, str | None], Acked | None] = GroupCommit(self._acknowledge_batch)
         self._watch_cv = threading.Condition()
         self._watcher: threading.Thread | None = None
         self._stop = threading.Event()
@@ -296,49 +296,58 @@ class Dispatcher:
             self.fallback(payload, "failed")
             return
         if result is True:
-            self.acknowledge(nid, uid)
+            self.acknowledge(nid, uid, "realtime")
         else:
             self._track(nid, uid)
 
     def fallback(self, payload: dict[str, Any], reason: str) -> None:
         signals.notification_fallback.send(self.app, notification=payload, reason=reason)
 
-    def acknowledge(self, notification_id: int, user_id: str, channel: str = "realtime") -> bool:
-        """The client confirmed it has the notification: mark it delivered, once."""
+    def acknowledge(self, notification_id: int, user_id: str, channel: str | None = None) -> bool:
+        """The client confirmed it has the notification: mark it delivered, once.
+        ``channel``: see :meth:`acknowledge_many`."""
         return bool(self.acknowledge_many([notification_id], user_id, channel))
 
-    def acknowledge_many(self, notification_ids: list[int], user_id: str, channel: str = "realtime") -> list[int]:
-        """The client confirmed it has these notifications: mark each delivered, once; the ids
-        this call marked. Acknowledgements arriving together in this worker share one
-        transaction and one breaker write (:class:`GroupCommit`)."""
-        if not notification_ids:
-            return []
-        marked = self._acks([(int(nid), user_id, channel) for nid in notification_ids])
-        acked = [(int(nid), seconds) for nid, seconds in zip(notification_ids, marked) if seconds is not None]
-        if acked:
-            signals.notification_delivered.send(self.app, notification_ids=[nid for nid, _ in acked],
-                                                user_id=user_id, channel=channel,
-                                                seconds=[seconds for _, seconds in acked])
-        return [nid for nid, _ in acked]
+    def acknowledge_many(self, ids: list[int], user_id: str, channel: str | None = None) -> list[int]:
+        """The browser showed these notifications (a socket ack, the ack outbox, the ack
+        endpoint): mark the user's undelivered ones delivered, counted by ``channel``, else by
+        the fallback that offered them, else as real time. The ids this call marked.
 
-    def _acknowledge_batch(self, items: list[tuple[int, str, str]]) -> list[float | None]:
-        """One transaction per channel for the acknowledgements of a batch; for each item that
-        marked its row, the seconds from the row's creation (one item per row, when two
-        callers acknowledged the same id), else None."""
-        by_channel: dict[str, list[tuple[int, str]]] = {}
+        Acknowledgements arriving together in this worker share one transaction and one
+        breaker write (:class:`GroupCommit`); ``notification_delivered`` is sent once per
+        channel counted, with each row's seconds from creation to delivery."""
+        if not ids:
+            return []
+        marked = self._acks([(int(nid), user_id, channel) for nid in ids])
+        by_channel: dict[str, list[tuple[int, float]]] = {}
+        for nid, acked in zip(ids, marked):
+            if acked is not None:
+                by_channel.setdefault(acked.channel, []).append((int(nid), acked.seconds))
+        for shown_by, group in by_channel.items():
+            signals.notification_delivered.send(self.app, notification_ids=[nid for nid, _ in group],
+                                                user_id=user_id, channel=shown_by,
+                                                seconds=[seconds for _, seconds in group])
+        return [int(nid) for nid, acked in zip(ids, marked) if acked is not None]
+
+    def _acknowledge_batch(self, items: list[tuple[int, str, str | None]]) -> list[Acked | None]:
+        """One transaction per explicit channel (None: counted by the row's offer) for the
+        acknowledgements of a batch; for each item that marked its row, what it marked (one
+        item per row, when two callers acknowledged the same id), else None."""
+        by_channel: dict[str | None, list[tuple[int, str]]] = {}
         for nid, uid, channel in items:
             by_channel.setdefault(channel, []).append((nid, uid))
-        marked: dict[tuple[str, int], float] = {}
+        marked: dict[tuple[str | None, int], Acked] = {}
         for channel, acks in by_channel.items():
-            marked.update({(channel, nid): seconds
-                           for nid, seconds in self.store.acknowledge_many(acks, channel).items()})
+            marked.update({(channel, nid): acked
+                           for nid, acked in self.store.acknowledge_many(acks, channel).items()})
         # a second item of the same row marked nothing
-        results: list[float | None] = [marked.pop((channel, nid), None) for nid, _, channel in items]
-        done = sum(1 for r in results if r is not None)
+        results: list[Acked | None] = [marked.pop((channel, nid), None) for nid, _, channel in items]
         with self._watch_cv:
             self._awaiting.difference_update(nid for nid, _, _ in items)
-        if done:
-            self.breaker.record_success(done)
+        # the socket delivered these: the real-time path works (a fallback's says nothing of it)
+        realtime = sum(1 for r in results if r is not None and r.channel == "realtime")
+        if realtime:
+            self.breaker.record_success(realtime)
         return results
 
     # -- banners -------------------------------------------------------------------------
@@ -422,6 +431,10 @@ class Dispatcher:
                         overdue = self.store.overdue(grace=self.ack_timeout)
                         if overdue:
                             self._expire([n for n, _ in overdue], count_failure=False)
+                        # offers whose replies were lost: their users' next page or poll takes them
+                        lapsed = [u for u in self.store.lapsed_offer_users() if not self.state.may_have_pending(u)]
+                        if lapsed:
+                            self.state.mark_pending_many(lapsed)
             except Exception as exc:  # the database may be down; rows stay and are swept later
                 log.warning("flask-notify-emergency: acknowledgement watcher: %s", exc)
                 self._stop.wait(1.0)

@@ -18,7 +18,7 @@ except ImportError:  # pragma: no cover
 from .. import signals
 from ..access import current_user_id
 from . import ack_outbox
-from .flashes import flash_message, on_logout, remember_claimed, settle_response
+from .flashes import flash_id, flash_message, on_logout, remember_claimed, settle_response
 
 
 def connect_receivers(app: Any, ext_state: Any) -> None:
@@ -42,31 +42,33 @@ def connect_receivers(app: Any, ext_state: Any) -> None:
     user_logged_out.connect(logged_out, sender=app, weak=False)
 
 
-def claim_for_user(ext_state: Any, user_id: str, limit: int, channel: str) -> list[dict[str, Any]]:
-    """Claim up to ``limit`` pending rows of a user, keeping the pending marker right.
+def claim_for_user(ext_state: Any, user_id: str, limit: int, channel: str,
+                   exclude: set[int] | None = None) -> list[dict[str, Any]]:
+    """Offer up to ``limit`` pending rows of a user by ``channel``, keeping the pending marker
+    right. The rows are delivered when the browser confirms them (the ack outbox, the socket,
+    the ack endpoint); ``notification_delivered`` is sent then, not here.
 
     The marker is cleared *before* the claim, so a notification stored meanwhile re-marks
-    the user and is never stranded; a full batch means more may wait, so it is re-set.
+    the user and is never stranded; a full batch means more may wait, so it is re-set. An
+    offer whose confirmation never comes lapses, and the sweep marks its user again.
     """
     state = ext_state.state
     state.clear_pending(user_id)
     try:
-        rows = ext_state.store.claim(user_id, limit, channel)
+        rows = ext_state.store.claim(user_id, limit, channel, exclude)
     except Exception:
         state.mark_pending(user_id)  # database down: try again on a later request
         raise
     if len(rows) >= limit:
         state.mark_pending(user_id)
-    if rows:
-        signals.notification_delivered.send(
-            ext_state.app, notification_ids=[r["id"] for r in rows], user_id=user_id, channel=channel)
     return rows
 
 
 def flash_pending(ext_state: Any) -> None:
     """``before_request`` hook: flash a few pending notifications into a page request.
 
-    What the page before could not acknowledge is acknowledged first, so it is not flashed.
+    What the page before could not acknowledge (and the flashes a page before showed) is
+    acknowledged first, so it is not flashed.
     """
     ack_outbox.consume(ext_state)
     if not ext_state.state.anyone_pending():
@@ -83,12 +85,14 @@ def flash_pending(ext_state: Any) -> None:
     cfg = ext_state.app.config
     if req.endpoint in cfg["NOTIFY_EMERGENCY_FLASH_SKIP_ENDPOINTS"]:
         return  # the host says these never show flashes (a logout, a download, an embed)
-    waiting = len(session.get("_flashes", []))
-    room = cfg["NOTIFY_EMERGENCY_FLASH_BATCH_SIZE"] - waiting
+    waiting = session.get("_flashes", [])
+    room = cfg["NOTIFY_EMERGENCY_FLASH_BATCH_SIZE"] - len(waiting)
     if room <= 0:
         return
+    # a flash of ours still waiting in the session is under its offer, however old: not twice
+    exclude = {nid for _, message in waiting if (nid := flash_id(message)) is not None}
     try:
-        rows = claim_for_user(ext_state, uid, room, "flash")
+        rows = claim_for_user(ext_state, uid, room, "flash", exclude)
     except Exception as exc:  # never break the host's page because our store is down
         ext_state.app.logger.warning("flask-notify-emergency: could not claim pending notifications: %s", exc)
         return
@@ -101,3 +105,9 @@ def flash_pending(ext_state: Any) -> None:
     after_this_request(lambda response: settle_response(ext_state, response))
     for row in rows:
         flash(flash_message(row, cut), categories.get(row["priority"], "info"))
+
+
+def settle_outbox(ext_state: Any, response: Any) -> Any:
+    """``after_request`` hook: the flashes a page shows go into the ack outbox cookie, for the
+    browser's next request to confirm (:func:`.ack_outbox.settle`)."""
+    return ack_outbox.settle(ext_state, response)

@@ -125,6 +125,7 @@ class PageHelpers:
         ext = self.ext
         settings = {
             "pollUrl": urls["poll"],
+            "ackUrl": urls["ack"],
             "bannersUrl": urls["banners"],
             "pollInterval": poll_interval,
             "namespace": ext.namespace,
@@ -152,6 +153,7 @@ class PageHelpers:
             return urls
         urls = {
             "poll": url_for(f"{bp}.poll"),
+            "ack": url_for(f"{bp}.ack"),
             "banners": url_for(f"{bp}.banners"),
             "css": url_for(f"{bp}.static", filename="notify-emergency.css"),
             "socketio": url_for(f"{bp}.static", filename="vendor/socket.io.min.js"),

@@ -1,7 +1,8 @@
 """Socket.IO handlers on the notification namespace.
 
 Users join their own room on connect, from ``current_user`` on the server, never from
-anything the client sends. The browser acknowledges each notification it shows.
+anything the client sends. The browser acknowledges each notification it shows, whatever
+brought it (the socket, a poll, a flash): one transaction per acknowledgement frame.
 """
 
 from __future__ import annotations
@@ -21,6 +22,22 @@ MODE_EVENT = "notify_emergency:mode"
 PENDING_EVENT = "notify_emergency:pending"
 #: The most notification ids one acknowledgement frame may carry.
 MAX_ACK_IDS = 200
+
+
+def valid_ids(raw_ids: list[Any]) -> list[int]:
+    """The row ids in a client's list (ints or digit strings naming a possible row), each once,
+    in the order given."""
+    ids: list[int] = []
+    for raw in raw_ids:
+        if isinstance(raw, bool) or not isinstance(raw, (int, str)):
+            continue
+        try:
+            nid = int(raw)
+        except ValueError:
+            continue
+        if 0 < nid <= MAX_ROW_ID and nid not in ids:
+            ids.append(nid)
+    return ids
 
 
 def register(socketio: Any, ext_state: Any) -> None:
@@ -56,17 +73,7 @@ def register(socketio: Any, ext_state: Any) -> None:
             return {"ok": False, "error": "send {'id': N} or {'ids': [N, ...]}"}
         if len(ids) > MAX_ACK_IDS:
             return {"ok": False, "error": f"at most {MAX_ACK_IDS} ids per ack; send the rest in another"}
-        wanted: list[int] = []
-        for raw in ids:
-            if isinstance(raw, bool) or not isinstance(raw, (int, str)):
-                continue
-            try:
-                nid = int(raw)
-            except ValueError:
-                continue
-            if 0 < nid <= MAX_ROW_ID and nid not in wanted:
-                wanted.append(nid)
-        return {"ok": True, "acknowledged": ext_state.dispatcher.acknowledge_many(wanted, uid)}
+        return {"ok": True, "acknowledged": ext_state.dispatcher.acknowledge_many(valid_ids(ids), uid)}
 
     def on_mode_changed(sender: Any, old: str, new: str, **_: Any) -> None:
         # best effort: pages re-read banners and mode; polling covers a broken socket

@@ -1,11 +1,12 @@
 """What the stored rows say about delivery: failure rate of the real-time path, stuck rows.
 
 A row's columns tell its story (see :mod:`.dispatcher`): ``attempts`` is 1 when ``send()``
-tried the socket and 0 when it skipped it; every claim by a fallback adds 1; an
-acknowledged row has ``channel = 'realtime'``. So, among rows created in the window:
+tried the socket and 0 when it skipped it; a fallback's offer the browser confirmed adds 1
+(an offer still awaiting its confirmation is undelivered and adds nothing); an acknowledged
+row has ``channel = 'realtime'``. So, among rows created in the window:
 
 * **attempted over the socket** = ``channel = 'realtime'``, or ``attempts >= 2`` (tried,
-  then claimed by a fallback), or ``attempts >= 1`` and still undelivered;
+  then delivered by a fallback), or ``attempts >= 1`` and still undelivered;
 * rows still inside their acknowledgement deadline are in flight and not judged yet;
 * **failed** = attempted and not delivered by the socket.
 """

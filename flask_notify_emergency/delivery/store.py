@@ -1,7 +1,13 @@
-"""The notification store: rows are written before delivery and claimed exactly once.
+"""The notification store: rows are written before delivery and delivered exactly once.
 
-Claiming is one conditional UPDATE (``... WHERE delivered = false``) tagged with a random
-token, so two workers or two tabs racing for the same rows each get a disjoint set.
+A fallback (a flash, a poll) *offers* rows: one conditional UPDATE tagged with a random token
+sets ``offered_at``/``offered_via`` on rows that are not delivered and not under an offer still
+waiting for its confirmation, so two workers or two tabs racing for the same rows each get a
+disjoint set. An offered row stays undelivered: only the browser's confirmation that it showed
+the row (:meth:`NotificationStore.acknowledge_many`, fed by the ack outbox, the socket and the
+ack endpoint) marks it delivered, by the channel that offered it. An offer not confirmed within
+``confirm_timeout`` seconds (the reply never reached the browser: a killed worker, a cut
+connection, a page that navigated away) lapses, and the row is offered again.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import logging
 import random
 import time
 import uuid
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 
@@ -120,8 +126,12 @@ def _ping_if_idle(dbapi_connection: Any, record: Any, proxy: Any) -> None:
         raise sa.exc.DisconnectionError(f"an idle pooled connection did not answer: {exc}") from exc
 
 
-class _Raced(Exception):
-    """A write changed fewer rows than the read before it found: run the transaction again."""
+class Acked(NamedTuple):
+    """A row an acknowledgement marked delivered: the channel it was counted by, and its
+    seconds from creation to delivery."""
+
+    channel: str
+    seconds: float
 
 
 def _inserted_id(result: sa.engine.CursorResult[Any]) -> int:
@@ -135,11 +145,13 @@ def _inserted_id(result: sa.engine.CursorResult[Any]) -> int:
 class NotificationStore:
     """Reads and writes notification and banner rows through the host's engine."""
 
-    def __init__(self, engine: sa.engine.Engine, models: Models) -> None:
+    def __init__(self, engine: sa.engine.Engine, models: Models, confirm_timeout: float = 30.0) -> None:
         #: where :meth:`pending_users_changed` goes on: newest id, time and sweep position read
         self._pending_cursor: dict[str, Any] | None = None
         self.engine = engine
         self.models = models
+        #: seconds an offer (a flash, a poll) waits for the browser's confirmation
+        self.confirm_timeout = float(confirm_timeout)
         self.table = models.Notification.__table__
         self.banners = models.Banner.__table__
         self.hourly = HourlyTotals(engine, models)
@@ -175,14 +187,28 @@ class NotificationStore:
             self.hourly.added(conn, rows)
         return ids
 
-    def claim(self, user_id: str, limit: int, channel: str) -> list[dict[str, Any]]:
-        """Atomically take up to ``limit`` claimable rows of a user and mark them delivered.
+    def _claimable(self, now: dt.datetime) -> list[Any]:
+        """The conditions of rows a fallback may offer now: undelivered, not awaiting a
+        real-time ack, not expired, and not under an offer whose confirmation may still come."""
+        t = self.table
+        lapsed = now - dt.timedelta(seconds=self.confirm_timeout)
+        return [t.c.delivered == sa.false(),
+                sa.or_(t.c.realtime_deadline.is_(None), t.c.realtime_deadline < now),
+                sa.or_(t.c.expires_at.is_(None), t.c.expires_at > now),
+                sa.or_(t.c.offered_at.is_(None), t.c.offered_at < lapsed)]
 
-        Rows another claimer took between our SELECT and UPDATE are skipped; we then look
-        again, so a poll racing another tab still gets what is waiting instead of nothing.
+    def claim(self, user_id: str, limit: int, channel: str,
+              exclude: set[int] | None = None) -> list[dict[str, Any]]:
+        """Atomically offer up to ``limit`` claimable rows of a user by ``channel``.
+
+        The rows stay undelivered until the browser confirms them (:meth:`acknowledge_many`);
+        unconfirmed, they are claimable again after ``confirm_timeout``. Rows another claimer
+        took between our SELECT and UPDATE are skipped; we then look again, so a poll racing
+        another tab still gets what is waiting instead of nothing. ``exclude``: ids not to
+        offer (a flash of them already waits in the session).
         """
         claimed: list[dict[str, Any]] = []
-        unsendable: set[int] = set()
+        unsendable: set[int] = set(exclude or ())
         for _ in range(CLAIM_ROUNDS):
             selected, rows, bad = retry_on_contention(
                 lambda: self._claim_once(user_id, limit - len(claimed), channel, unsendable))
@@ -194,23 +220,19 @@ class NotificationStore:
 
     def _claim_once(self, user_id: str, limit: int, channel: str,
                     unsendable: set[int]) -> tuple[int, list[dict[str, Any]], set[int]]:
-        """One claiming transaction: (rows selected, rows this call marked delivered, ids of
-        rows left alone because their payload cannot be sent as JSON).
+        """One claiming transaction: (rows selected, rows this call offered, ids of rows left
+        alone because their payload cannot be sent as JSON).
 
-        Each payload is built and serialised *before* its row is marked delivered, so a row
-        the reply could not carry is never lost as delivered: it stays pending, logged.
+        Each payload is built and serialised *before* its row is offered, so a row the reply
+        could not carry is never offered: it stays pending, logged.
         """
         t = self.table
         now = utcnow()
         token = uuid.uuid4().hex
-        claimable = sa.and_(
-            t.c.user_id == user_id,
-            t.c.delivered == sa.false(),
-            sa.or_(t.c.realtime_deadline.is_(None), t.c.realtime_deadline < now),
-            sa.or_(t.c.expires_at.is_(None), t.c.expires_at > now),
-        )
+        claimable = self._claimable(now)
+        mine = sa.and_(t.c.user_id == user_id, *claimable)
         if unsendable:
-            claimable = sa.and_(claimable, t.c.id.not_in(unsendable))
+            mine = sa.and_(mine, t.c.id.not_in(unsendable))
         # The candidates are read outside the claiming transaction, which then touches rows by
         # primary key only: on SERIALIZABLE a range read inside it would conflict with every
         # ack of that user's rows, and on MariaDB it would take gap locks. The read itself is
@@ -218,7 +240,7 @@ class NotificationStore:
         with self.engine.connect() as conn:
             if self.engine.dialect.name != "sqlite":
                 conn = conn.execution_options(isolation_level="READ COMMITTED")
-            candidates = conn.execute(sa.select(t).where(claimable).order_by(t.c.id).limit(limit)).all()
+            candidates = conn.execute(sa.select(t).where(mine).order_by(t.c.id).limit(limit)).all()
         payloads: dict[int, dict[str, Any]] = {}
         bad: set[int] = set()
         for row in candidates:
@@ -235,74 +257,105 @@ class NotificationStore:
             return 0, [], bad
         ids = sorted(payloads)
         with self.engine.begin() as conn:
+            # the same conditions again, on the rows' current versions: a row another claimer
+            # offered (or a browser confirmed) since our read is left alone
             conn.execute(
                 t.update()
-                .where(t.c.id.in_(ids), t.c.delivered == sa.false())
-                .values(delivered=True, delivered_at=now, channel=channel, claim_token=token,
-                        attempts=t.c.attempts + 1)
+                .where(t.c.id.in_(ids), *claimable)
+                .values(offered_at=now, offered_via=channel, claim_token=token)
             )
             taken = conn.execute(sa.select(t.c.id).where(t.c.id.in_(ids), t.c.claim_token == token)
                                  .order_by(t.c.id)).scalars().all()
-            # an undelivered row's channel changes only with ``delivered``: what the candidate
-            # read says is what this UPDATE changed
-            before = {int(row.id): row for row in candidates}
-            self.hourly.moved(conn, [(before[int(nid)].created_at, before[int(nid)].channel, channel)
-                                     for nid in taken])
         return len(ids), [payloads[int(nid)] for nid in taken], bad
 
-    def acknowledge(self, notification_id: int, user_id: str, channel: str = "realtime") -> bool:
-        """Mark one row delivered if it is the user's and not yet delivered; True if we did."""
+    def acknowledge(self, notification_id: int, user_id: str, channel: str | None = "realtime") -> bool:
+        """Mark one row delivered if it is the user's and not yet delivered; True if we did.
+        ``channel``: see :meth:`acknowledge_many`."""
         return bool(self.acknowledge_many([(notification_id, user_id)], channel))
 
-    def acknowledge_many(self, acks: list[tuple[int, str]], channel: str = "realtime") -> dict[int, float]:
-        """Mark delivered each (id, user) whose row is that user's and not delivered yet, all in
-        one transaction; the ids this call marked, each with its seconds from creation to
-        delivery (the acknowledgement latency, read with the row: no second query).
+    def acknowledge_many(self, acks: list[tuple[int, str]],
+                         channel: str | None = None) -> dict[int, Acked]:
+        """The browser showed these rows: mark delivered each ``(id, user)`` whose row is that
+        user's and not delivered yet, in one transaction (another only for rows a claim
+        offered meanwhile); for each row this call marked, the channel it was counted by and
+        its seconds from creation to delivery (the acknowledgement latency, read with the row).
+
+        The channel counted is ``channel`` when given, else the one that offered the row
+        (``offered_via``: a flash, a poll), else ``realtime`` (it came over the socket). A row
+        a fallback showed counts one more delivery attempt (see :mod:`.stats`).
 
         The rows are read by primary key with a locking read (``FOR UPDATE``; SQLite has one
-        writer at a time), then updated by primary key alone: with ``user_id`` in a WHERE,
+        writer at a time) and updated by primary key alone: with ``user_id`` in a WHERE,
         MariaDB may go through the ``(user_id, delivered, id)`` index and take gap locks that
-        deadlock two acks. The UPDATE keeps ``delivered = false``: should it change fewer rows
-        than the read found (a writer between a SQLite read and its write), the transaction is
-        run again, so what it reports is exactly what it changed.
+        deadlock two acks. Each UPDATE is conditional on what the read saw and tags its rows
+        with a token, so what this reports is exactly what it changed; a row a claim offered
+        between the read and the UPDATE (possible on SQLite) is read again, never dropped.
         """
         wanted: dict[int, str] = {}
         for nid, uid in acks:
-            wanted.setdefault(int(nid), str(uid))
-        if not wanted:
-            return {}
-        return retry_on_contention(lambda: self._acknowledge_once(wanted, channel))
-
-    def _acknowledge_once(self, wanted: dict[int, str], channel: str) -> dict[int, float]:
-        ids = sorted(wanted)
+            if 0 < int(nid) <= MAX_ROW_ID:
+                wanted.setdefault(int(nid), str(uid))
+        marked: dict[int, Acked] = {}
         for _ in range(CLAIM_ROUNDS):
-            try:
-                return self._acknowledge_round(wanted, ids, channel)
-            except _Raced:
-                continue  # raced between the read and the write (SQLite): read again
-        raise RuntimeError("flask-notify-emergency: acknowledgements kept racing another writer")
+            if not wanted:
+                return marked
+            todo = wanted
+            got, again = retry_on_contention(lambda: self._acknowledge_once(todo, channel))
+            marked.update(got)
+            wanted = {nid: todo[nid] for nid in again}
+        if wanted:  # offered anew every round: still undelivered, the next confirmation marks them
+            log.warning("flask-notify-emergency: acknowledgements of %d row(s) kept racing claims",
+                        len(wanted))
+        return marked
 
-    def _acknowledge_round(self, wanted: dict[int, str], ids: list[int], channel: str) -> dict[int, float]:
+    def _acknowledge_once(self, wanted: dict[int, str],
+                          channel: str | None) -> tuple[dict[int, Acked], list[int]]:
+        """One transaction: (the rows it marked, ids to read again because a claim offered them
+        between this read and this UPDATE)."""
         t = self.table
+        marked: dict[int, Acked] = {}
+        again: list[int] = []
         with self.engine.begin() as conn:
             # created_at never changes, and an undelivered row's channel changes only with
-            # ``delivered``: what this reads is what the UPDATE below changes
-            found = conn.execute(sa.select(t.c.id, t.c.user_id, t.c.created_at, t.c.channel)
-                                 .where(t.c.id.in_(ids), t.c.delivered == sa.false())
-                                 .order_by(t.c.id).with_for_update()).all()
-            mine = [row for row in found if str(row.user_id) == wanted[int(row.id)]]
-            if not mine:
-                return {}
+            # ``delivered``: what this reads is what the UPDATE below changes, if it does
+            found = [r for r in conn.execute(
+                sa.select(t.c.id, t.c.user_id, t.c.created_at, t.c.channel, t.c.offered_via)
+                .where(t.c.id.in_(sorted(wanted)), t.c.delivered == sa.false())
+                .order_by(t.c.id).with_for_update()) if str(r.user_id) == wanted[int(r.id)]]
+            if not found:
+                return marked, again
+            # one UPDATE per offering channel read (one, nearly always), conditional on it, so
+            # the channel counted is the one the row has when it is marked
+            groups: dict[str | None, list[Any]] = {}
+            for row in found:
+                groups.setdefault(row.offered_via, []).append(row)
+            token = uuid.uuid4().hex
             now = utcnow()
-            changed = conn.execute(
-                t.update()
-                .where(t.c.id.in_([int(row.id) for row in mine]), t.c.delivered == sa.false())
-                .values(delivered=True, delivered_at=now, channel=channel)
-            ).rowcount
-            if changed == len(mine):
-                self.hourly.moved(conn, [(row.created_at, row.channel, channel) for row in mine])
-                return {int(row.id): max(0.0, (now - row.created_at).total_seconds()) for row in mine}
-            raise _Raced()  # leaves the block: the transaction rolls back
+            moved = []
+            for via, rows in sorted(groups.items(), key=lambda g: g[0] or ""):
+                shown_by = channel or via or "realtime"
+                group = sorted(int(r.id) for r in rows)
+                result = conn.execute(
+                    t.update()
+                    .where(t.c.id.in_(group), t.c.delivered == sa.false(),
+                           t.c.offered_via.is_(None) if via is None else t.c.offered_via == via)
+                    .values(delivered=True, delivered_at=now, channel=shown_by, claim_token=token,
+                            attempts=t.c.attempts + (0 if shown_by == "realtime" else 1))
+                )
+                done = group
+                if int(result.rowcount or 0) != len(group):
+                    # some were confirmed elsewhere (gone) or offered anew (read again) meanwhile
+                    done = sorted(int(i) for i in conn.execute(
+                        sa.select(t.c.id).where(t.c.id.in_(group), t.c.claim_token == token)).scalars())
+                    again += sorted(set(group) - set(done))
+                before = {int(r.id): r for r in rows}
+                for nid in done:
+                    row = before[nid]
+                    marked[nid] = Acked(shown_by, max(0.0, (now - row.created_at).total_seconds()))
+                    moved.append((row.created_at, row.channel, shown_by))
+            if moved:
+                self.hourly.moved(conn, moved)
+        return marked, again
 
     def undelivered(self, ids: list[int]) -> list[int]:
         """Those of these ids whose rows exist and are not delivered (one read, by primary key)."""
@@ -339,30 +392,21 @@ class NotificationStore:
         return deleted
 
     def unclaim(self, ids: list[int], user_id: str, channel: str) -> int:
-        """Return rows a claim of ``channel`` took for a response that will not show them to
-        pending; only the user's own rows, only those that channel delivered. Returns how many."""
+        """Withdraw offers ``channel`` made for a response that will not show them: the rows
+        are claimable again at once; only the user's own, undelivered rows that channel
+        offered. Returns how many."""
         if not ids:
             return 0
         t = self.table
-
-        taken = sa.and_(t.c.id.in_(ids), t.c.user_id == user_id, t.c.delivered == sa.true(), t.c.channel == channel)
+        taken = sa.and_(t.c.id.in_(ids), t.c.user_id == user_id, t.c.delivered == sa.false(),
+                        t.c.offered_via == channel)
 
         def unclaim_once() -> int:
-            returned = 0
             with self.engine.begin() as conn:
-                found = conn.execute(sa.select(t.c.id, t.c.created_at).where(taken)).all()
-                # one UPDATE per hour, so each one's row count says what went back in that hour
-                hours: dict[Any, list[int]] = {}
-                for nid, created_at in found:
-                    hours.setdefault(created_at.replace(minute=0, second=0, microsecond=0), []).append(nid)
-                for hour, group in sorted(hours.items()):
-                    count = int(conn.execute(
-                        t.update().where(taken, t.c.id.in_(group))
-                        .values(delivered=False, delivered_at=None, channel=None, claim_token=None,
-                                realtime_deadline=None)).rowcount or 0)
-                    self.hourly.moved(conn, [(hour, channel, None)] * count)
-                    returned += count
-            return returned
+                return int(conn.execute(
+                    t.update().where(taken)
+                    .values(offered_at=None, offered_via=None, claim_token=None, realtime_deadline=None)
+                ).rowcount or 0)
 
         return retry_on_contention(unclaim_once)
 
@@ -382,16 +426,24 @@ class NotificationStore:
 
         return retry_on_contention(release)
 
-    def _claimable(self, now: dt.datetime) -> list[Any]:
-        t = self.table
-        return [t.c.delivered == sa.false(),
-                sa.or_(t.c.realtime_deadline.is_(None), t.c.realtime_deadline < now),
-                sa.or_(t.c.expires_at.is_(None), t.c.expires_at > now)]
-
     def pending_user_ids(self) -> set[str]:
-        """Users with at least one claimable undelivered notification (reads the whole backlog)."""
+        """Users with at least one claimable undelivered notification, a lapsed offer too
+        (reads the whole backlog)."""
         t = self.table
         q = sa.select(t.c.user_id).where(*self._claimable(utcnow())).distinct()
+        with self.engine.connect() as conn:
+            return {str(r[0]) for r in conn.execute(q)}
+
+    def lapsed_offer_users(self) -> set[str]:
+        """Users with an offer the browser did not confirm in time (its reply was lost): the
+        row is claimable again, and its user must be marked as having pending rows."""
+        t = self.table
+        now = utcnow()
+        lapsed = now - dt.timedelta(seconds=self.confirm_timeout)
+        q = sa.select(t.c.user_id).where(
+            t.c.delivered == sa.false(), t.c.offered_at.is_not(None), t.c.offered_at < lapsed,
+            sa.or_(t.c.expires_at.is_(None), t.c.expires_at > now),
+        ).distinct().limit(10_000)
         with self.engine.connect() as conn:
             return {str(r[0]) for r in conn.execute(q)}
 

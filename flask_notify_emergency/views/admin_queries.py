@@ -104,7 +104,9 @@ def notification_dict(row: Any) -> dict[str, Any]:
     return {"id": row.id, "user_id": row.user_id, "title": row.title, "message": row.message,
             "priority": row.priority, "category": row.category, "created_at": iso(row.created_at),
             "delivered": bool(row.delivered), "delivered_at": iso(row.delivered_at),
-            "channel": row.channel, "attempts": row.attempts, "expires_at": iso(row.expires_at)}
+            "channel": row.channel, "attempts": row.attempts, "expires_at": iso(row.expires_at),
+            # undelivered, offered by a flash or a poll and awaiting the browser's confirmation
+            "offered_via": row.offered_via, "offered_at": iso(row.offered_at)}
 
 
 def notification_filters(args: Any) -> dict[str, Any]:

@@ -107,6 +107,7 @@ def test_cli_process_switches_both_servers_to_fallback_and_back(tmp_path, redis_
             page = wait_until(lambda: (lambda p: p if "During: by flash" in p else None)(
                 bob_web.get(b.url + "/", timeout=10).text), timeout=10, message="the flash on bob's page")
             assert flashes(page).count("During: by flash") == 1
+            bob_web.get(b.url + "/", timeout=10)  # his next request confirms what the page showed
             assert (row(engine, "During") or {})["channel"] == "flash"
             assert [d["title"] for d in received] == ["Before"]
 

@@ -14,7 +14,7 @@ from flask_notify_emergency.delivery.batching import GroupCommit
 from flask_notify_emergency.delivery.notifier import ACK_EVENT, EVENT
 from tests.conftest import login, user_id
 from tests.support import databases
-from tests.support.pages import NAMESPACE, received
+from tests.support.pages import NAMESPACE, notification_rows, received
 from tests.support.services import wait_until
 
 
@@ -190,3 +190,63 @@ def test_the_ack_watcher_touches_only_rows_still_unacknowledged(make_app, tmp_pa
 def _values(parameters: Any) -> set[int]:
     values = parameters.values() if isinstance(parameters, dict) else parameters or ()
     return {v for v in values if type(v) is int}
+
+
+# -- one acknowledgement batch: several users, offered and socket rows ----------------------------
+
+def test_one_batch_marks_each_users_rows_by_the_channel_that_showed_them(make_app):
+    """One store call with the pairs of two users: a flash offer, a poll offer and a socket
+    row each counted by what showed it (a fallback's with one more attempt), each with its
+    seconds; a pair naming the wrong owner marks nothing; a second call marks nothing."""
+    app, _ = make_app()
+    ext = app.extensions["notify_emergency"]
+    notify = app.extensions["demo"]["notify"]
+    alice, bob = user_id(app, "alice"), user_id(app, "bob")
+    with app.app_context():
+        flashed, plain = (int(notify.send(alice, f"a{i}", "offline")) for i in range(2))
+        polled = int(notify.send(bob, "b", "offline"))
+        assert [int(r["id"]) for r in ext.store.claim(alice, 1, "flash")] == [flashed]
+        assert [int(r["id"]) for r in ext.store.claim(bob, 1, "poll")] == [polled]
+        before = {r["id"]: r["attempts"] for r in notification_rows(app)}
+        pairs = [(flashed, alice), (polled, bob), (plain, alice), (plain, bob), (polled, alice)]
+        marked = ext.store.acknowledge_many(pairs)
+        assert {nid: acked.channel for nid, acked in marked.items()} == {
+            flashed: "flash", polled: "poll", plain: "realtime"}
+        assert all(acked.seconds >= 0 for acked in marked.values())
+        assert ext.store.acknowledge_many(pairs) == {}  # exactly once
+    rows = {r["id"]: r for r in notification_rows(app)}
+    assert {nid: (r["delivered"], r["channel"], r["attempts"] - before[nid]) for nid, r in rows.items()} == {
+        flashed: (True, "flash", 1), polled: (True, "poll", 1), plain: (True, "realtime", 0)}
+    assert ext.store.hourly.total("n:") == 0
+    assert (ext.store.hourly.total("n:flash"), ext.store.hourly.total("n:poll"),
+            ext.store.hourly.total("n:realtime")) == (1, 1, 1)
+
+
+def test_a_row_offered_between_the_read_and_the_update_is_read_again_not_dropped(make_app, tmp_path):
+    """SQLite takes its write lock only at the UPDATE: a claim that offers the row (a flash)
+    between the acknowledgement's read and its UPDATE makes the UPDATE miss it. The row is
+    read again and marked, counted by the flash that offered it, once."""
+    app, _ = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'raced.sqlite'}")
+    ext = app.extensions["notify_emergency"]
+    notify = app.extensions["demo"]["notify"]
+    alice = user_id(app, "alice")
+    with app.app_context():
+        nid = int(notify.send(alice, "raced", "offline"))
+    raced: list[int] = []
+
+    def claim_first(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if not raced and statement.lstrip().upper().startswith("UPDATE"):
+            raced.append(0)  # once: the claim's own UPDATE passes through here too
+            raced[:] = [int(r["id"]) for r in ext.store.claim(alice, 5, "flash")]
+
+    sa.event.listen(ext.store.engine, "before_cursor_execute", claim_first)
+    try:
+        with app.app_context():
+            marked = ext.dispatcher.acknowledge_many([nid], alice)
+    finally:
+        sa.event.remove(ext.store.engine, "before_cursor_execute", claim_first)
+    assert raced == [nid], "the claim did not offer the row in between"
+    assert marked == [nid]
+    [row] = notification_rows(app, id=nid)
+    assert (row["delivered"], row["channel"], row["offered_via"]) == (True, "flash", "flash")
+    assert (ext.store.hourly.total("n:flash"), ext.store.hourly.total("n:")) == (1, 0)

@@ -8,6 +8,9 @@
   not shown in another tab.
 * A host template printing flashes with ``|safe``: hostile text shows literally, and action
   URLs that would leave the site are not linked.
+* A notification a poll brought and the page showed, whose confirmation was lost (the ack
+  refused, the outbox cookie gone): the server offers it again once the confirmation deadline
+  passes, and the client drops the copy and confirms it; it is shown once.
 
 Displays are counted by id, in the page: toasts, and flash boxes the user can see.
 """
@@ -238,6 +241,71 @@ def test_an_ack_lost_with_the_socket_is_taken_from_the_outbox(browser, make_app,
         assert (row["delivered"], row["channel"]) == (True, "realtime")
         assert shown.count == Counter({nid: 1}) and other_shown.count == Counter()
         assert polled_socket == []  # every ack the page sent went over the routed websocket and was dropped
+    finally:
+        context.close()
+        served.stop()
+
+
+def test_a_polled_notification_whose_confirmation_is_lost_is_offered_again_and_shown_once(browser, make_app,
+                                                                                        tmp_path):
+    config = {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'confirm.sqlite'}",
+              "NOTIFY_EMERGENCY_ACK_TIMEOUT": 0.5, "NOTIFY_EMERGENCY_SWEEP_SECONDS": 0.3,
+              "NOTIFY_EMERGENCY_POLL_INTERVAL": 0.5, "NOTIFY_EMERGENCY_STATE_REFRESH_SECONDS": 0.5,
+              "NOTIFY_EMERGENCY_CLAIM_CONFIRM_TIMEOUT": 1.5}
+    local, _ = make_app(**config)
+    cookie = local.config["NOTIFY_EMERGENCY_ACK_COOKIE_NAME"]
+    with local.app_context():
+        alice_id = str(local.extensions["demo"]["User"].query.filter_by(username="alice").one().id)
+    served = ServedApp(free_port(), config)
+    context = browser.new_context()
+    offered: list[int] = []  # the ids of every poll reply that reached the page
+    losing = threading.Event()
+    try:
+        page = context.new_page()
+        # no socket at all: the page polls
+        page.route_web_socket(re.compile(r".*/socket\.io/.*"), lambda ws: ws.close())
+        page.route(re.compile(r".*/socket\.io/.*"), lambda route: route.abort())
+
+        def on_poll(route: Any) -> None:
+            if losing.is_set():
+                route.abort()  # the confirmation the next poll would carry is lost
+                return
+            response = route.fetch()
+            ids = [int(n["id"]) for n in response.json().get("notifications", [])]
+            offered.extend(ids)
+            if ids and len(offered) == len(ids):
+                losing.set()  # the first offer is in the page: its confirmation will be lost
+            route.fulfill(response=response)
+
+        def on_ack(route: Any) -> None:
+            if losing.is_set():
+                route.abort()
+            else:
+                route.continue_()
+
+        page.route(re.compile(r".*/api/notifications/poll$"), on_poll)
+        page.route(re.compile(r".*/api/notifications/ack$"), on_ack)
+        page.add_init_script("""window.__shownIds = [];
+            document.addEventListener('notify-emergency:notification',
+              e => window.__shownIds.push(e.detail.notification.id));""")
+        log_in(page, served.url, "alice")
+        send_via_app(admin_session(served.url), served.url, alice_id, "confirm lost")
+        [nid] = ids_of(local, "confirm lost")
+        wait_in_page(page, lambda: page.evaluate("window.__shownIds").count(nid) == 1, what="the toast")
+        # the page put it in the outbox and tried to confirm; all of that is lost
+        wait_in_page(page, lambda: any(c["name"] == cookie for c in context.cookies()), what="the outbox cookie")
+        context.clear_cookies(name=cookie)
+        row = notification_rows(local, id=nid)[0]
+        assert (row["delivered"], row["offered_via"]) == (False, "poll")
+        losing.clear()
+
+        # the offer lapses, a poll brings it again, the page drops the copy and confirms it
+        wait_in_page(page, lambda: offered.count(nid) >= 2, timeout=20, what="the lapsed offer polled again")
+        wait_in_page(page, lambda: notification_rows(local, id=nid)[0]["delivered"], what="its confirmation")
+        row = notification_rows(local, id=nid)[0]
+        assert (row["delivered"], row["channel"]) == (True, "poll")
+        assert page.evaluate("window.__shownIds") == [nid]
+        assert page.locator(f".notify-emergency-toast[data-notification-id='{nid}']").count() == 1
     finally:
         context.close()
         served.stop()

@@ -155,7 +155,10 @@ def test_a_page_that_shows_flashes_keeps_them_and_the_hosts_own_flashes_stay(hos
     assert [m for _, m in session_flashes(alice)] == ["Saved."]
     page = alice.get("/").get_data(as_text=True)
     assert flashes(page) == ["Saved.", "one: body"]
-    assert notification_rows(app)[0]["channel"] == "flash"
+    # offered by the flash; the browser's next request carries the page's ack outbox cookie
+    assert [(r["delivered"], r["offered_via"]) for r in notification_rows(app)] == [(False, "flash")]
+    alice.get("/plain")
+    assert [(r["delivered"], r["channel"]) for r in notification_rows(app)] == [(True, "flash")]
 
 
 def test_an_excluded_endpoint_claims_nothing(host):
@@ -244,4 +247,4 @@ def test_the_outbox_is_acknowledged_before_a_poll_claims(host):
 
     got = poll(alice, token).get_json()["notifications"]
     assert [n["id"] for n in got] == [ids[1]]
-    assert [r["channel"] for r in notification_rows(app)] == ["realtime", "poll"]
+    assert [(r["channel"], r["offered_via"]) for r in notification_rows(app)] == [("realtime", None), (None, "poll")]

@@ -63,6 +63,7 @@ def test_killed_queue_fails_the_canary_fallbacks_deliver_and_the_monitor_recover
     with app.app_context():
         nid = app.extensions["demo"]["notify"].send(user_id(app, "alice"), "Invoice ready", "Your invoice is ready.")
     assert "Invoice ready: Your invoice is ready." in flashes(client.get("/").get_data(as_text=True))
+    client.get("/")  # the browser's next request confirms what the page showed
     row = next(r for r in notification_rows(app) if r["id"] == nid)
     assert row["delivered"] is True and row["channel"] == "flash"
 

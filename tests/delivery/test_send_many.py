@@ -62,6 +62,8 @@ def test_connected_users_get_one_emit_each_and_offline_users_one_fallback_each(m
     assert flashes(bob.get("/").get_data(as_text=True)) == ["Maintenance: Tonight at 22:00."]
     assert flashes(bob.get("/").get_data(as_text=True)) == []
     assert [n["id"] for n in poll(carol, carol_token).get_json()["notifications"]] == [ids[2]]
+    carol.set_cookie(app.config["NOTIFY_EMERGENCY_ACK_COOKIE_NAME"], str(ids[2]))  # shown: confirmed
+    poll(carol, carol_token)
     assert [(r["delivered"], r["channel"]) for r in notification_rows(app)] == \
         [(True, "realtime"), (True, "flash"), (True, "poll")]
     sio.disconnect(NAMESPACE)

@@ -111,11 +111,16 @@ def test_hourly_counts_match_the_rows_in_every_window(any_database, make_app):
         assert len(flashed) == 3
         # a flash the response could not show goes back to waiting (and is claimed again below)
         assert store.unclaim([flashed[0]["id"]], "late", "flash") == 1
-        assert len(store.claim("late", 2, "poll")) == 2
+        polled = store.claim("late", 2, "poll")
+        assert len(polled) == 2
+        # offers count once the browser confirms them, by the channel that offered them
+        confirmed = store.acknowledge_many([(int(r["id"]), "late") for r in flashed[1:] + polled])
+        assert sorted(acked.channel for acked in confirmed.values()) == ["flash", "flash", "poll", "poll"]
         assert store.acknowledge(late[6], "late", "realtime")
-        assert not store.acknowledge(late[0], "late", "realtime")  # claimed already: counted once
+        assert not store.acknowledge(late[0], "late", "realtime")  # confirmed already: counted once
         for i in range(5):  # u1's old rows, stored before the counts, delivered only now
-            assert len(store.claim("u1", 1, "poll")) == 1
+            [row] = store.claim("u1", 1, "poll")
+            assert store.acknowledge(int(row["id"]), "u1", None)
         # expired rows deleted by clear-queues
         gone = [store.create(stored(ext, "x", now - dt.timedelta(days=3, minutes=i),
                                     expires_at=utcnow() - dt.timedelta(seconds=1))) for i in range(4)]

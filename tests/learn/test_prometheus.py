@@ -99,7 +99,9 @@ def test_counters_and_cluster_facts_follow_what_happens(make_app):
 
     page = app.test_client()
     login(page, "alice")
-    assert "One" in page.get("/").get_data(as_text=True)  # flashed: delivered by flash
+    assert "One" in page.get("/").get_data(as_text=True)  # flashed: offered, still in the backlog
+    assert value(scrape(), "notify_emergency_backlog_size") == 2.0
+    page.get("/")  # the browser's next request confirms what the page showed: delivered by flash
     found = scrape()
     assert value(found, "notify_emergency_notifications_delivered_total", channel="flash") == 2.0
     assert value(found, "notify_emergency_backlog_size") == 0.0

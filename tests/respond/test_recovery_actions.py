@@ -162,6 +162,7 @@ def test_replay_offers_connected_users_rows_over_the_socket_and_marks_the_rest(m
     bob_client = app.test_client()
     login(bob_client, "bob")
     assert "For bob: For bob." in flashes(bob_client.get("/").get_data(as_text=True))
+    bob_client.get("/")  # his next request confirms what the page showed
     assert next(r for r in notification_rows(app) if r["id"] == waiting_b)["channel"] == "flash"
     sio.disconnect(NAMESPACE)
 

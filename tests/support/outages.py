@@ -22,13 +22,17 @@ from tests.support.services import free_port, port_open, wait_until
 class PrivateRedis:
     """``redis-server`` on a free loopback port, owned by one test (no persistence)."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, host: str = "127.0.0.1",
+                 command_prefix: tuple[str, ...] = ()) -> None:
         if shutil.which("redis-server") is None:
             from tests.support.services import unavailable
 
             unavailable("redis-server (the program)", "not installed")
         self.port = port or free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.host = host
+        #: run it through this (``ip netns exec NAME``: on a host of its own)
+        self.command_prefix = list(command_prefix)
+        self.url = f"redis://{host}:{self.port}/0"
         self.dir = tempfile.mkdtemp(prefix="ne-redis-")
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
@@ -36,17 +40,19 @@ class PrivateRedis:
     def start(self) -> None:
         """Start (or restart, on the same port) and wait until it answers."""
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir],
+            [*self.command_prefix, "redis-server", "--port", str(self.port), "--bind", self.host, "--save", "",
+             "--appendonly", "no", "--dir", self.dir,
+             # on an address of its own (a host of its own) it has no loopback clients
+             *(["--protected-mode", "no"] if self.host != "127.0.0.1" else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: port_open("127.0.0.1", self.port), timeout=10, message="private redis to listen")
+        wait_until(lambda: port_open(self.host, self.port), timeout=10, message="private redis to listen")
 
     def kill(self) -> None:
         """Kill it the hard way and wait until the port is closed."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
-        wait_until(lambda: not port_open("127.0.0.1", self.port), timeout=10, message="private redis to die")
+        wait_until(lambda: not port_open(self.host, self.port), timeout=10, message="private redis to die")
 
     def freeze(self) -> None:
         """SIGSTOP: the port still accepts connections, nothing ever answers."""
@@ -72,8 +78,9 @@ class PrivateRedis:
 class TcpProxy:
     """Forwards a loopback port to ``target``; ``cut()`` closes it and every connection."""
 
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, *, listen_host: str = "127.0.0.1") -> None:
         self.target = (target_host, target_port)
+        self.listen_host = listen_host
         self.port = free_port()
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -83,7 +90,7 @@ class TcpProxy:
     def open(self) -> None:
         server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        server.bind(("127.0.0.1", self.port))
+        server.bind((self.listen_host, self.port))
         server.listen(64)
         self._server = server
         threading.Thread(target=self._accept, args=(server,), daemon=True).start()

@@ -17,6 +17,8 @@ from tests.support.services import wait_until
 PUBLIC = {"static", "banners", "status_page", "status_page_json", "livez", "readyz"}
 #: Endpoints for logged-in users (their own notifications).
 USERS = {"poll"}
+#: Endpoints for logged-in users that need input (the ids a page confirms): refused without it.
+USERS_WITH_INPUT = {"ack"}
 #: Admin POSTs that need no input: without a body they act (and redirect or answer 200).
 NO_INPUT = {"action_health", "api_health_run", "action_recover", "api_auto_recover"}
 #: Admin or a bearer token: a scraper is told 401 (``WWW-Authenticate: Bearer``), not sent to a login page.
@@ -68,6 +70,8 @@ def expected(role: str, endpoint: str, method: str, path: str) -> set[int]:
         return {200}
     if endpoint in USERS:
         return {401} if role == "anonymous" else {200}
+    if endpoint in USERS_WITH_INPUT:
+        return {401} if role == "anonymous" else {400}
     if role == "anonymous" and endpoint in SCRAPED:
         return {401}
     if role == "anonymous":
