@@ -14,7 +14,7 @@ from .config import MODES
 from .models import Models, utcnow
 
 #: Switches every worker caches. Anything else stays in the database only.
-CACHED_KEYS = ("mode", "paused", "breaker", "banners_version", "fallbacks", "cluster_action")
+CACHED_KEYS = ("mode", "paused", "breaker", "banners_version", "fallbacks", "cluster_action", "drill_fault")
 
 
 class Control:

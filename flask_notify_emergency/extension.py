@@ -33,7 +33,7 @@ from .delivery import (  # noqa: F401 (re-exported)
 from .detect import check_message_queue
 from .learn import prometheus
 from .models import Models, models_for, utcnow
-from .respond import cluster_actions, worker_mode
+from .respond import cluster_actions, drill_faults, worker_mode
 from .state import RedisState, SharedState
 from .views import admin_realtime, make_blueprint
 
@@ -316,7 +316,7 @@ def _login_user_id(app: Flask) -> Callable[[str], str | None] | None:
 
 def _register_optional(app: Flask, ext_state: NotifyEmergencyState) -> None:
     """Hook in the parts that live in their own modules (CLI, monitor, admin namespace, ...)."""
-    for part in (cli, monitor, admin_realtime, worker_mode, alerts, cluster_actions, prometheus):
+    for part in (cli, monitor, admin_realtime, worker_mode, alerts, cluster_actions, drill_faults, prometheus):
         part.init_app(app, ext_state)
 
 

@@ -271,10 +271,11 @@ class RedisState(SharedState):
 
         self._redis_mod = redis
         self.url = url
+        #: the configured URL (``url`` differs only while a drill points it elsewhere)
+        self.configured_url = url
         self.prefix = prefix
         self.channel = f"{prefix}:events"
-        self._client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0,
-                                            health_check_interval=10)
+        self._client = self._new_client(url)
         self._healthy = False
         self._warned = False
         #: this process's live sockets per user, and what of them Redis's counts hold
@@ -287,7 +288,24 @@ class RedisState(SharedState):
         self._thread.start()
         self._subscribed.wait(2.0)
 
+    def _new_client(self, url: str) -> Any:
+        return self._redis_mod.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0,
+                                              health_check_interval=10)
+
     # -- connection management -----------------------------------------------------------
+    def redirect(self, url: str | None) -> None:
+        """Point this process's Redis connections at ``url`` (a drill's closed port), or back
+        at the configured URL with None. Idle connections are dropped and every next use
+        connects to the new place, failing or recovering as it would; the listener subscribes
+        anew within a second (it sees the client change between reads)."""
+        old = self._client
+        self.url = url or self.configured_url
+        self._client = self._new_client(self.url)
+        try:
+            old.connection_pool.disconnect(inuse_connections=False)
+        except Exception:  # closing what is already broken may fail; it is gone all the same
+            pass
+
     def _connect(self) -> bool:
         try:
             self._client.ping()
@@ -387,13 +405,14 @@ class RedisState(SharedState):
 
     def _listen(self) -> None:
         while not self._stop.is_set():
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            client = self._client
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
                 pubsub.subscribe(self.channel)
                 if not self._healthy:
                     self._connect()
                 self._subscribed.set()
-                while not self._stop.is_set():
+                while not self._stop.is_set() and client is self._client:  # redirected: subscribe anew
                     msg = pubsub.get_message(timeout=1.0)
                     if msg and msg.get("type") == "message":
                         self._apply(json.loads(msg["data"]))

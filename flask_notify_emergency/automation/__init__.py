@@ -10,12 +10,13 @@ Uses every phase below it: :mod:`..rollback`, :mod:`..communicate`, :mod:`..resp
 from __future__ import annotations
 
 from . import monitor, recovery
-from .monitor import heartbeat_status, watchdog
+from .monitor import heartbeat_status, pending_detection, watchdog
 from .recovery import auto_recover
 from .recovery_probe import probe_database, run_recovery_probes
 from .startup import WorkerStart
 
 __all__ = [
-    "auto_recover", "heartbeat_status", "monitor", "probe_database", "recovery", "run_recovery_probes",
+    "auto_recover", "heartbeat_status", "monitor", "pending_detection", "probe_database", "recovery",
+    "run_recovery_probes",
     "watchdog", "WorkerStart",
 ]

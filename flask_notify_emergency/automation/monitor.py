@@ -33,6 +33,7 @@ leaving emergency mode it replays the backlog in the background at ``REPLAY_RATE
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -69,6 +70,8 @@ HUNG_TICK_MIN_SECONDS = 300.0
 WATCHDOG_ALERT_KEY = "watchdog:monitor-silent"
 #: The failure type of a database outage (resolved as soon as the database answers again).
 DATABASE_FAILURE = "database_persistence"
+#: Redis key (after the prefix) of a detection made while the database was down.
+PENDING_DETECTION_KEY = "monitor:pending-detection"
 
 
 class Monitor:
@@ -346,13 +349,20 @@ class Monitor:
     def _revert_abandoned_drill(self) -> None:
         """A drill whose process died (its lease ran out) is reverted here, before checking."""
         try:
-            reverted = drill_lease.revert_if_abandoned(self.ext, ACTOR)
+            reverted = drill_lease.revert_if_abandoned(self.ext, ACTOR, undo={"rollback": self._restore_drill})
         except sa.exc.SQLAlchemyError as exc:  # the database is down: the tick reports that
             log.debug("flask-notify-emergency: could not check the drill lease: %s", exc)
             return
         if reverted:
             log.warning("flask-notify-emergency: drill #%s was abandoned by its process; the monitor "
                         "reverted its injections (%s)", reverted["drill_id"], reverted["restored"])
+
+    def _restore_drill(self, drill_id: int) -> str:
+        """Undo an abandoned rollback drill: the operator's own ``restore`` (refused, and so
+        tried again next tick, while real time's health checks fail)."""
+        done = rollback.restore(self.ext, actor=ACTOR, source="monitor", confirm=True, admin=True,
+                                reason=f"drill #{drill_id} was abandoned during its rollback")
+        return str(done["status"])
 
     # -- evidence: when a failure started (MTTD) -------------------------------------------
     def _check(self) -> Any:
@@ -391,6 +401,10 @@ class Monitor:
         started_at, start_kind = self.ext.evidence.failure_start_time(now)
         self.outage_detection = {"classification": c, "started_at": started_at, "start_kind": start_kind,
                                  "detected_at": now, "ticks": 0}
+        announce_pending_detection(self.ext, {"failure_type": c.failure_type, "level": c.level,
+                                              "started_at": started_at.isoformat() + "Z",
+                                              "detected_at": now.isoformat() + "Z",
+                                              "process": self.ext.state.process_id}, self.interval)
 
     def _write_outage_detection(self) -> None:
         """The database answers again: write the event detected while it was down, with the
@@ -467,6 +481,42 @@ class Monitor:
             self.ext.control.write(HEARTBEAT_KEY, beat, ACTOR)
         except Exception:  # the database may be down; the tick result says so already
             pass
+
+
+# -- a detection that cannot be written yet, for those who wait for it (drills) -------------
+def _pending_key(ext: Any) -> str:
+    return f"{ext.state.prefix}:{PENDING_DETECTION_KEY}"
+
+
+def announce_pending_detection(ext: Any, detection: dict[str, Any], interval: float) -> None:
+    """Say in Redis (Redis backend) what the monitor detected while the database is down; the
+    event itself is written when the database is back. Never raises."""
+    if getattr(ext.state, "backend", "memory") != "redis":
+        return
+    try:
+        import redis
+
+        client = redis.Redis.from_url(ext.state.url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        try:
+            client.set(_pending_key(ext), json.dumps(detection), ex=max(60, int(10 * interval)))
+        finally:
+            client.close()
+    except Exception as exc:  # Redis down too: the event still comes when the database is back
+        log.debug("flask-notify-emergency: could not announce the pending detection: %s", exc)
+
+
+def pending_detection(ext: Any) -> dict[str, Any] | None:
+    """The monitor's latest detection still waiting for the database (Redis backend), or None."""
+    if getattr(ext.state, "backend", "memory") != "redis":
+        return None
+    import redis
+
+    client = redis.Redis.from_url(ext.state.url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    try:
+        raw = client.get(_pending_key(ext))
+    finally:
+        client.close()
+    return json.loads(raw) if raw else None
 
 
 def without_rates(report: Any) -> dict[str, Any]:

@@ -2,8 +2,9 @@
 ``execute-drill``, ``evaluate-drill``.
 
 ``test-emergency-procedures`` changes nothing real (it runs on a throwaway copy);
-``validate-recovery`` sends test notifications; a drill injects a real, reversible failure
-and restores it at the end, even on Ctrl-C. Every run is audited with source ``cli``.
+``validate-recovery`` sends test notifications; a drill injects a real fault into the serving
+workers, leaves its detection and recovery to the monitor, and takes the fault back at the
+end, even on Ctrl-C. Every run is audited with source ``cli``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import click
 
 from ..communicate import check_day, parse_reference
 from ..learn import (
-    DRILL_TYPES,
+    DRILL_CHOICES,
     MAX_DURATION,
     DrillError,
     evaluate_drill,
@@ -63,18 +64,20 @@ def validate_recovery_command(user_id: str | None, as_json: bool) -> None:
 
 
 @emergency_group.command("execute-drill")
-@click.option("--type", "drill_type", type=click.Choice(tuple(DRILL_TYPES)), required=True)
+@click.option("--type", "drill_type", type=click.Choice(DRILL_CHOICES), required=True,
+              help="notification_failure (queue hangs), websocket_failure (queue cut), database_failure "
+                   "(database_connectivity), redis_failure, multi_component (queue and Redis), "
+                   "complete_rollback (rollback, probe, restore).")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True, max=MAX_DURATION), default=300.0,
-              show_default=True, help="Seconds the failure lasts before everything is restored.")
+              show_default=True, help="Longest the fault lasts while the monitor has not detected it "
+                                      "(complete_rollback: how long it stays rolled back).")
 @click.option("--participants", help="Who takes part, comma-separated (required).")
-@click.option("--probe-user", help="User who receives the probe notification (default: "
-              "NOTIFY_EMERGENCY_TEST_USER_ID, else the first admin).")
 @click.option("--dry-run", is_flag=True, help="Show the plan and check it can run; change nothing.")
 @json_option
 @with_errors
-def execute_drill_command(drill_type: str, duration: float, participants: str | None, probe_user: str | None,
-                          dry_run: bool, as_json: bool) -> None:
-    """Inject a real, reversible failure, measure detection and recovery, restore everything."""
+def execute_drill_command(drill_type: str, duration: float, participants: str | None, dry_run: bool,
+                          as_json: bool) -> None:
+    """Inject a real fault into the serving workers; the monitor must detect and resolve it."""
     try:
         names = parse_participants(participants)
     except ValueError as exc:
@@ -82,23 +85,31 @@ def execute_drill_command(drill_type: str, duration: float, participants: str | 
     progress = None if as_json else click.echo
     try:
         data = execute_drill(ext_state(), drill_type=drill_type, duration=duration, participants=names,
-                             actor=actor(), source=SOURCE, probe=probe_user, dry_run=dry_run, progress=progress)
+                             actor=actor(), source=SOURCE, dry_run=dry_run, progress=progress)
     except DrillError as exc:
         fail(str(exc), as_json=as_json)
     if dry_run:
-        report(data, as_json, lambda: [f"Drill plan ({drill_type}, probe to user {data['probe_user']}):"]
+        report(data, as_json, lambda: [f"Drill plan ({data['type']}):"]
                + [f"  {i}. {s}" for i, s in enumerate(data["plan"], 1)]
                + ([f"  cannot run now: {p}" for p in data["problems"]] or ["  ready to run."]))
         done(data["ok"])
         return
     result = data["result"]
 
+    def seconds(value: Any) -> str:
+        return "-" if value is None else f"{value:.2f} s"
+
     def lines() -> list[str]:
-        out = [f"Drill #{data['id']} ({data['reference']}) {result['status']}: detection "
-               f"{result['detection_seconds']} s, recovery {result['recovery_seconds']} s, event "
-               f"#{result['event_id']}, probe #{(result.get('probe') or {}).get('notification_id')}."]
         if result.get("error"):
-            out.append(f"  error: {result['error']}")
+            out = [f"Drill #{data['id']} ({data['reference']}) {result['status']}: {result['error']}"]
+        elif "rollback_seconds" in result:
+            out = [f"Drill #{data['id']} ({data['reference']}) {result['status']}: rollback "
+                   f"{seconds(result['rollback_seconds'])}, probe by {(result.get('probe') or {}).get('channel')}, "
+                   f"restore {seconds(result['restore_seconds'])}, real time back."]
+        else:
+            out = [f"Drill #{data['id']} ({data['reference']}) {result['status']}: monitor event "
+                   f"#{result['event_id']}, MTTD {seconds(result['detection_seconds'])}, "
+                   f"MTTR {seconds(result['recovery_seconds'])}."]
         out.append(f"Evaluate it with: evaluate-drill --drill-id {data['id']}")
         return out
 

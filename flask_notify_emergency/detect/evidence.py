@@ -146,6 +146,11 @@ class EvidenceLog:
             return now, None
         return min(now, utc_from_epoch(start["at"])), start["kind"]
 
+    def reset(self) -> None:
+        """Forget the Redis client: the next use makes one from the state's current URL."""
+        self.close()
+        self._client = None
+
     def close(self) -> None:
         if self._client is not None:
             try:

@@ -3,62 +3,53 @@
 ======================  =================================================================
 criterion               passes when
 ======================  =================================================================
-completed               the drill ran its full duration (not aborted, no error)
-detection (MTTD)        the failure was seen, in under 5 minutes
-recovery (MTTR)         everything was back, under 15 minutes after detection
-users kept receiving    the probe notification is stored once, and reached its user once,
-                        through a fallback (flash or poll): the only way while the drill ran
-restored                real time, breaker, delivery mode and the drill's event all back
-rollback rehearsal      (complete_rollback only) the rehearsal on the copy passed
+completed               the drill ran to its end (not aborted, no error)
+detected                the monitor opened an event of the drill's failure type while
+                        the fault lasted
+detection (MTTD)        the event's failure start to its detection, under 5 minutes
+recovery (MTTR)         the event's detection to its resolution by the monitor, under 15
+                        minutes
+restored                the fault was taken back in every worker (its switch is clear)
 ======================  =================================================================
 
-The probe is judged from the database when the evaluation runs, so a user who loads a page
-after the drill still counts. The evaluation is stored with the drill and audited.
+A ``complete_rollback`` drill is scored on its own criteria:
+
+======================  =================================================================
+criterion               passes when
+======================  =================================================================
+completed               the drill ran to its end (not aborted, no error)
+rollback                ``rollback --confirm`` finished, in under 5 minutes (the runbook's
+                        first five minutes)
+fallback delivery       the probe notification reached the admin by a fallback (flash on
+                        a page request), not the socket
+restore                 ``restore --confirm`` finished, in under 15 minutes (the MTTR
+                        target)
+real time back          after the restore, real time is on in every worker and its canary
+                        passes
+restored                nothing of the drill is left to revert (no lease)
+======================  =================================================================
+
+MTTD and MTTR are read from the monitor's event when the evaluation runs (an event resolved
+after the drill gave up waiting still counts). The evaluation is stored with the drill and
+audited.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
-
 from ..models import utcnow
-from .drills import DRILL_TYPES, get_drill, save_result
+from ..respond import drill_faults, drill_lease, emergency
+from .drills import DRILL_TYPES, get_drill, save_result, timing
 
 TARGET_DETECTION_SECONDS = 5 * 60
 TARGET_RECOVERY_SECONDS = 15 * 60
-FALLBACK_CHANNELS = ("flash", "poll")
+TARGET_ROLLBACK_SECONDS = 5 * 60
+TARGET_RESTORE_SECONDS = 15 * 60
 
 
 def _criterion(name: str, ok: bool, detail: str, target: str | None = None) -> dict[str, Any]:
     return {"name": name, "ok": ok, "detail": detail, "target": target}
-
-
-def probe_outcome(ext: Any, probe: dict[str, Any] | None) -> dict[str, Any]:
-    """What became of the probe notification: copies, delivered, channel."""
-    if not probe:
-        return {"ok": False, "detail": "no probe notification was sent (the drill stopped before it)"}
-    t = ext.models.Notification.__table__
-    with ext.engine.connect() as conn:
-        rows = conn.execute(sa.select(t.c.id, t.c.delivered, t.c.channel, t.c.delivered_at).where(
-            t.c.user_id == probe["user_id"], t.c.title == probe["title"])).all()
-    copies = len(rows)
-    row = next((r for r in rows if r.id == probe["notification_id"]), None)
-    if row is None:
-        return {"ok": False, "copies": copies, "detail": f"probe #{probe['notification_id']} is not stored"}
-    delivered = bool(row.delivered)
-    by_fallback = row.channel in FALLBACK_CHANNELS
-    ok = copies == 1 and delivered and by_fallback
-    if copies != 1:
-        detail = f"{copies} copies of the probe are stored, expected exactly 1"
-    elif not delivered:
-        detail = (f"probe #{row.id} has not reached user {probe['user_id']} yet: they have not loaded a page "
-                  "or polled since; evaluate again after they do")
-    elif not by_fallback:
-        detail = f"probe #{row.id} arrived by {row.channel}, not by a fallback"
-    else:
-        detail = f"probe #{row.id} reached user {probe['user_id']} once, by {row.channel}"
-    return {"ok": ok, "copies": copies, "delivered": delivered, "channel": row.channel, "detail": detail}
 
 
 def evaluate_drill(ext: Any, drill_id: int, *, actor: str, source: str = "cli") -> dict[str, Any]:
@@ -69,30 +60,71 @@ def evaluate_drill(ext: Any, drill_id: int, *, actor: str, source: str = "cli") 
     result = dict(drill["result"])
     if result.get("status") == "running" or drill["ended_at"] is None:
         raise ValueError(f"drill #{drill_id} has not finished: evaluate it when execute-drill is done.")
-    detection, recovery = result.get("detection_seconds"), result.get("recovery_seconds")
-    restored = result.get("restored") or {}
+    kind = DRILL_TYPES.get(drill["type"])
+    if kind is not None and kind.rollback:
+        return _store(ext, drill_id, drill, result, _rollback_criteria(ext, drill_id, result), actor, source)
+    expected = kind.failure_type if kind else result.get("expected_failure_type")
+    event = emergency.get_event(ext, int(result["event_id"])) if result.get("event_id") else None
+    times = timing(event)
+    detection, recovery = times["detection_seconds"], times["recovery_seconds"]
+    result.update(times)
+    start = result.get("failure_start") or {}
     criteria = [
         _criterion("completed", result.get("status") == "completed",
                    f"status {result.get('status')}" + (f": {result['error']}" if result.get("error") else "")),
-        _criterion("detection", detection is not None and detection < TARGET_DETECTION_SECONDS,
-                   f"detected after {detection:.2f} s" if detection is not None else "the failure was never detected",
-                   "MTTD < 5 min"),
+        _criterion("detected", bool(result.get("detected")),
+                   f"monitor event #{event['id']} ({event['failure_type']}, level {event['level']})"
+                   if event is not None and result.get("detected")
+                   else f"the monitor opened no {expected} event while the fault lasted", f"a {expected} event"),
+        _criterion("detection", bool(result.get("detected")) and detection is not None
+                   and detection < TARGET_DETECTION_SECONDS,
+                   f"detected {detection:.2f} s after the failure's start (from {start.get('from', 'its evidence')})"
+                   if detection is not None else "never detected", "MTTD < 5 min"),
         _criterion("recovery", recovery is not None and recovery < TARGET_RECOVERY_SECONDS,
-                   f"restored {recovery:.2f} s after detection" if recovery is not None
-                   else "not restored after a detection", "MTTR < 15 min"),
+                   f"resolved by {event.get('resolved_by')} {recovery:.2f} s after detection"
+                   if event is not None and recovery is not None
+                   else "the monitor has not resolved it" if event is not None else "nothing to resolve",
+                   "MTTR < 15 min"),
     ]
-    probe = probe_outcome(ext, result.get("probe"))
-    criteria.append(_criterion("users_kept_receiving", probe["ok"], probe["detail"], "probe delivered exactly once"))
-    criteria.append(_criterion("restored", bool(restored.get("all")),
-                               ", ".join(f"{k} {'back' if v else 'NOT back'}" for k, v in restored.items() if k != "all")
-                               + (f"; {result.get('deactivation')}" if result.get("deactivation") else "")
-                               or "nothing recorded"))
-    if "rollback" in DRILL_TYPES[drill["type"]].injects:
-        rehearsal = result.get("rollback_rehearsal") or {}
-        criteria.append(_criterion("rollback_rehearsal", bool(rehearsal.get("ok")),
-                                   rehearsal.get("error") or ", ".join(
-                                       f"{c['name']} {'ok' if c['ok'] else 'FAILED'}" for c in rehearsal.get("checks") or [])
-                                   or "no rehearsal recorded"))
+    fault = drill_faults.current(ext)
+    clear = fault is None or fault.get("drill_id") != drill_id
+    criteria.append(_criterion("restored", clear and bool((result.get("restored") or {}).get("all", True)),
+                               "the fault was taken back in every worker" if clear
+                               else "the fault switch is still set: run execute-drill's clean-up or wait for "
+                                    "the monitor to revert it"))
+    return _store(ext, drill_id, drill, result, criteria, actor, source)
+
+
+def _seconds(value: Any) -> str:
+    return f"{value:.2f} s" if isinstance(value, (int, float)) else "-"
+
+
+def _rollback_criteria(ext: Any, drill_id: int, result: dict[str, Any]) -> list[dict[str, Any]]:
+    rolled, restored = result.get("rollback_seconds"), result.get("restore_seconds")
+    probe = result.get("probe") or {}
+    lease = ext.control.read(drill_lease.KEY)
+    clear = not (isinstance(lease, dict) and lease.get("drill_id") == drill_id)
+    return [
+        _criterion("completed", result.get("status") == "completed",
+                   f"status {result.get('status')}" + (f": {result['error']}" if result.get("error") else "")),
+        _criterion("rollback", rolled is not None and rolled < TARGET_ROLLBACK_SECONDS,
+                   f"rolled back to flash-only in {_seconds(rolled)} ({result.get('rollback_operation')})"
+                   if rolled is not None else "the rollback did not finish", "rollback < 5 min"),
+        _criterion("fallback delivery", bool(probe.get("ok")), probe.get("detail") or "no probe was sent",
+                   "the probe is delivered by a fallback"),
+        _criterion("restore", restored is not None and restored < TARGET_RESTORE_SECONDS,
+                   f"restored real time in {_seconds(restored)} ({result.get('restore_operation')})"
+                   if restored is not None else f"not restored: {result.get('restore_error') or 'not reached'}",
+                   "restore < 15 min"),
+        _criterion("real time back", bool(result.get("realtime_back")),
+                   result.get("realtime_detail") or "not checked", "real-time delivery after the restore"),
+        _criterion("restored", clear, "nothing left to revert" if clear
+                   else "the drill's lease is still held: the monitor restores once real time's checks pass"),
+    ]
+
+
+def _store(ext: Any, drill_id: int, drill: dict[str, Any], result: dict[str, Any], criteria: list[dict[str, Any]],
+           actor: str, source: str) -> dict[str, Any]:
     passed = sum(1 for c in criteria if c["ok"])
     evaluation = {"ok": passed == len(criteria), "score": round(100 * passed / len(criteria)),
                   "passed": passed, "total": len(criteria), "criteria": criteria,

@@ -45,7 +45,7 @@ class ChecklistResult(TypedDict):
     detail: str
 
 
-def _health(ext: Any) -> dict[str, Any]:
+def health_checks(ext: Any) -> dict[str, Any]:
     return dict(run_health_checks(ext, only=["realtime", "sessions"]).to_dict()["checks"])
 
 
@@ -70,7 +70,7 @@ def check_realtime(ext: Any, health: dict[str, Any]) -> Outcome:
                                                   str(canary.get("note") or canary.get("path") or "sent")))
 
 
-def _undelivered(ext: Any, user_id: str) -> int:
+def undelivered(ext: Any, user_id: str) -> int:
     t = ext.models.Notification.__table__
     with ext.engine.connect() as conn:
         return int(conn.execute(sa.select(sa.func.count()).select_from(t).where(
@@ -82,19 +82,26 @@ def check_delivery(ext: Any, user_id: str | None) -> Outcome:
     if not user_id:
         return False, "no user to test with: set NOTIFY_EMERGENCY_TEST_USER_ID (or pass --user)"
     uid = str(user_id)
-    waiting = _undelivered(ext, uid)
+    waiting = undelivered(ext, uid)
     if waiting:
         return False, (f"user {uid} has {waiting} undelivered notification(s) a test page request would "
                        "take from them: use a dedicated test user (NOTIFY_EMERGENCY_TEST_USER_ID)")
-    title = f"Recovery validation {uuid.uuid4().hex[:8]}"
-    nid = ext.dispatcher.send(uid, title, "Notification delivery works.", "low", "validation")
+    ok, detail, _row = deliver_test_notification(ext, uid, f"Recovery validation {uuid.uuid4().hex[:8]}",
+                                                 "Notification delivery works.")
+    return ok, detail
+
+
+def deliver_test_notification(ext: Any, uid: str, title: str, message: str) -> tuple[bool, str, dict[str, Any]]:
+    """Send ``uid`` a test notification and see it delivered: acknowledged by their browser,
+    else claimed by a page request as that user (the flash path). (ok, detail, its row)."""
+    nid = ext.dispatcher.send(uid, title, message, "low", "validation")
     deadline = time.monotonic() + float(ext.app.config["NOTIFY_EMERGENCY_ACK_TIMEOUT"]) + 2.0
     row = ext.store.get(nid) or {}
     while not row.get("delivered") and row.get("realtime_deadline") is not None and time.monotonic() < deadline:
         time.sleep(0.05)  # a browser may acknowledge it; otherwise the watcher hands it to the fallbacks
         row = ext.store.get(nid) or {}
     if row.get("delivered"):
-        return True, f"notification #{nid} acknowledged by the user's browser ({row.get('channel')})"
+        return True, f"notification #{nid} acknowledged by the user's browser ({row.get('channel')})", row
     client = login_client(ext.app, uid)
     page = (ext.app.config["NOTIFY_EMERGENCY_TEST_PAGES"] or ["/"])[0]
     for _ in range(3):
@@ -102,11 +109,11 @@ def check_delivery(ext: Any, user_id: str | None) -> Outcome:
         row = ext.store.get(nid) or {}
         if row.get("delivered"):
             # the first page offers it as a flash; the next one confirms what the first showed
-            return True, f"notification #{nid} delivered by {row.get('channel')} on a page request"
+            return True, f"notification #{nid} delivered by {row.get('channel')} on a page request", row
     if row.get("offered_via") == "flash":
         return True, (f"notification #{nid} offered as a flash on a page request; the page does not "
-                      "render flashes, so it waits in the session for one that does")
-    return False, f"notification #{nid} was neither acknowledged nor claimed by a page request for user {uid}"
+                      "render flashes, so it waits in the session for one that does"), row
+    return False, f"notification #{nid} was neither acknowledged nor claimed by a page request for user {uid}", row
 
 
 def check_database(ext: Any, actor: str) -> Outcome:
@@ -148,7 +155,7 @@ def validate_recovery(ext: Any, *, actor: str, source: str = "cli", user_id: str
         admins = admin_user_ids(ext)
         uid = admins[0] if admins else None
     try:
-        health = _health(ext)
+        health = health_checks(ext)
     except Exception as exc:  # reported by the checks that need it
         health = {"realtime": {"status": "error", "error": str(exc)}, "sessions": {"status": "error", "error": str(exc)}}
     checks: tuple[tuple[str, str, Callable[[], Outcome]], ...] = (

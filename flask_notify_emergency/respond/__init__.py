@@ -9,7 +9,7 @@ top-level modules.
 
 from __future__ import annotations
 
-from . import cluster_actions, drill_lease, emergency, operator_hold, services, worker_mode
+from . import cluster_actions, drill_faults, drill_lease, emergency, operator_hold, services, worker_mode
 from .actions import (
     RecoveryError,
     audit_action,
@@ -44,7 +44,7 @@ from .worker_mode import check_workers, worker_reports
 
 __all__ = [
     "activate", "audit_action", "check_workers", "clear_queues", "clear_sessions",
-    "cluster_actions", "current_event", "drill_lease", "deactivate", "disable_fallback", "emergency",
+    "cluster_actions", "current_event", "drill_faults", "drill_lease", "deactivate", "disable_fallback", "emergency",
     "EmergencyError", "enable_fallback", "FallbackTestError", "get_event", "half_open_breaker",
     "KINDS", "list_events", "open_event", "operator_hold", "paused_now", "post_banner", "profile",
     "reconnect_database", "reconnect_redis", "record_action", "RecoveryError", "replay_backlog",
