@@ -181,6 +181,11 @@ SETTINGS: tuple[Setting, ...] = (
     S("STATE_REFRESH_SECONDS", 2.0, "How often a worker re-reads mode and pending users from the database "
       "when pub/sub cannot tell it (memory backend, or Redis down).", _positive_number),
     S("SWEEP_SECONDS", 5.0, "How often unacknowledged notifications are handed to the fallbacks.", _positive_number),
+    S("DATABASE_POOL_SIZE", 10, "Connections to the host's database (MariaDB, PostgreSQL) each worker opens once and keeps "
+      "for the extension's own statements (sends, acknowledgements, claims), none opened beyond them: "
+      "busy threads wait for one instead of opening and closing more. "
+      "The host's `SQLALCHEMY_ENGINE_OPTIONS` apply otherwise. 0: use the host's engine and its pool (always so on SQLite).",
+      _non_negative_int),
     # --- identity and access --------------------------------------------------------------
     S("IS_ADMIN", None, "Callable `(user) -> bool`; default: `user.is_admin` or an 'admin' role.", _optional_callable),
     S("ADMIN_USER_IDS", None, "Callable `() -> list of ids` of admins (used for `--target admins`).", _optional_callable),

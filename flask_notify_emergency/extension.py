@@ -28,6 +28,7 @@ from .delivery import (  # noqa: F401 (re-exported)
     realtime,
     render_banners,
     render_scripts,
+    steady_engine,
 )
 from .detect import check_message_queue
 from .learn import prometheus
@@ -54,7 +55,10 @@ class NotifyEmergencyState:
         self.models: Models = models_for(db)
         with app.app_context():
             self.engine = db.engine
-        self.store = NotificationStore(self.engine, self.models, cfg["NOTIFY_EMERGENCY_CLAIM_CONFIRM_TIMEOUT"])
+        #: the store's own steady pool on the same database (the host's engine on SQLite)
+        self.store_engine = steady_engine(self.engine, cfg["NOTIFY_EMERGENCY_DATABASE_POOL_SIZE"],
+                                          cfg.get("SQLALCHEMY_ENGINE_OPTIONS"))
+        self.store = NotificationStore(self.store_engine, self.models, cfg["NOTIFY_EMERGENCY_CLAIM_CONFIRM_TIMEOUT"])
         self.namespace: str = cfg["NOTIFY_EMERGENCY_SOCKETIO_NAMESPACE"]
         self.blueprint_name: str = cfg["NOTIFY_EMERGENCY_BLUEPRINT_NAME"]
         self.ack_cookie: str = cfg["NOTIFY_EMERGENCY_ACK_COOKIE_NAME"]
@@ -148,6 +152,8 @@ class NotifyEmergencyState:
     def close(self) -> None:
         self.dispatcher.stop()
         self.state.close()
+        if self.store_engine is not self.engine:
+            self.store_engine.dispose()
 
 
 class NotifyEmergency:

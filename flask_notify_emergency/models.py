@@ -207,7 +207,8 @@ def _build(db: Any) -> Models:
         """One measure of one hour, kept up to date as rows change (the dashboard's rollup).
 
         Measures: ``n:<channel>`` how many notifications created in the hour are in that
-        channel now (``n:`` not delivered yet); ``e:events``, ``e:open``, ``e:resolved``,
+        channel now (``n:`` not delivered yet), spread over slot rows ``n:<channel>~<k>``
+        that readers add up; ``e:events``, ``e:open``, ``e:resolved``,
         ``e:recovered``, ``e:mttd_us``/``e:mttd_n``, ``e:mttr_us``/``e:mttr_n`` of the events
         detected in the hour (sums in microseconds, and how many were summed). Written in the
         transaction of every change of those rows; the row at hour 0 (1970-01-01) marks it built.

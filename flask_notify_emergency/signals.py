@@ -25,8 +25,11 @@ notification_sent = _signals.signal("notification-sent")
 #: kwargs: ``notification`` (dict).
 notification_emitted = _signals.signal("notification-emitted")
 
-#: Sent when a notification reached its user: acknowledged over the socket, flashed or polled.
-#: kwargs: ``notification_ids`` (list of int), ``user_id`` (str), ``channel`` (str).
+#: Sent when the browser confirmed it showed notifications: acknowledged over the socket, or a
+#: flash or poll offer confirmed (the ack outbox cookie, the ack endpoint). Once per channel
+#: counted. kwargs: ``notification_ids`` (list of int), ``user_id`` (str), ``channel`` (str:
+#: ``realtime``, ``flash``, ``poll``), ``seconds`` (list of float, one per id: its creation to
+#: delivery).
 notification_delivered = _signals.signal("notification-delivered")
 
 #: Sent when the real-time path failed for a notification (error, timeout or no ack).

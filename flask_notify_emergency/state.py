@@ -212,6 +212,15 @@ class SharedState:
             good = sum(1 for _, o in self._outcomes if o)
             return good, len(self._outcomes) - good
 
+    def record_successes(self, n: int, window: float) -> None:
+        """Record ``n`` successful calls of the primary path at once (nothing is read back:
+        successes alone never trip the breaker)."""
+        now = time.monotonic()
+        with self._lock:
+            self._outcomes.extend([(now, True)] * n)
+            while self._outcomes and self._outcomes[0][0] < now - window:
+                self._outcomes.popleft()
+
     def clear_outcomes(self) -> None:
         with self._lock:
             self._outcomes.clear()
@@ -569,6 +578,21 @@ class RedisState(SharedState):
         good = sum(int(r[0] or 0) for r in results)
         bad = sum(int(r[1] or 0) for r in results)
         return good, bad
+
+    def record_successes(self, n: int, window: float) -> None:
+        if not self._healthy:
+            super().record_successes(n, window)
+            return
+        bucket_len = max(1.0, window / 10)
+        key = self._key(f"outcomes:{int(time.time() // bucket_len)}")
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            pipe.hincrby(key, "ok", n)
+            pipe.expire(key, int(window + bucket_len) + 1)
+            pipe.execute()
+        except self._redis_mod.RedisError as exc:
+            self._degrade(exc)
+            super().record_successes(n, window)
 
     def clear_outcomes(self) -> None:
         super().clear_outcomes()

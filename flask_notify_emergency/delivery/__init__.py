@@ -19,12 +19,12 @@ from .fallbacks import claim_for_user, flash_pending
 from .notifier import ACK_EVENT, BANNER_EVENT, EVENT, CallableNotifier, SocketIONotifier
 from .page_helpers import PageHelpers, render_banners, render_scripts
 from .realtime import CANARY_EVENT
-from .store import NotificationStore, banner_payload
+from .store import NotificationStore, banner_payload, steady_engine
 
 __all__ = [
     "ACK_EVENT", "BANNER_EVENT", "banner_payload", "BREAKER_STATES", "CallableNotifier", "CANARY_EVENT",
     "i18n",
     "CircuitBreaker", "claim_for_user", "Dispatcher", "EVENT", "fallbacks", "flash_pending", "HALF_OPEN", "hourly",
     "NotificationStore", "PageHelpers", "polling", "realtime", "render_banners", "render_scripts",
-    "SocketIONotifier", "stats",
+    "SocketIONotifier", "stats", "steady_engine",
 ]

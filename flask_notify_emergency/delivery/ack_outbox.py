@@ -28,6 +28,7 @@ from flask import g, request
 from flask.globals import request_ctx
 
 from ..access import current_user_id
+from ..models import MAX_ROW_ID
 from .flashes import flash_id, response_shows_flashes
 
 #: Ids read from one request's cookie; the client keeps no more.
@@ -57,7 +58,7 @@ def consume(ext_state: Any) -> None:
     endpoint = request.endpoint
     if endpoint is None or endpoint.rpartition(".")[2] == "static":
         return  # the page's own script and styles: the page request already took them
-    ids = outbox_ids(raw)
+    ids = [nid for nid in outbox_ids(raw) if 0 < nid <= MAX_ROW_ID]
     uid = current_user_id() if ids else None
     if uid is None:
         return

@@ -57,14 +57,20 @@ class CircuitBreaker:
             self._set(HALF_OPEN, reset=False)
         return self.state.incr("breaker-probes", self.open_seconds * 4) <= self.probes
 
-    def record_success(self) -> None:
+    def record_success(self, n: int = 1) -> None:
+        """``n`` calls of the primary path succeeded (a batch of acknowledgements counts once
+        per notification, in one write)."""
+        if n < 1:
+            return
         current = self.current
         if current == HALF_OPEN:
-            if self.state.incr("breaker-successes", self.open_seconds * 4) >= self.close_after:
-                self.close()
+            for _ in range(n):
+                if self.state.incr("breaker-successes", self.open_seconds * 4) >= self.close_after:
+                    self.close()
+                    return
             return
         if current == CLOSED:
-            self.state.record_outcome(True, self.window)
+            self.state.record_successes(n, self.window)
 
     def record_failure(self) -> None:
         current = self.current

@@ -24,13 +24,16 @@ from typing import Any, Callable
 from .. import signals
 from ..config import BANNER_LEVELS, BANNER_YEARS, PRIORITIES
 from ..models import utcnow
+from .batching import GroupCommit
 from .breaker import CircuitBreaker
-from .store import NotificationStore
+from .store import Acked, NotificationStore
 
 log = logging.getLogger("flask_notify_emergency")
 
 #: The longest ``expires_in`` (100 years): beyond it the expiry time overflows a datetime.
 MAX_EXPIRY_SECONDS = 100 * 365 * 86400
+#: Seconds the acknowledgement watcher lets deadlines gather before it looks at them together.
+WATCH_BATCH_SECONDS = 0.25
 
 
 def check_action_url(action_url: Any) -> None:
@@ -80,6 +83,10 @@ class Dispatcher:
         self.sweep_seconds = cfg["NOTIFY_EMERGENCY_SWEEP_SECONDS"]
         self._known_users: OrderedDict[str, str] = OrderedDict()
         self._watch: list[tuple[float, int, str]] = []
+        #: ids this worker emitted whose acknowledgement it has not seen (the watcher skips the others)
+        self._awaiting: set[int] = set()
+        #: acknowledgements arriving together in this worker share one transaction
+        self._acks: GroupCommit[tuple[int, str, str | None], Acked | None] = GroupCommit(self._acknowledge_batch)
         self._watch_cv = threading.Condition()
         self._watcher: threading.Thread | None = None
         self._stop = threading.Event()
@@ -303,22 +310,45 @@ class Dispatcher:
 
     def acknowledge_many(self, ids: list[int], user_id: str, channel: str | None = None) -> list[int]:
         """The browser showed these notifications (a socket ack, the ack outbox, the ack
-        endpoint): mark the user's undelivered ones delivered in one transaction, counted by
-        ``channel``, else by the fallback that offered them, else as real time. The ids this
-        call marked."""
-        marked = self.store.acknowledge_many(ids, user_id, channel)
-        if not marked:
+        endpoint): mark the user's undelivered ones delivered, counted by ``channel``, else by
+        the fallback that offered them, else as real time. The ids this call marked.
+
+        Acknowledgements arriving together in this worker share one transaction and one
+        breaker write (:class:`GroupCommit`); ``notification_delivered`` is sent once per
+        channel counted, with each row's seconds from creation to delivery."""
+        if not ids:
             return []
-        by_channel: dict[str, list[int]] = {}
-        for nid, shown_by in marked:
-            by_channel.setdefault(shown_by, []).append(nid)
+        marked = self._acks([(int(nid), user_id, channel) for nid in ids])
+        by_channel: dict[str, list[tuple[int, float]]] = {}
+        for nid, acked in zip(ids, marked):
+            if acked is not None:
+                by_channel.setdefault(acked.channel, []).append((int(nid), acked.seconds))
         for shown_by, group in by_channel.items():
-            if shown_by == "realtime":
-                for _ in group:
-                    self.breaker.record_success()
-            signals.notification_delivered.send(self.app, notification_ids=group, user_id=user_id,
-                                                channel=shown_by)
-        return [nid for nid, _ in marked]
+            signals.notification_delivered.send(self.app, notification_ids=[nid for nid, _ in group],
+                                                user_id=user_id, channel=shown_by,
+                                                seconds=[seconds for _, seconds in group])
+        return [int(nid) for nid, acked in zip(ids, marked) if acked is not None]
+
+    def _acknowledge_batch(self, items: list[tuple[int, str, str | None]]) -> list[Acked | None]:
+        """One transaction per explicit channel (None: counted by the row's offer) for the
+        acknowledgements of a batch; for each item that marked its row, what it marked (one
+        item per row, when two callers acknowledged the same id), else None."""
+        by_channel: dict[str | None, list[tuple[int, str]]] = {}
+        for nid, uid, channel in items:
+            by_channel.setdefault(channel, []).append((nid, uid))
+        marked: dict[tuple[str | None, int], Acked] = {}
+        for channel, acks in by_channel.items():
+            marked.update({(channel, nid): acked
+                           for nid, acked in self.store.acknowledge_many(acks, channel).items()})
+        # a second item of the same row marked nothing
+        results: list[Acked | None] = [marked.pop((channel, nid), None) for nid, _, channel in items]
+        with self._watch_cv:
+            self._awaiting.difference_update(nid for nid, _, _ in items)
+        # the socket delivered these: the real-time path works (a fallback's says nothing of it)
+        realtime = sum(1 for r in results if r is not None and r.channel == "realtime")
+        if realtime:
+            self.breaker.record_success(realtime)
+        return results
 
     # -- banners -------------------------------------------------------------------------
     def broadcast(self, message: Any, level: str = "warning", title: str | None = None,
@@ -355,12 +385,15 @@ class Dispatcher:
     # -- acknowledgement watcher -------------------------------------------------------
     def _track(self, nid: int, uid: str) -> None:
         with self._watch_cv:
+            first = not self._watch
             heapq.heappush(self._watch, (time.monotonic() + self.ack_timeout, nid, uid))
+            self._awaiting.add(nid)
             if self._watcher is None or not self._watcher.is_alive():
                 self._watcher = threading.Thread(target=self._watch_loop, name="notify-emergency-acks",
                                                  daemon=True)
                 self._watcher.start()
-            self._watch_cv.notify()
+            if first:  # a later deadline than the first one waited for changes nothing
+                self._watch_cv.notify()
 
     def start_sweeper(self) -> None:
         """Start the watcher (which also sweeps rows whose acks never came, e.g. after a crash)."""
@@ -377,18 +410,22 @@ class Dispatcher:
                 now = time.monotonic()
                 wait = next_sweep - now
                 if self._watch:
-                    wait = min(wait, self._watch[0][0] - now)
+                    # deadlines a moment apart are looked at together
+                    wait = min(wait, self._watch[0][0] + WATCH_BATCH_SECONDS - now)
                 if wait > 0:
                     self._watch_cv.wait(wait)
                 now = time.monotonic()
-                due: list[tuple[int, str]] = []
+                due: list[int] = []
                 while self._watch and self._watch[0][0] <= now:
-                    _, nid, uid = heapq.heappop(self._watch)
-                    due.append((nid, uid))
+                    _, nid, _ = heapq.heappop(self._watch)
+                    if nid in self._awaiting:  # acknowledged through this worker: nothing to do
+                        self._awaiting.discard(nid)
+                        due.append(nid)
             try:
                 with self.app.app_context():
                     if due:
-                        self._expire([n for n, _ in due], count_failure=True)
+                        # acknowledged through another worker meanwhile: one read tells
+                        self._expire(self.store.undelivered(due), count_failure=True)
                     if time.monotonic() >= next_sweep:
                         next_sweep = time.monotonic() + self.sweep_seconds
                         overdue = self.store.overdue(grace=self.ack_timeout)

@@ -17,6 +17,11 @@ never wait on each other's rows in opposite orders. Durations are summed in whol
 the database stores the times, so the totals equal what a scan of the rows computes (up to
 SQLite's ``julianday`` resolution, about 0.1 ms, in the scan).
 
+The notification measures are spread over ``SLOTS`` rows per hour (``n:<channel>~<k>``, a
+slot picked at random per transaction): every send and every delivery of an hour changes
+them, and one row would make all of them queue on its lock until each commits. Readers add
+the slots up (and the unslotted rows :func:`rebuild` writes); a slot alone may go below zero.
+
 The totals are only trusted once :func:`rebuild` has counted the rows that were stored
 before (it ends by writing the marker row at ``READY_HOUR``); until then the dashboard
 reads the raw rows. ``rebuild`` goes one day at a time, each in a short transaction that
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import random
 import threading
 import time
 from collections import Counter
@@ -51,6 +57,9 @@ REBUILD_CHUNK_HOURS = 24
 RECHECK_SECONDS = 30.0
 
 Key = tuple[dt.datetime, str]
+#: Rows each notification measure of an hour is spread over, and what joins the slot's number.
+SLOTS = 16
+SLOT = "~"
 
 
 EPOCH = dt.datetime(1970, 1, 1)
@@ -69,6 +78,12 @@ def channel_key(channel: str | None) -> str:
     return NOTIFICATION + (channel or "")
 
 
+def unslotted(measure: str) -> str:
+    """A stored measure without its slot (``n:realtime~3`` -> ``n:realtime``)."""
+    base, sep, slot = measure.rpartition(SLOT)
+    return base if sep and slot.isdigit() else measure
+
+
 def _micros(delta: dt.timedelta) -> int:
     return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
 
@@ -84,6 +99,8 @@ class HourlyTotals:
         self.whole_seconds = False
         self._present: bool | None = None
         self._checked_at = 0.0
+        #: the adding upsert, built once per dialect
+        self._upserts: dict[str, Any] = {}
 
     # -- writing, inside the caller's transaction ------------------------------------------
     def present(self, conn: sa.Connection) -> bool:
@@ -101,13 +118,23 @@ class HourlyTotals:
         return self._present
 
     def change(self, conn: sa.Connection, deltas: Counter[Key]) -> None:
-        """Add ``deltas`` ((hour, measure) -> +n/-n) in the caller's transaction."""
+        """Add ``deltas`` ((hour, measure) -> +n/-n) in the caller's transaction; the
+        notification measures to one slot, picked for this transaction."""
+        slot = f"{SLOT}{random.randrange(SLOTS)}"
+        slotted: Counter[Key] = Counter()
+        for (hour, measure), n in deltas.items():
+            if n:
+                slotted[(hour, measure + slot if measure.startswith(NOTIFICATION) else measure)] += n
+        # in (hour, measure) order: two transactions never wait on each other's rows crosswise
         rows = [{"hour": stored_hour(hour), "measure": measure, "total": n}
-                for (hour, measure), n in sorted(deltas.items()) if n]
+                for (hour, measure), n in sorted(slotted.items()) if n]
         if not rows or not self.present(conn):
             return
         assert self.table is not None
-        conn.execute(_upsert(conn.dialect.name, self.table, add=True), rows)
+        statement = self._upserts.get(conn.dialect.name)
+        if statement is None:
+            statement = self._upserts[conn.dialect.name] = _upsert(conn.dialect.name, self.table, add=True)
+        conn.execute(statement, rows)
 
     def added(self, conn: sa.Connection, rows: Iterable[dict[str, Any]]) -> None:
         """Rows just inserted (each with ``created_at`` and maybe ``channel``)."""
@@ -180,8 +207,11 @@ class HourlyTotals:
         q = sa.select(t.c.hour, t.c.measure, t.c.total).where(
             t.c.hour >= stored_hour(start), t.c.measure.startswith(prefix, autoescape=True), t.c.total != 0)
         hour = dt.timedelta(hours=1)
+        summed: Counter[tuple[int, str]] = Counter()
         with self.engine.connect() as conn:
-            return [(EPOCH + r[0] * hour, str(r[1])[len(prefix):], int(r[2])) for r in conn.execute(q)]
+            for r in conn.execute(q):
+                summed[(int(r[0]), unslotted(str(r[1]))[len(prefix):])] += int(r[2])
+        return [(EPOCH + h * hour, m, v) for (h, m), v in summed.items() if v]
 
     def buckets(self, start: dt.datetime, bucket_hours: int, prefix: str) -> list[tuple[int, str, int]]:
         """(bucket, measure without ``prefix``, total) of buckets of ``bucket_hours`` from
@@ -195,8 +225,11 @@ class HourlyTotals:
         q = (sa.select(bucket, t.c.measure, sa.func.sum(t.c.total))
              .where(t.c.hour >= stored_hour(start), *self._family(prefix))
              .group_by(bucket, t.c.measure))
+        summed: Counter[tuple[int, str]] = Counter()
         with self.engine.connect() as conn:
-            return [(int(b), str(m)[len(prefix):], int(v or 0)) for b, m, v in conn.execute(q) if v]
+            for b, m, v in conn.execute(q):
+                summed[(int(b), unslotted(str(m))[len(prefix):])] += int(v or 0)
+        return [(b, m, v) for (b, m), v in summed.items() if v]
 
     def buckets_of_families(self, start: dt.datetime, bucket_hours: int,
                             prefixes: tuple[str, ...]) -> dict[str, list[tuple[int, str, int]]]:
@@ -209,13 +242,13 @@ class HourlyTotals:
         q = (sa.select(bucket, t.c.measure, sa.func.sum(t.c.total))
              .where(t.c.hour >= stored_hour(start), sa.or_(*(sa.and_(*self._family(p)) for p in prefixes)))
              .group_by(bucket, t.c.measure))
-        found: dict[str, list[tuple[int, str, int]]] = {p: [] for p in prefixes}
+        summed: dict[str, Counter[tuple[int, str]]] = {p: Counter() for p in prefixes}
         with self.engine.connect() as conn:
             for b, m, v in conn.execute(q):
                 prefix = next((p for p in prefixes if str(m).startswith(p)), None)
                 if v and prefix is not None:
-                    found[prefix].append((int(b), str(m)[len(prefix):], int(v)))
-        return found
+                    summed[prefix][(int(b), unslotted(str(m))[len(prefix):])] += int(v)
+        return {p: [(b, m, v) for (b, m), v in rows.items() if v] for p, rows in summed.items()}
 
     def backlog_and_ready(self, notifications: sa.Table) -> tuple[bool, int, Any] | None:
         """(built?, undelivered rows by the totals, created_at of the oldest undelivered row)
@@ -229,8 +262,9 @@ class HourlyTotals:
             marker, total, oldest = conn.execute(sa.select(
                 sa.select(t.c.total).where(t.c.hour == stored_hour(READY_HOUR), t.c.measure == READY_MEASURE)
                 .scalar_subquery(),
-                sa.select(sa.func.sum(t.c.total)).where(t.c.measure == NOTIFICATION,
-                                                        t.c.hour > stored_hour(READY_HOUR)).scalar_subquery(),
+                sa.select(sa.func.sum(t.c.total)).where(
+                    sa.or_(t.c.measure == NOTIFICATION, t.c.measure.startswith(NOTIFICATION + SLOT, autoescape=True)),
+                    t.c.hour > stored_hour(READY_HOUR)).scalar_subquery(),
                 # "delivered = false", which every database answers from the (delivered, created_at) index
                 sa.select(sa.func.min(n.c.created_at)).where(n.c.delivered == sa.false()).scalar_subquery(),
             )).one()
@@ -246,7 +280,9 @@ class HourlyTotals:
         """One measure summed over every hour (through the ``(measure, hour)`` index)."""
         assert self.table is not None
         t = self.table
-        q = sa.select(sa.func.sum(t.c.total)).where(t.c.measure == measure, t.c.hour > stored_hour(READY_HOUR))
+        q = sa.select(sa.func.sum(t.c.total)).where(
+            sa.or_(t.c.measure == measure, t.c.measure.startswith(measure + SLOT, autoescape=True)),
+            t.c.hour > stored_hour(READY_HOUR))
         with self.engine.connect() as conn:
             return int(conn.execute(q).scalar() or 0)
 
@@ -257,8 +293,11 @@ class HourlyTotals:
         q = (sa.select(t.c.measure, sa.func.sum(t.c.total))
              .where(t.c.hour >= stored_hour(start), *self._family(prefix))
              .group_by(t.c.measure))
+        totals: Counter[str] = Counter()
         with self.engine.connect() as conn:
-            return Counter({str(m)[len(prefix):]: int(v or 0) for m, v in conn.execute(q)})
+            for m, v in conn.execute(q):
+                totals[unslotted(str(m))[len(prefix):]] += int(v or 0)
+        return totals
 
     def invalidate(self) -> None:
         """Distrust the counts until the next :func:`rebuild` (rows were changed behind the store)."""

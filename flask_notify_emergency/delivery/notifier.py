@@ -51,8 +51,9 @@ class SocketIONotifier:
 
             self._queued = isinstance(getattr(server, "manager", None), python_socketio.PubSubManager)
             if self._queued:
+                # as many emits at once as the worker's busy threads send: a few would queue them
                 self._pool = concurrent.futures.ThreadPoolExecutor(
-                    max_workers=4, thread_name_prefix="notify-emergency-emit")
+                    max_workers=16, thread_name_prefix="notify-emergency-emit")
         return self._queued
 
     def deliver(self, user_id: str, payload: dict[str, Any]) -> bool | None:

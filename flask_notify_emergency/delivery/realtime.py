@@ -26,8 +26,9 @@ MAX_ACK_IDS = 200
 
 
 def valid_ids(raw_ids: list[Any]) -> list[int]:
-    """The row ids in a client's list (ints or digit strings naming a possible row)."""
-    ids = []
+    """The row ids in a client's list (ints or digit strings naming a possible row), each once,
+    in the order given."""
+    ids: list[int] = []
     for raw in raw_ids:
         if isinstance(raw, bool) or not isinstance(raw, (int, str)):
             continue
@@ -35,7 +36,7 @@ def valid_ids(raw_ids: list[Any]) -> list[int]:
             nid = int(raw)
         except ValueError:
             continue
-        if 0 < nid <= MAX_ROW_ID:
+        if 0 < nid <= MAX_ROW_ID and nid not in ids:
             ids.append(nid)
     return ids
 

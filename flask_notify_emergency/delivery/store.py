@@ -18,7 +18,7 @@ import logging
 import random
 import time
 import uuid
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 
@@ -75,6 +75,65 @@ def retry_on_contention(transaction: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
+#: A pooled connection idle longer than this is pinged before use (when the host asks for
+#: pre-ping); one in steady use is not: its last statement just showed it alive.
+IDLE_PING_SECONDS = 2.0
+
+
+def steady_engine(engine: sa.engine.Engine, size: int, options: dict[str, Any] | None = None) -> sa.engine.Engine:
+    """An engine of the extension's own on ``engine``'s database: ``size`` connections, opened
+    once and kept, and no overflow (a busy thread waits for one of them rather than opening,
+    handshaking and closing another). ``options`` are the host's engine options (isolation
+    level, connect arguments, timeouts), kept but for the pool's size. ``engine`` itself when
+    ``size`` is 0 or the database is SQLite (one writer at a time; a memory database is one
+    connection's).
+
+    Pre-ping (on unless the host's options turn it off) checks only a connection that sat idle
+    for :data:`IDLE_PING_SECONDS`: a connection that went away meanwhile is replaced before
+    use, and one in steady use costs no extra round trip per transaction. (A connection that
+    breaks while in use fails its statement, and SQLAlchemy then replaces every connection of
+    the pool.)
+    """
+    if size <= 0 or engine.dialect.name == "sqlite":
+        return engine
+    settings = dict(options or {})
+    for key in ("pool_size", "max_overflow", "poolclass", "pool"):
+        settings.pop(key, None)
+    ping = settings.pop("pool_pre_ping", True)
+    settings.setdefault("pool_recycle", 3600)
+    own = sa.create_engine(engine.url, pool_size=size, max_overflow=0, **settings)
+    if ping:
+        sa.event.listen(own, "checkin", _checked_in)
+        sa.event.listen(own, "checkout", _ping_if_idle)
+    return own
+
+
+def _checked_in(dbapi_connection: Any, record: Any) -> None:
+    record.info["notify_emergency_idle_since"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    since = record.info.get("notify_emergency_idle_since")
+    if since is None or time.monotonic() - since < IDLE_PING_SECONDS:
+        return
+    try:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SELECT 1")
+        finally:
+            cursor.close()
+    except Exception as exc:  # any failure: the pool replaces this connection and tries again
+        raise sa.exc.DisconnectionError(f"an idle pooled connection did not answer: {exc}") from exc
+
+
+class Acked(NamedTuple):
+    """A row an acknowledgement marked delivered: the channel it was counted by, and its
+    seconds from creation to delivery."""
+
+    channel: str
+    seconds: float
+
+
 def _inserted_id(result: sa.engine.CursorResult[Any]) -> int:
     """The id of the one row an INSERT just wrote."""
     key = result.inserted_primary_key
@@ -96,12 +155,14 @@ class NotificationStore:
         self.table = models.Notification.__table__
         self.banners = models.Banner.__table__
         self.hourly = HourlyTotals(engine, models)
+        self._insert = self.table.insert()
 
     def create(self, values: dict[str, Any]) -> int:
         """Insert one notification row and commit it; return its id."""
         values = dict(values, created_at=values.get("created_at") or utcnow())
         with self.engine.begin() as conn:
-            result = conn.execute(self.table.insert().values(**values))
+            # one cached statement with parameters (not a statement built from the values)
+            result = conn.execute(self._insert, values)
             self.hourly.added(conn, [values])
         return _inserted_id(result)
 
@@ -210,50 +271,66 @@ class NotificationStore:
     def acknowledge(self, notification_id: int, user_id: str, channel: str | None = "realtime") -> bool:
         """Mark one row delivered if it is the user's and not yet delivered; True if we did.
         ``channel``: see :meth:`acknowledge_many`."""
-        return bool(self.acknowledge_many([notification_id], user_id, channel))
+        return bool(self.acknowledge_many([(notification_id, user_id)], channel))
 
-    def acknowledge_many(self, ids: list[int], user_id: str,
-                         channel: str | None = None) -> list[tuple[int, str]]:
-        """The browser showed these rows: mark those that are the user's and undelivered
-        delivered, in one transaction (another only for rows a claim offered meanwhile);
-        return ``(id, channel)`` of each row this call marked.
+    def acknowledge_many(self, acks: list[tuple[int, str]],
+                         channel: str | None = None) -> dict[int, Acked]:
+        """The browser showed these rows: mark delivered each ``(id, user)`` whose row is that
+        user's and not delivered yet, in one transaction (another only for rows a claim
+        offered meanwhile); for each row this call marked, the channel it was counted by and
+        its seconds from creation to delivery (the acknowledgement latency, read with the row).
 
         The channel counted is ``channel`` when given, else the one that offered the row
-        (``offered_via``: a flash, a poll), else ``realtime`` (it came over the socket).
+        (``offered_via``: a flash, a poll), else ``realtime`` (it came over the socket). A row
+        a fallback showed counts one more delivery attempt (see :mod:`.stats`).
 
-        The owner is checked by a plain read, and the UPDATE names rows by primary key alone:
-        with ``user_id`` in its WHERE, MariaDB may run it through the ``(user_id, delivered,
-        id)`` index and take gap locks that deadlock two acks.
+        The rows are read by primary key with a locking read (``FOR UPDATE``; SQLite has one
+        writer at a time) and updated by primary key alone: with ``user_id`` in a WHERE,
+        MariaDB may go through the ``(user_id, delivered, id)`` index and take gap locks that
+        deadlock two acks. Each UPDATE is conditional on what the read saw and tags its rows
+        with a token, so what this reports is exactly what it changed; a row a claim offered
+        between the read and the UPDATE (possible on SQLite) is read again, never dropped.
         """
-        wanted = sorted({int(i) for i in ids if 0 < int(i) <= MAX_ROW_ID})
-        marked: list[tuple[int, str]] = []
+        wanted: dict[int, str] = {}
+        for nid, uid in acks:
+            if 0 < int(nid) <= MAX_ROW_ID:
+                wanted.setdefault(int(nid), str(uid))
+        marked: dict[int, Acked] = {}
         for _ in range(CLAIM_ROUNDS):
             if not wanted:
-                break
+                return marked
             todo = wanted
-            got, wanted = retry_on_contention(lambda: self._acknowledge_once(todo, user_id, channel))
-            marked += got
+            got, again = retry_on_contention(lambda: self._acknowledge_once(todo, channel))
+            marked.update(got)
+            wanted = {nid: todo[nid] for nid in again}
+        if wanted:  # offered anew every round: still undelivered, the next confirmation marks them
+            log.warning("flask-notify-emergency: acknowledgements of %d row(s) kept racing claims",
+                        len(wanted))
         return marked
 
-    def _acknowledge_once(self, ids: list[int], user_id: str,
-                          channel: str | None) -> tuple[list[tuple[int, str]], list[int]]:
-        """One transaction: ((id, channel) of the rows it marked, ids to read again because a
-        claim offered them between this read and this UPDATE)."""
+    def _acknowledge_once(self, wanted: dict[int, str],
+                          channel: str | None) -> tuple[dict[int, Acked], list[int]]:
+        """One transaction: (the rows it marked, ids to read again because a claim offered them
+        between this read and this UPDATE)."""
         t = self.table
-        marked: list[tuple[int, str]] = []
+        marked: dict[int, Acked] = {}
         again: list[int] = []
         with self.engine.begin() as conn:
             # created_at never changes, and an undelivered row's channel changes only with
             # ``delivered``: what this reads is what the UPDATE below changes, if it does
             found = [r for r in conn.execute(
                 sa.select(t.c.id, t.c.user_id, t.c.created_at, t.c.channel, t.c.offered_via)
-                .where(t.c.id.in_(ids), t.c.delivered == sa.false())) if str(r.user_id) == user_id]
+                .where(t.c.id.in_(sorted(wanted)), t.c.delivered == sa.false())
+                .order_by(t.c.id).with_for_update()) if str(r.user_id) == wanted[int(r.id)]]
+            if not found:
+                return marked, again
             # one UPDATE per offering channel read (one, nearly always), conditional on it, so
             # the channel counted is the one the row has when it is marked
             groups: dict[str | None, list[Any]] = {}
             for row in found:
                 groups.setdefault(row.offered_via, []).append(row)
             token = uuid.uuid4().hex
+            now = utcnow()
             moved = []
             for via, rows in sorted(groups.items(), key=lambda g: g[0] or ""):
                 shown_by = channel or via or "realtime"
@@ -262,22 +339,36 @@ class NotificationStore:
                     t.update()
                     .where(t.c.id.in_(group), t.c.delivered == sa.false(),
                            t.c.offered_via.is_(None) if via is None else t.c.offered_via == via)
-                    # a row a fallback offered counts one more delivery attempt (see .stats)
-                    .values(delivered=True, delivered_at=utcnow(), channel=shown_by, claim_token=token,
+                    .values(delivered=True, delivered_at=now, channel=shown_by, claim_token=token,
                             attempts=t.c.attempts + (0 if shown_by == "realtime" else 1))
                 )
                 done = group
                 if int(result.rowcount or 0) != len(group):
                     # some were confirmed elsewhere (gone) or offered anew (read again) meanwhile
-                    done = [int(i) for i in conn.execute(
-                        sa.select(t.c.id).where(t.c.id.in_(group), t.c.claim_token == token)).scalars()]
+                    done = sorted(int(i) for i in conn.execute(
+                        sa.select(t.c.id).where(t.c.id.in_(group), t.c.claim_token == token)).scalars())
                     again += sorted(set(group) - set(done))
-                marked += [(nid, shown_by) for nid in done]
                 before = {int(r.id): r for r in rows}
-                moved += [(before[nid].created_at, before[nid].channel, shown_by) for nid in done]
+                for nid in done:
+                    row = before[nid]
+                    marked[nid] = Acked(shown_by, max(0.0, (now - row.created_at).total_seconds()))
+                    moved.append((row.created_at, row.channel, shown_by))
             if moved:
                 self.hourly.moved(conn, moved)
         return marked, again
+
+    def undelivered(self, ids: list[int]) -> list[int]:
+        """Those of these ids whose rows exist and are not delivered (one read, by primary key)."""
+        if not ids:
+            return []
+        t = self.table
+        found: list[int] = []
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), INSERT_BATCH):
+                chunk = ids[start:start + INSERT_BATCH]
+                found += [int(r[0]) for r in conn.execute(
+                    sa.select(t.c.id).where(t.c.id.in_(chunk), t.c.delivered == sa.false()))]
+        return found
 
     def delete_expired(self, ids: list[int]) -> int:
         """Delete those of these rows that are undelivered and past ``expires_at``; how many."""

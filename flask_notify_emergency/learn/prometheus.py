@@ -95,11 +95,12 @@ class EventMetrics:
             self.fallbacks.labels(str(reason)).inc()
 
         def on_delivered(sender: Any, notification_ids: list[int] = (), channel: str = "unknown",  # type: ignore[assignment]
-                         **_: Any) -> None:
+                         seconds: list[float] | None = None, **_: Any) -> None:
             self.delivered.labels(str(channel)).inc(len(notification_ids))
             if channel == "realtime":
-                for seconds in self._ack_seconds(notification_ids):
-                    self.ack_latency.observe(seconds)
+                # the acknowledgement read the rows' times already; a sender without them: read them
+                for value in seconds if seconds is not None else self._ack_seconds(notification_ids):
+                    self.ack_latency.observe(value)
 
         pairs: list[tuple[Any, Callable[..., None]]] = [
             (signals.notification_emitted, on_emitted), (signals.notification_fallback, on_fallback),

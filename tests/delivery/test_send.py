@@ -392,6 +392,10 @@ def test_sent_and_delivered_signals_fire_with_their_documented_arguments(demo, w
     assert {"id", "user_id", "title", "message", "priority", "category", "data"} <= set(first)
     assert (first["id"], first["user_id"], first["category"], first["data"]) == (nid, uid, "captions", {"n": 1})
     assert sent[1]["notification"]["id"] == nid2
+    # every delivery also says how long each took from creation (read with the rows)
+    for signal in delivered:
+        (seconds,) = signal.pop("seconds")
+        assert isinstance(seconds, float) and seconds >= 0
     assert delivered == [
         {"notification_ids": [nid], "user_id": uid, "channel": "realtime"},
         {"notification_ids": [nid2], "user_id": uid, "channel": "flash"},

@@ -104,8 +104,9 @@ def test_concurrent_claimers_deliver_each_notification_exactly_once(own_database
     assert all(not r["delivered"] and r["offered_via"] == by[r["id"]] for r in rows)
     assert not any(r["delivered"] or r["offered_via"] for r in notification_rows(app, user_id=user_id(app, "bob")))
     # the page confirms what it showed: one batch, counted by the channel that offered each
-    confirmed = ext.store.acknowledge_many(sorted(expected), uid)
-    assert sorted(confirmed) == sorted(by.items())
+    confirmed = ext.store.acknowledge_many([(nid, uid) for nid in sorted(expected)])
+    assert sorted((nid, acked.channel) for nid, acked in confirmed.items()) == sorted(by.items())
+    assert all(acked.seconds >= 0 for acked in confirmed.values())
     rows = notification_rows(app, user_id=uid)
     assert all(r["delivered"] and r["channel"] == by[r["id"]] for r in rows)
     # the hourly totals the racing claims kept say what the rows say

@@ -244,7 +244,8 @@ def test_notification_failure_hangs_emits_while_the_users_socket_stays_connected
                          timeout=30, message="the notification to fall back")
         assert not row["delivered"] and title not in got and sio.connected
         alice.get(f"{second.url}/", timeout=10)  # her next page shows it (the flash path)
-        alice.get(f"{second.url}/", timeout=10)  # and the request after confirms what it showed
+        assert not notification_row(cluster, title)["delivered"]  # offered: the browser has to confirm it
+        alice.get(f"{second.url}/", timeout=10)  # the request after carries the page's ack outbox cookie
         row = notification_row(cluster, title)
         assert row["delivered"] and row["channel"] == "flash", row
         assert title not in got and sio.connected

@@ -124,8 +124,8 @@ def test_hourly_counts_match_the_rows_in_every_window(any_database, make_app):
         polled = store.claim("late", 2, "poll")
         assert len(polled) == 2
         # offers count once the browser confirms them, by the channel that offered them
-        confirmed = store.acknowledge_many([int(r["id"]) for r in flashed[1:] + polled], "late")
-        assert sorted(c for _, c in confirmed) == ["flash", "flash", "poll", "poll"]
+        confirmed = store.acknowledge_many([(int(r["id"]), "late") for r in flashed[1:] + polled])
+        assert sorted(acked.channel for acked in confirmed.values()) == ["flash", "flash", "poll", "poll"]
         assert store.acknowledge(late[6], "late", "realtime")
         assert not store.acknowledge(late[0], "late", "realtime")  # confirmed already: counted once
         for i in range(5):  # u1's old rows, stored before the counts, delivered only now

@@ -217,7 +217,7 @@ def test_notifications_are_filtered_and_paged(example: tuple[Any, Any]) -> None:
         for i in range(3):
             notify.send(bob, f"bob {i}", "m")
         offered = [int(r["id"]) for r in ext.store.claim(alice, 2, "poll")]
-        ext.store.acknowledge_many(offered, alice)  # the page confirmed what the poll showed
+        ext.store.acknowledge_many([(nid, alice) for nid in offered])  # the page confirmed what the poll showed
     client, _ = admin_client(app)
 
     def titles(query: str) -> list[str]:
