@@ -68,6 +68,9 @@ HUNG_TICK_INTERVALS = 20
 HUNG_TICK_MIN_SECONDS = 300.0
 #: Alert ledger key of the dead man's switch.
 WATCHDOG_ALERT_KEY = "watchdog:monitor-silent"
+#: Control switch set when the dead man's switch alerted; the next monitor tick clears it and
+#: sends the all-clear.
+WATCHDOG_FIRED_KEY = "watchdog_alerted"
 #: The failure type of a database outage (resolved as soon as the database answers again).
 DATABASE_FAILURE = "database_persistence"
 #: The overload streak written for the poll interval stops growing here (the interval is at
@@ -233,6 +236,7 @@ class Monitor:
         if ext.control.paused().get("monitor"):
             return {"status": "paused"}
         self._revert_abandoned_drill()
+        self._all_clear_after_watchdog()
         report = self._check()
         c = classify(report)
         health = {"status": report.status, "score": report.score, "failing": report.failing}
@@ -497,6 +501,24 @@ class Monitor:
 
         threading.Thread(target=replay, name="notify-emergency-replay", daemon=True).start()
 
+    def _all_clear_after_watchdog(self) -> None:
+        """The dead man's switch alerted while no monitor ran: this one runs, so say so once
+        (to the same people, by the same matrix), and clear the switch first so that two
+        monitors taking over one after the other do not both send it."""
+        ext = self.ext
+        try:
+            fired = ext.control.read(WATCHDOG_FIRED_KEY, None)
+            if not fired:
+                return
+            ext.control.write(WATCHDOG_FIRED_KEY, None, ACTOR)
+            send_alert(ext, "[RESOLVED] A notification monitor is running again",
+                       f"The monitor on {socket.gethostname()} (pid {os.getpid()}) checks again. "
+                       f"The alert that none was running ({fired.get('at', 'earlier')}, seen by "
+                       f"{fired.get('source', 'a watchdog')}) is resolved.", 1, None, kind="watchdog",
+                       actor=ACTOR, source="monitor")
+        except Exception as exc:  # the database is down: the next tick tries again
+            log.warning("flask-notify-emergency: the monitor's all-clear failed: %s", exc)
+
     def _beat(self) -> None:
         """Write the heartbeat: who monitors, and what its last tick found."""
         last = self.last or {}
@@ -597,6 +619,8 @@ def watchdog(ext: Any, source: str = "watchdog") -> dict[str, Any] | None:
     try:
         send, _ = alerts.ledger.claim(ext, [WATCHDOG_ALERT_KEY], None, lambda _id: True)
         if send:
+            ext.control.write(WATCHDOG_FIRED_KEY, {"at": utcnow().isoformat(timespec="seconds") + "Z",
+                                                   "source": source}, ACTOR)
             status["alert"] = send_alert(
                 ext, "[EMERGENCY] No notification monitor is running",
                 f"{status['detail']}.\nNothing detects or recovers real-time failures until a monitor "

@@ -153,6 +153,14 @@ def test_status_shows_the_heartbeat_and_a_stale_one_warns_every_command(make_app
         assert alerts[0]["kind"] == "watchdog"
         invoke(app, "status")
         assert len(hooks.received("/hook")) == 1  # once per cooldown, not once per command
+        # a monitor runs again: one all-clear, to the same targets
+        ext.monitor.tick()
+        alerts = wait_until(lambda: len(hooks.received("/hook")) == 2 and hooks.received("/hook"), timeout=10,
+                            message="the all-clear after the dead man's switch")
+        assert "[RESOLVED] A notification monitor is running again" in alerts[1]["subject"]
+        ext.monitor.tick()
+        assert len(hooks.received("/hook")) == 2  # once, not once per tick
+        assert invoke_json(app, "status")[1]["monitor"]["state"] == "fresh"
     finally:
         hooks.stop()
 
