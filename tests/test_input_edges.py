@@ -173,6 +173,10 @@ def test_a_row_the_poll_reply_cannot_carry_stays_undelivered_and_the_rest_arrive
     assert reply.status_code == 200
     got = strict_json(reply.get_data(as_text=True))["notifications"]
     assert sorted(n["id"] for n in got) == sorted(good)
+    # the page confirms what it showed, as the client script does
+    confirmed = client.post("/emergency/api/notifications/ack", json={"ids": [n["id"] for n in got]},
+                            headers={"X-CSRF-Token": token})
+    assert confirmed.status_code == 200, confirmed.get_data(as_text=True)
     rows = {r["id"]: r for r in notification_rows(app)}
     assert rows[bad]["delivered"] is False and all(rows[n]["delivered"] for n in good)
     assert strict_json(poll(client, token).get_data(as_text=True))["notifications"] == []
