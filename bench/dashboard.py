@@ -45,6 +45,7 @@ from sqlalchemy.orm import DeclarativeBase
 
 from flask_notify_emergency import NotifyEmergency
 from flask_notify_emergency.delivery.hourly import _event_deltas
+from flask_notify_emergency.detect.schema import add_column_sql
 from flask_notify_emergency.models import utcnow
 
 from .timing import Options, progress
@@ -367,9 +368,20 @@ def _bring_to_now(ext: Any, fill: Fill, notifications: int) -> int:
 
 
 def _ensure_indexes(ext: Any) -> None:
-    """A kept store made before an index was added gets it (as the migrations would add it)."""
+    """A kept store made before a column or an index was added gets it (the ``ALTER TABLE``
+    that ``check-database`` prints, and the index, as the migrations would add them)."""
+    models = (ext.models.Notification, ext.models.EmergencyEvent, ext.models.HourlyTotal)
     with ext.engine.begin() as conn:
-        for model in (ext.models.Notification, ext.models.EmergencyEvent, ext.models.HourlyTotal):
+        inspector = sa.inspect(conn)
+        for model in models:
+            table = model.__table__
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in present:
+                    progress(f"  adding column {table.name}.{column.name} to the kept store")
+                    conn.execute(sa.text(add_column_sql(table, column, conn.dialect)))
+    with ext.engine.begin() as conn:
+        for model in models:
             for index in model.__table__.indexes:
                 index.create(conn, checkfirst=True)
 
