@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
 
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 

@@ -232,14 +232,7 @@ def one_run(dep: Deployment, fault: Fault, users: dict[str, Any], *, users_n: in
     cpu0 = dep.cpu_seconds()
     window: list[float] = []
 
-    def send_worker() -> None:
-        while True:
-            uid = jobs.get()
-            if uid is None:
-                return
-            sender.send(uid)
-
-    threads = [threading.Thread(target=send_worker, daemon=True) for _ in range(8)]
+    threads = [threading.Thread(target=sender.serve, args=(jobs,), daemon=True) for _ in range(8)]
     for t in threads:
         t.start()
 
@@ -271,11 +264,9 @@ def one_run(dep: Deployment, fault: Fault, users: dict[str, Any], *, users_n: in
     fault_end = window[-1]
     # drain: until every sent notification is displayed by its user, or the limit
     deadline = time.time() + drain_max
-    drained_at = None
     while time.time() < deadline:
         shown = {d.marker for u in users.values() for d in u.tally.displays}
         if all(m in shown for m in sender.sent):
-            drained_at = time.time()
             break
         time.sleep(0.5)
     end = time.time()

@@ -112,16 +112,9 @@ def offer(dep: Deployment, users: dict[str, Any], *, rate: float, seconds: float
     total = int(rate * seconds)
     senders: list[threading.Thread] = []
 
-    def send_worker() -> None:
-        while True:
-            uid = jobs.get()
-            if uid is None:
-                return
-            sender.send(uid)
-
     def grow() -> None:
         if len(senders) < max_senders:
-            t = threading.Thread(target=send_worker, daemon=True)
+            t = threading.Thread(target=sender.serve, args=(jobs,), daemon=True)
             t.start()
             senders.append(t)
 

@@ -23,6 +23,7 @@ duplicate.
 from __future__ import annotations
 
 import json
+import queue
 import random
 import re
 import threading
@@ -355,6 +356,14 @@ class Sender:
         if http is None:
             http = self.local.http = requests.Session()
         return http
+
+    def serve(self, jobs: "queue.Queue[str | None]") -> None:
+        """A sender thread's loop: send to each user id taken from ``jobs`` until a None."""
+        while True:
+            uid = jobs.get()
+            if uid is None:
+                return
+            self.send(uid)
 
     def send(self, user_id: str, raw: bool = False) -> bool:
         with self.lock:

@@ -216,20 +216,7 @@ class HourlyTotals:
     def buckets(self, start: dt.datetime, bucket_hours: int, prefix: str) -> list[tuple[int, str, int]]:
         """(bucket, measure without ``prefix``, total) of buckets of ``bucket_hours`` from
         ``start`` (an hour boundary) on, summed by the database: a few rows per bucket."""
-        assert self.table is not None
-        t = self.table
-        offset = (t.c.hour - stored_hour(start)).self_group()
-        # DIV on MariaDB; integer / integer is integer division on SQLite and PostgreSQL
-        divide = "DIV" if self.engine.dialect.name in ("mysql", "mariadb") else "/"
-        bucket = offset.op(divide)(bucket_hours).label("bucket")
-        q = (sa.select(bucket, t.c.measure, sa.func.sum(t.c.total))
-             .where(t.c.hour >= stored_hour(start), *self._family(prefix))
-             .group_by(bucket, t.c.measure))
-        summed: Counter[tuple[int, str]] = Counter()
-        with self.engine.connect() as conn:
-            for b, m, v in conn.execute(q):
-                summed[(int(b), unslotted(str(m))[len(prefix):])] += int(v or 0)
-        return [(b, m, v) for (b, m), v in summed.items() if v]
+        return self.buckets_of_families(start, bucket_hours, (prefix,))[prefix]
 
     def buckets_of_families(self, start: dt.datetime, bucket_hours: int,
                             prefixes: tuple[str, ...]) -> dict[str, list[tuple[int, str, int]]]:
@@ -237,6 +224,7 @@ class HourlyTotals:
         assert self.table is not None
         t = self.table
         offset = (t.c.hour - stored_hour(start)).self_group()
+        # DIV on MariaDB; integer / integer is integer division on SQLite and PostgreSQL
         divide = "DIV" if self.engine.dialect.name in ("mysql", "mariadb") else "/"
         bucket = offset.op(divide)(bucket_hours).label("bucket")
         q = (sa.select(bucket, t.c.measure, sa.func.sum(t.c.total))

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from typing import Any, Iterator
 
 import pytest
@@ -65,23 +64,9 @@ class Cluster:
 
     def delivers_over_the_socket(self, title: str) -> None:
         """Alice's socket receives a notification bob sends through the served app."""
-        alice = requests.Session()
-        assert alice.post(f"{self.server.url}/login", data={"username": "alice", "password": "alice"},
-                          allow_redirects=False, timeout=10).status_code == 302
-        got: list[str] = []
-        sio = socketio.Client(reconnection=False)
-
-        @sio.on(EVENT, namespace=NAMESPACE)
-        def on_notification(data: dict[str, Any]) -> None:
-            got.append(data.get("title", ""))
-            sio.emit(ACK_EVENT, {"id": data["id"]}, namespace=NAMESPACE)
-
-        cookie = "; ".join(f"{k}={v}" for k, v in alice.cookies.items())
-        sio.connect(self.server.url, headers={"Cookie": cookie}, namespaces=[NAMESPACE], wait_timeout=10)
+        sio, got = acking_socket(self.server.url, self.server.session_as("alice"))
         try:
-            bob = requests.Session()
-            assert bob.post(f"{self.server.url}/login", data={"username": "bob", "password": "bob"},
-                            allow_redirects=False, timeout=10).status_code == 302
+            bob = self.server.session_as("bob")
             with self.ext.engine.connect() as conn:
                 alice_id = conn.execute(sa.text("SELECT id FROM demo_user WHERE username = 'alice'")).scalar()
             bob.post(f"{self.server.url}/send", data={"user_id": alice_id, "title": title, "message": "Live."},
@@ -93,6 +78,21 @@ class Cluster:
     def stop(self) -> None:
         self.server.stop()
         drop_tables(self.app)
+
+
+def acking_socket(url: str, session: requests.Session) -> tuple[socketio.Client, list[str]]:
+    """A socket of ``session``'s user on ``url`` that acknowledges what it gets; its titles."""
+    got: list[str] = []
+    sio = socketio.Client(reconnection=False)
+
+    @sio.on(EVENT, namespace=NAMESPACE)
+    def on_notification(data: dict[str, Any]) -> None:
+        got.append(data.get("title", ""))
+        sio.emit(ACK_EVENT, {"id": data["id"]}, namespace=NAMESPACE)
+
+    cookie = "; ".join(f"{k}={v}" for k, v in session.cookies.items())
+    sio.connect(url, headers={"Cookie": cookie}, namespaces=[NAMESPACE], wait_timeout=10)
+    return sio, got
 
 
 @pytest.fixture(scope="module")
@@ -208,24 +208,11 @@ def test_notification_failure_hangs_emits_while_the_users_socket_stays_connected
     the fault the same socket gets notifications again."""
     cluster.calm()
     second = ServedApp(free_port(), dict(cluster.config, NOTIFY_EMERGENCY_MONITOR_ENABLED=False))
-    alice = requests.Session()
-    assert alice.post(f"{second.url}/login", data={"username": "alice", "password": "alice"},
-                      allow_redirects=False, timeout=10).status_code == 302
-    bob = requests.Session()
-    assert bob.post(f"{cluster.server.url}/login", data={"username": "bob", "password": "bob"},
-                    allow_redirects=False, timeout=10).status_code == 302
+    alice = second.session_as("alice")
+    bob = cluster.server.session_as("bob")
     with cluster.ext.engine.connect() as conn:
         alice_id = conn.execute(sa.text("SELECT id FROM demo_user WHERE username = 'alice'")).scalar()
-    got: list[str] = []
-    sio = socketio.Client(reconnection=False)
-
-    @sio.on(EVENT, namespace=NAMESPACE)
-    def on_notification(data: dict[str, Any]) -> None:
-        got.append(data.get("title", ""))
-        sio.emit(ACK_EVENT, {"id": data["id"]}, namespace=NAMESPACE)
-
-    cookie = "; ".join(f"{k}={v}" for k, v in alice.cookies.items())
-    sio.connect(second.url, headers={"Cookie": cookie}, namespaces=[NAMESPACE], wait_timeout=10)
+    sio, got = acking_socket(second.url, alice)
     control = cluster.ext.control
     proc = None
     try:
