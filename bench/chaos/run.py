@@ -121,21 +121,25 @@ def detected_events(dep: Deployment, since: float) -> list[dict[str, Any]]:
     try:
         with engine.connect() as conn:
             rows = conn.execute(sa.text(
-                "SELECT level, failure_type, started_at, detected_at, triggered_by FROM notify_emergency_event "
-                "ORDER BY id")).all()
+                "SELECT level, failure_type, reason, started_at, detected_at, resolved_at, triggered_by "
+                "FROM notify_emergency_event ORDER BY id")).all()
     finally:
         engine.dispose()
     import datetime as dt
 
+    def epoch(value: Any) -> float | None:
+        return None if value is None else value.replace(tzinfo=dt.timezone.utc).timestamp()
+
     out = []
     for r in rows:
-        detected = r.detected_at.replace(tzinfo=dt.timezone.utc).timestamp()
-        if detected < since:
+        detected = epoch(r.detected_at)
+        if detected is None or detected < since:
             continue
-        started = r.started_at.replace(tzinfo=dt.timezone.utc).timestamp() if r.started_at else None
+        started = epoch(r.started_at)
         out.append({"level": r.level, "failure_type": r.failure_type, "by": r.triggered_by,
+                    "reason": (r.reason or "")[:160],
                     "mttd_seconds": None if started is None else round(detected - started, 2),
-                    "detected_epoch": detected})
+                    "detected_epoch": detected, "resolved_epoch": epoch(r.resolved_at)})
     return out
 
 
@@ -280,6 +284,9 @@ def one_run(dep: Deployment, fault: Fault, users: dict[str, Any], *, users_n: in
     events = detected_events(dep, start)
     for event in events:
         event["seconds_after_fault_start"] = round(event.pop("detected_epoch") - window[0], 2)
+        resolved = event.pop("resolved_epoch")
+        # how long the emergency outlived its cause (None: still open at the end of the run)
+        event["resolved_seconds_after_fault_end"] = None if resolved is None else round(resolved - fault_end, 2)
     result.update({
         "settle_seconds_before": settled,
         "drain_seconds": (round(max([0.0] + [t - fault_end for t in before_end]), 2) if complete else None),

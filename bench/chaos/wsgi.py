@@ -4,6 +4,10 @@ Config from ``$CHAOS_CONFIG`` (JSON). Adds one route of its own, ``POST /chaos/r
 plain Flask-SocketIO emit to a user's room with no extension in the path (no row, no
 acknowledgement bookkeeping, no fallback), the anchor the throughput comparison is made
 against. It answers only with the run's token in ``X-Chaos-Token``.
+
+With ``CHAOS_TRACE_TICKS=1`` each monitor tick this worker runs is written to its log as one
+JSON line (``tick {...}``): status, the classification and the health findings, to read
+what the monitor saw during a run.
 """
 
 from __future__ import annotations
@@ -25,6 +29,22 @@ from flask_notify_emergency.delivery import EVENT  # noqa: E402
 CONFIG = json.loads(os.environ.get("CHAOS_CONFIG", "{}"))
 TOKEN = os.environ.get("CHAOS_TOKEN", "")
 app, socketio = create_app(CONFIG)
+if os.environ.get("CHAOS_TRACE_TICKS") == "1":
+    import time
+
+    def _trace(result: dict) -> None:
+        health = result.get("health") or {}
+        c = result.get("classification") or {}
+        line = {"at": round(time.time(), 2), "status": result.get("status"), "failing": health.get("failing"),
+                "type": c.get("failure_type"), "level": c.get("level"), "reason": (c.get("reason") or "")[:200],
+                "judged": (health.get("evidence") or {}).get("judged_by"),
+                "probe": {k: v for k, v in ((health.get("evidence") or {}).get("probe") or {}).items()
+                          if k in ("ran", "ok", "error")},
+                "event": (result.get("event") or {}).get("id"), "note": result.get("note"),
+                "streak": result.get("healthy_streak")}
+        print("tick " + json.dumps(line, default=str), file=sys.stderr, flush=True)
+
+    app.extensions["notify_emergency"].monitor.tick_listeners.append(_trace)
 ROOM_PREFIX = app.config["NOTIFY_EMERGENCY_USER_ROOM_PREFIX"]
 NAMESPACE = app.config["NOTIFY_EMERGENCY_SOCKETIO_NAMESPACE"]
 
