@@ -9,6 +9,9 @@ never waits on the network. How the cache learns about changes made elsewhere:
   channel and applied by a listener thread in every worker within milliseconds. If Redis
   goes away it logs a warning, falls back to the memory behaviour (database refresh) and
   reconnects in the background; nothing is lost because the database is the truth.
+  A call that failed while the listener's subscription lived on (a server frozen for a
+  while, then answering again) is healed the same way: the listener tries again every
+  ``LISTENER_RETRY_SECONDS`` until Redis answers.
 
 Self-healing: what only a worker knows, its live sockets, is kept by that worker
 (``_own``) next to what it has added to Redis's connection counts (``_published``). When
@@ -34,6 +37,10 @@ import click
 from .config import redact_url
 
 log = logging.getLogger("flask_notify_emergency")
+
+#: While Redis is marked unreachable but the listener's subscription still reads, the
+#: listener tries to reconnect this often.
+LISTENER_RETRY_SECONDS = 1.0
 
 #: ``() -> (switches: dict, pending_user_ids: set[str])`` read from the database.
 Loader = Callable[[], "tuple[dict[str, Any], set[str]]"]
@@ -412,10 +419,16 @@ class RedisState(SharedState):
                 if not self._healthy:
                     self._connect()
                 self._subscribed.set()
+                retry_at = 0.0
                 while not self._stop.is_set() and client is self._client:  # redirected: subscribe anew
                     msg = pubsub.get_message(timeout=1.0)
                     if msg and msg.get("type") == "message":
                         self._apply(json.loads(msg["data"]))
+                    if not self._healthy and time.monotonic() >= retry_at:
+                        # another call failed (a timeout while the server was frozen, say) but this
+                        # subscription lived through it: once Redis answers, the state is whole again
+                        retry_at = time.monotonic() + LISTENER_RETRY_SECONDS
+                        self._connect()
             except self._redis_mod.RedisError as exc:
                 self._degrade(exc)
                 self._subscribed.set()

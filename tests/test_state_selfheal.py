@@ -1,7 +1,8 @@
 """Self-healing shared state: the shared Redis restarted empty under a served app with an open
 socket. The worker re-publishes its live sockets (also one that connected while Redis was
 down) and re-seeds pending markers, so the next notification reaches the open socket, with
-no reconnect, and an operator's ``status`` counts the users as connected."""
+no reconnect, and an operator's ``status`` counts the users as connected. And a Redis frozen for
+a while, then answering again, is found healthy again by itself."""
 
 from __future__ import annotations
 
@@ -122,3 +123,35 @@ def test_redis_restarted_empty_the_open_socket_gets_the_next_notification(tmp_pa
         client.close()
         shared.stop()
         engine.dispose()
+
+
+def test_redis_frozen_then_answering_again_is_healthy_again_by_itself(make_app, tmp_path):
+    """A call that timed out while Redis was frozen marks it unreachable; the listener's own
+    subscription lives through the freeze, and once Redis answers the state is healthy again
+    and changes spread through Redis, with nothing else happening."""
+    from tests.support.outages import PrivateRedis as OwnRedis
+
+    shared = OwnRedis()
+    config = {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'frozen.sqlite'}",
+              "NOTIFY_EMERGENCY_REDIS_URL": shared.url, "NOTIFY_EMERGENCY_REDIS_KEY_PREFIX": PREFIX,
+              "NOTIFY_EMERGENCY_STATE_REFRESH_SECONDS": 60.0, "NOTIFY_EMERGENCY_MONITOR_ENABLED": False}
+    try:
+        one, _ = make_app(**config)
+        two, _ = make_app(**config)
+        ext_one, ext_two = one.extensions["notify_emergency"], two.extensions["notify_emergency"]
+        assert ext_one.state.healthy and ext_two.state.healthy
+        shared.freeze()
+        try:
+            ext_one.state.mark_pending("someone")  # its publish times out
+            wait_until(lambda: not ext_one.state.healthy, timeout=10, message="the worker to mark Redis unreachable")
+        finally:
+            shared.thaw()
+        wait_until(lambda: ext_one.state.healthy, timeout=5, interval=0.1,
+                   message="the worker to find Redis answering again")
+        with one.app_context():
+            ext_one.control.set_mode("emergency", "test")
+        # through Redis, not the database refresh (60 s)
+        wait_until(lambda: ext_two.control.mode == "emergency", timeout=5, interval=0.1,
+                   message="the mode to spread through Redis again")
+    finally:
+        shared.stop()

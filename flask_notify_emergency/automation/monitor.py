@@ -44,7 +44,7 @@ from typing import Any, Callable
 import sqlalchemy as sa
 
 from ..communicate import alert_event, alerts, send_alert
-from ..delivery import HALF_OPEN, polling
+from ..delivery import CLOSED, HALF_OPEN, polling
 from ..detect import FAILED_CHECK, Classification, classify, realtime_probe, run_health_checks, utc_from_epoch
 from ..models import utcnow
 from ..respond import drill_lease, emergency, operator_hold, replay_backlog
@@ -284,8 +284,10 @@ class Monitor:
             self.healthy_streak = 0
             return {"status": "emergency", "health": health, "event": event, "note": str(exc)}
         self.healthy_streak = 0
+        breaker = self._close_breaker(event["id"])
         self._replay_later(event["id"])
-        return {"status": "recovered", "health": health, "event": resolved["event"], "mode": resolved["mode"]}
+        return {"status": "recovered", "health": health, "event": resolved["event"], "mode": resolved["mode"],
+                "breaker": breaker}
 
     # -- leaving an emergency on evidence ----------------------------------------------------
     def _judge_by_probes(self, report: Any, c: Classification | None) -> tuple[Classification | None, dict[str, Any]]:
@@ -303,6 +305,23 @@ class Monitor:
                       f"({probe.get('error')})")
             return c or Classification("message_delivery", 2, reason, {"probe": probe}), evidence
         return None, evidence
+
+    def _close_breaker(self, event_id: int) -> dict[str, str] | None:
+        """The emergency ended on the probes' evidence that the real-time path delivers: the
+        breaker that tripped during it closes too. Left open until ``BREAKER_OPEN_SECONDS``
+        ran out, it would be the next tick's finding, and the recovery's own doing would open
+        a new emergency. Real traffic trips it again if the path fails again."""
+        breaker = self.ext.breaker
+        before = breaker.current
+        if before == CLOSED:
+            return None
+        breaker.close()
+        detail = {"from": before, "to": CLOSED, "why": "the emergency ended on the probes' evidence"}
+        try:
+            emergency.record_action(self.ext, event_id, "close-breaker", "ok", detail, ACTOR)
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("flask-notify-emergency: could not record the breaker's closing: %s", exc)
+        return detail
 
     def _retest_breaker(self, report: Any, probe: dict[str, Any] | None) -> dict[str, Any] | None:
         """A half-open breaker is re-tested by the monitor's own probes, not only by traffic:

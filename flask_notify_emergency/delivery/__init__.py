@@ -13,7 +13,7 @@ audit, assets).
 from __future__ import annotations
 
 from . import fallbacks, hourly, i18n, polling, realtime, stats
-from .breaker import BREAKER_STATES, HALF_OPEN, CircuitBreaker
+from .breaker import BREAKER_STATES, CLOSED, HALF_OPEN, CircuitBreaker
 from .dispatcher import Dispatcher
 from .fallbacks import claim_for_user, flash_pending
 from .notifier import ACK_EVENT, BANNER_EVENT, EVENT, CallableNotifier, SocketIONotifier
@@ -24,7 +24,7 @@ from .store import NotificationStore, banner_payload, steady_engine
 __all__ = [
     "ACK_EVENT", "BANNER_EVENT", "banner_payload", "BREAKER_STATES", "CallableNotifier", "CANARY_EVENT",
     "i18n",
-    "CircuitBreaker", "claim_for_user", "Dispatcher", "EVENT", "fallbacks", "flash_pending", "HALF_OPEN", "hourly",
+    "CircuitBreaker", "claim_for_user", "CLOSED", "Dispatcher", "EVENT", "fallbacks", "flash_pending", "HALF_OPEN", "hourly",
     "NotificationStore", "PageHelpers", "polling", "realtime", "render_banners", "render_scripts",
     "SocketIONotifier", "stats", "steady_engine",
 ]

@@ -1,7 +1,8 @@
 """Emergencies end on evidence: a served app whose users' browsers dropped acknowledgements
 goes into emergency mode; once the acknowledgements come back, the monitor's own probes (the
 canary and an acknowledged probe notification) end it within HEALTHY_CHECKS_TO_RECOVER
-intervals, and the failures it left in the delivery history open no second emergency."""
+intervals, and neither the failures it left in the delivery history nor the breaker they tripped
+open a second emergency."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ CHECK_TIME = 2.0
 
 class Browser:
     """Alice's page: a logged-in session and a socket that acknowledges what it receives,
-    except every third notification while ``dropping``."""
+    except every third notification and every probe while ``dropping``."""
 
     def __init__(self, url: str) -> None:
         self.http = requests.Session()
@@ -40,6 +41,7 @@ class Browser:
         self.seen = 0
         self.dropped = 0
         self.probes = 0
+        self.dropped_probes = 0
         self._lock = threading.Lock()
         self.sio = socketio.Client(reconnection=False)
 
@@ -49,8 +51,10 @@ class Browser:
                 self.seen += 1
                 if (data.get("data") or {}).get("probe"):
                     self.probes += 1
-                if self.dropping and self.seen % 3 == 0:
-                    self.dropped += 1
+                if self.dropping and (self.seen % 3 == 0 or (data.get("data") or {}).get("probe")):
+                    self.dropped += 1  # and every probe: a failed probe trips a half-open breaker
+                    if (data.get("data") or {}).get("probe"):
+                        self.dropped_probes += 1
                     return
             self.sio.emit(ACK_EVENT, {"id": data["id"]}, namespace=NAMESPACE)
 
@@ -71,6 +75,11 @@ def mode(engine: sa.engine.Engine) -> str:
     return json.loads(found[0]["value"]) if found else "normal"
 
 
+def breaker(engine: sa.engine.Engine) -> str:
+    found = rows(engine, "SELECT value FROM notify_emergency_control WHERE key = 'breaker'")
+    return str(json.loads(found[0]["value"])["state"]) if found else "closed"
+
+
 def test_dropped_acks_end_in_an_emergency_that_probes_close_and_no_second_one(tmp_path):
     db = f"sqlite:///{tmp_path / 'acks.sqlite'}"
     config = {"SQLALCHEMY_DATABASE_URI": db, "NOTIFY_EMERGENCY_MONITOR_ENABLED": True,
@@ -78,7 +87,10 @@ def test_dropped_acks_end_in_an_emergency_that_probes_close_and_no_second_one(tm
               "NOTIFY_EMERGENCY_HEALTHY_CHECKS_TO_RECOVER": HEALTHY, "NOTIFY_EMERGENCY_ACK_TIMEOUT": 0.5,
               "NOTIFY_EMERGENCY_SWEEP_SECONDS": 0.5, "NOTIFY_EMERGENCY_DELIVERY_MIN_SAMPLE": 9,
               "NOTIFY_EMERGENCY_CANARY_TIMEOUT": 1.0, "NOTIFY_EMERGENCY_HEALTH_CHECK_TIMEOUT": 1.0,
-              "NOTIFY_EMERGENCY_RECOVERY_ATTEMPTS": 1, "NOTIFY_EMERGENCY_RECOVERY_BACKOFF": 0.05}
+              "NOTIFY_EMERGENCY_RECOVERY_ATTEMPTS": 1, "NOTIFY_EMERGENCY_RECOVERY_BACKOFF": 0.05,
+              # the lost acks trip the breaker, which by itself would stay open past the test
+              "NOTIFY_EMERGENCY_BREAKER_MIN_CALLS": 6, "NOTIFY_EMERGENCY_BREAKER_FAILURE_RATE": 0.25,
+              "NOTIFY_EMERGENCY_BREAKER_OPEN_SECONDS": 600.0}
     engine = sa.create_engine(db)
     with ServedApp(free_port(), config) as server:
         alice = Browser(server.url)
@@ -95,6 +107,9 @@ def test_dropped_acks_end_in_an_emergency_that_probes_close_and_no_second_one(tm
             assert (event["failure_type"], event["triggered_by"]) == ("message_delivery", "monitor")
             wait_until(lambda: mode(engine) == "emergency", timeout=10, message="emergency mode")
             assert alice.dropped >= 3
+            # the recovery plan half-opens the breaker; the monitor's failed probe trips it again
+            wait_until(lambda: alice.dropped_probes >= 1 and breaker(engine) == "open", timeout=10,
+                       message="a lost probe to trip the breaker")
 
             with alice._lock:
                 alice.dropping = False  # the cause stops; real time stays paused by emergency mode
@@ -103,6 +118,10 @@ def test_dropped_acks_end_in_an_emergency_that_probes_close_and_no_second_one(tm
                        timeout=HEALTHY * INTERVAL + CHECK_TIME,
                        message=f"the emergency to end within {HEALTHY} intervals of the cause stopping")
             assert mode(engine) == "normal" and alice.probes >= HEALTHY
+            # the probes showed the path delivers: the breaker closed with the emergency, or the
+            # next check would find it open and start an emergency of the recovery's own making
+            wait_until(lambda: breaker(engine) == "closed", timeout=INTERVAL,
+                       message="the breaker to close with the emergency")
             resolved = rows(engine, f"SELECT resolved_by FROM notify_emergency_event WHERE id = {event['id']}")
             assert resolved[0]["resolved_by"] == "monitor"
             # the old failures are still in ACTIVITY_WINDOW; three more checks open nothing new
