@@ -110,6 +110,9 @@ FAULTS = {
 }
 #: runs that need the deployment on hosts of their own
 ON_HOSTS = ("network_partition",)
+#: a row still undelivered this long after the drain is stuck: a confirmation on its way
+#: arrives with the tab's next poll or page (``POLL_INTERVAL``, raised under load) or reconnect
+STUCK_AFTER = 15.0
 #: the most a quick run waits for the cluster to be back to normal before it starts
 SETTLE_QUICK = 20.0
 QUICK = ("baseline", "queue_redis_killed", "queue_redis_frozen", "acks_dropped", "worker_killed")
@@ -143,13 +146,20 @@ def detected_events(dep: Deployment, since: float) -> list[dict[str, Any]]:
     return out
 
 
-def stuck(dep: Deployment, run: str) -> int:
+def stuck(dep: Deployment, run: str, wait: float = 0.0) -> int:
+    """The run's rows still undelivered, once the confirmations on their way (in a tab's
+    outbox until its next request or reconnect) had up to ``wait`` seconds to arrive."""
     engine = sa.create_engine(dep.direct_url)
+    deadline = time.time() + wait
     try:
-        with engine.connect() as conn:
-            return int(conn.execute(sa.text(
-                "SELECT COUNT(*) FROM notify_emergency_notification WHERE delivered = :f AND title LIKE :t"),
-                {"f": False, "t": f"chaos:{run}:%"}).scalar_one())
+        while True:
+            with engine.connect() as conn:
+                left = int(conn.execute(sa.text(
+                    "SELECT COUNT(*) FROM notify_emergency_notification WHERE delivered = :f AND title LIKE :t"),
+                    {"f": False, "t": f"chaos:{run}:%"}).scalar_one())
+            if not left or time.time() >= deadline:
+                return left
+            time.sleep(0.5)
     finally:
         engine.dispose()
 
@@ -292,7 +302,7 @@ def one_run(dep: Deployment, fault: Fault, users: dict[str, Any], *, users_n: in
         "drain_seconds": (round(max([0.0] + [t - fault_end for t in before_end]), 2) if complete else None),
         "socket_share_10s_after_fault": round(after.count("socket") / len(after), 3) if after else None,
         "detected": events,
-        "refused": sender.refused, "stuck": stuck(dep, run), "worker_cpu_seconds": round(cpu, 2),
+        "refused": sender.refused, "stuck": stuck(dep, run, wait=STUCK_AFTER), "worker_cpu_seconds": round(cpu, 2),
         "fault_window": [round(window[0] - start, 2), round(window[-1] - start, 2)],
     })
     plot(os.path.join(RESULTS, f"chaos-{fault.name}.svg"), fault.name, users, start, end,

@@ -14,7 +14,8 @@ URLs, poll interval) read from the page, and the same rules as ``client.js``:
 - it loads a page now and then and reads the extension's flashes by their id marker.
 
 With ``drop_acks`` it plays a connection that breaks after a notification arrived and before
-its acknowledgement left: it shows it, keeps the id in the outbox, and aborts the socket.
+its acknowledgement left: it shows it, keeps the id in the outbox, aborts the socket and,
+as a browser does, reconnects (after ``RECONNECT_SECONDS``) and sends the outbox then.
 Every display is recorded with its channel and time; a copy dropped as already shown is what
 a tab would have shown twice without the rule, and a display of one id twice is a visible
 duplicate.
@@ -43,6 +44,8 @@ TITLE = re.compile(r"(chaos:[0-9a-z]+:[0-9]+)")
 OUTBOX_COOKIE = "notify_emergency_acks"
 PENDING_EVENT = "notify_emergency:pending"
 MODE_EVENT = "notify_emergency:mode"
+#: seconds before a tab whose socket broke tries again
+RECONNECT_SECONDS = 3.0
 
 
 @dataclass
@@ -214,7 +217,7 @@ class SimUser:
             threading.Thread(target=self._reconnect_later, daemon=True).start()
 
     def _reconnect_later(self) -> None:
-        while not self.stopping.wait(3.0):
+        while not self.stopping.wait(RECONNECT_SECONDS):
             if self.live:
                 return
             try:
@@ -236,6 +239,10 @@ class SimUser:
             sio.eio.disconnect(abort=True)  # no goodbye: as a dropped connection looks
         except Exception:
             pass
+        # a browser's socket.io client reconnects after its transport closed; python-socketio
+        # takes an abort of its own as meant and would stay away, polling only
+        self.live = False
+        self._reconnect_later()
 
     def _send_acks(self, via_http: bool = False) -> None:
         sio = self.sio
