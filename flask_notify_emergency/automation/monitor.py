@@ -45,9 +45,10 @@ import sqlalchemy as sa
 
 from ..communicate import alert_event, alerts, send_alert
 from ..delivery import CLOSED, HALF_OPEN, polling
-from ..detect import FAILED_CHECK, Classification, classify, realtime_probe, run_health_checks, utc_from_epoch
+from ..detect import (FAILED_CHECK, Classification, classify, queue_manager, realtime_probe, run_health_checks,
+                      utc_from_epoch)
 from ..models import utcnow
-from ..respond import drill_lease, emergency, operator_hold, replay_backlog
+from ..respond import cluster_actions, drill_lease, emergency, operator_hold, replay_backlog
 from ..rollback import execute as rollback
 from .recovery import OVERLOAD, auto_recover
 
@@ -76,6 +77,9 @@ DATABASE_FAILURE = "database_persistence"
 #: The overload streak written for the poll interval stops growing here (the interval is at
 #: its ceiling long before: 2**8 times POLL_INTERVAL).
 LOAD_STREAK_MAX = 8
+#: While real time fails with the message queue answering, the workers are asked to wake their
+#: queue listeners at most once per this many intervals.
+WAKE_LISTENERS_INTERVALS = 2
 #: Redis key (after the prefix) of a detection made while the database was down.
 PENDING_DETECTION_KEY = "monitor:pending-detection"
 
@@ -111,6 +115,8 @@ class Monitor:
         self._tick_started: float | None = None
         #: monitor checks in a row that found the system overloaded (see :meth:`_note_load`)
         self.overload_streak = 0
+        #: when the workers may next be asked to wake their queue listeners
+        self._next_wake = 0.0
 
     # -- the thread: lifecycle, lock, heartbeat ----------------------------------------------
     @property
@@ -265,8 +271,10 @@ class Monitor:
                         "event": outcome.get("event"), "recovery": outcome["status"]}
             changed = self._follow(event, mode, c)
             self._maybe_rollback()
+            woke = self._wake_listeners(c, event)
             return {"status": "emergency", "health": health, "classification": c.to_dict(),
-                    "event": emergency.get_event(ext, event["id"]), "changed": changed}
+                    "event": emergency.get_event(ext, event["id"]), "changed": changed,
+                    **({"woke_listeners": woke} if woke else {})}
         if event is None:
             self.healthy_streak = 0
             return {"status": "healthy", "health": health}
@@ -322,6 +330,36 @@ class Monitor:
         except sa.exc.SQLAlchemyError as exc:
             log.warning("flask-notify-emergency: could not record the breaker's closing: %s", exc)
         return detail
+
+    def _wake_listeners(self, c: Classification, event: dict[str, Any]) -> str | None:
+        """Real time still fails, but the Redis message queue answers again: the workers'
+        queue listeners may sleep in python-socketio's reconnect back-off (up to 60 s after an
+        outage), and the emergency would outlast its cause by that much. Every worker is asked
+        to wake its own (the cluster action ``wake-queue-listener``, which replaces only a
+        listener that does not hear the queue), at most once per ``WAKE_LISTENERS_INTERVALS``."""
+        if c.failure_type != "realtime_connection" or c.level != 1 or time.monotonic() < self._next_wake:
+            return None
+        manager = queue_manager(self.ext.socketio) if self.ext.socketio is not None else None
+        url = getattr(manager, "redis_url", None)
+        if not isinstance(url, str) or not hasattr(manager, "_redis_connect"):
+            return None  # no Redis queue here (Kombu's listener reconnects by itself)
+        module = manager._get_redis_module()  # redis or valkey, as the manager itself uses
+        client = module.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        try:
+            client.ping()
+        except Exception:  # the queue itself is down: a woken listener would only back off again
+            return None
+        finally:
+            client.close()
+        self._next_wake = time.monotonic() + WAKE_LISTENERS_INTERVALS * self.interval
+        try:
+            cluster_actions.request(self.ext, "wake-queue-listener", ACTOR)
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("flask-notify-emergency: could not ask the workers to wake their queue listeners: %s", exc)
+            return None
+        note = "the message queue answers but real time still fails: asked every worker to wake its queue listener"
+        emergency.record_action(self.ext, event["id"], "wake-queue-listeners", "ok", {"note": note}, ACTOR)
+        return note
 
     def _retest_breaker(self, report: Any, probe: dict[str, Any] | None) -> dict[str, Any] | None:
         """A half-open breaker is re-tested by the monitor's own probes, not only by traffic:

@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 import time
 from typing import Any
 
@@ -145,7 +146,7 @@ def wake_listener(sio: Any, manager: Any, namespace: str) -> str:
     answers is asleep in python-socketio's reconnect back-off (up to 60 s after an outage),
     during which this worker's sockets get nothing from other workers: a new listener starts
     now, and the old one is ended the moment its sleep does (an asynchronous ``SystemExit``
-    in that thread), so two listeners never hand out the same packet.
+    in that thread, raised again until it is gone: :func:`_end_listener`).
     """
     listener = getattr(manager, "thread", None)
     if listener is None or getattr(manager, "write_only", False):
@@ -161,11 +162,47 @@ def wake_listener(sio: Any, manager: Any, namespace: str) -> str:
         return f"running; the queue does not answer ({type(exc).__name__})"
     if listener_hears(manager, namespace, LISTENER_PROBE_SECONDS):
         return "running (hears the queue)"
-    ident = getattr(listener, "ident", None)
-    if ident is not None:
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(SystemExit))
+    if getattr(listener, "ident", None) is not None and hasattr(listener, "join"):
+        threading.Thread(target=_end_listener, args=(listener,), name="notify-emergency-listener-reaper",
+                         daemon=True).start()
     manager.thread = sio.server.start_background_task(manager._thread)
     return "replaced (the old one was asleep in its reconnect back-off)"
+
+
+#: How long the old listener is pressed to end (python-socketio's back-off sleeps up to 60 s).
+REAP_SECONDS = 120.0
+
+
+def _end_listener(listener: threading.Thread) -> None:
+    """End a replaced listener: an asynchronous ``SystemExit``, raised again until the thread is
+    gone. One lands when its sleep ends or its read returns, but python-socketio's listener
+    swallows everything while it decodes a packet (a bare ``except``), and a survivor would
+    share the manager's pub/sub client with its replacement, each reconnecting it under the
+    other every second, for as long as the worker lives."""
+    deadline = time.monotonic() + REAP_SECONDS
+    while listener.is_alive() and time.monotonic() < deadline:
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(listener.ident), ctypes.py_object(SystemExit))
+        listener.join(0.2)
+    if listener.is_alive():
+        log.warning("flask-notify-emergency: a replaced Socket.IO queue listener is still running after %gs",
+                    REAP_SECONDS)
+
+
+def wake_queue_listener(ext: Any, actor: str = "monitor", source: str = "monitor",
+                        event_id: int | None = None) -> dict[str, Any]:
+    """Wake this process's Socket.IO queue listener if it sleeps in its reconnect back-off
+    while the queue answers (:func:`wake_listener`); nothing else is touched."""
+    sio = ext.socketio
+    manager = queue_manager(sio) if sio is not None else None
+    if manager is None:
+        result = _result("wake-queue-listener", "skipped", note="no Socket.IO message queue in this process")
+    else:
+        try:
+            result = _result("wake-queue-listener", "ok", listener=wake_listener(sio, manager, ext.namespace))
+        except Exception as exc:
+            result = _result("wake-queue-listener", "failed", error=f"{type(exc).__name__}: {exc}")
+    audit_action(ext, actor, "wake-queue-listener", source, None, result, event_id)
+    return result
 
 
 def half_open_breaker(ext: Any, actor: str = "monitor", source: str = "monitor",

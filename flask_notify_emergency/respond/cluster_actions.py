@@ -3,7 +3,8 @@
 Some actions only make sense inside the process that holds the sockets: reconnecting the
 Socket.IO message-queue client, disconnecting sockets so browsers connect afresh, clearing
 the connection registry of sockets that died. ``flask emergency restart-websockets`` and
-``clear-sessions`` run in a CLI process that holds none, so they also write a
+``clear-sessions`` run in a CLI process that holds none, and the monitor asks every worker to
+``wake-queue-listener`` while real time fails with the queue answering, so they write a
 ``cluster_action`` switch; the shared state spreads it like any switch (Redis pub/sub, or the
 database refresh), and each serving worker runs the action on itself, audited with its
 process id.
@@ -33,7 +34,7 @@ from .worker_mode import REPORT_TTL, worker_reports
 
 log = logging.getLogger("flask_notify_emergency")
 KEY = "cluster_action"
-ACTIONS = ("restart-websockets", "clear-sessions", "clear-problematic-sessions")
+ACTIONS = ("restart-websockets", "clear-sessions", "clear-problematic-sessions", "wake-queue-listener")
 #: Seconds a worker's answer stays in Redis.
 RESULT_TTL = 600
 
@@ -55,6 +56,8 @@ def _run(ext: Any, value: dict[str, Any]) -> None:
         with ext.app.app_context():
             if action == "restart-websockets":
                 result = recovery_actions.restart_websockets(ext, actor=actor, source="cluster")
+            elif action == "wake-queue-listener":
+                result = recovery_actions.wake_queue_listener(ext, actor=actor, source="cluster")
             elif action in ("clear-sessions", "clear-problematic-sessions"):
                 result = recovery_actions.clear_sessions(ext, actor=actor, source="cluster",
                                                          problematic_only=action == "clear-problematic-sessions")

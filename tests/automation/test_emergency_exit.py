@@ -26,6 +26,9 @@ INTERVAL = 1.0
 HEALTHY = 2
 #: what one check may take on top of the interval: the canary and the probe's acknowledgement
 CHECK_TIME = 2.0
+#: a queue outage's end to the emergency's: a check that waits out its canary, the workers'
+#: listener test (1 s), HEALTHY checks, with room for a loaded machine
+WAKE_BUDGET = 12.0
 
 
 class Browser:
@@ -188,6 +191,53 @@ def test_restart_websockets_wakes_a_queue_listener_asleep_in_its_backoff(tmp_pat
         detail = json.loads(entry["detail"])
         assert detail["steps"]["listener"].startswith("replaced"), detail
         assert entry["outcome"] == "ok" and detail["steps"]["canary"]["listener"] == "hears the queue"
+    finally:
+        if alice is not None and alice.sio.connected:
+            alice.sio.disconnect()
+        server.stop()
+        queue.stop()
+        engine.dispose()
+
+
+@pytest.mark.redis
+def test_the_monitor_wakes_queue_listeners_so_a_queue_outage_ends_with_its_cause(tmp_path, redis_url,
+                                                                                   redis_prefix):
+    """The Redis message queue dies long enough for python-socketio's listener to back off for
+    16 s. Once the queue answers again, the monitor asks every worker to wake its listener, so
+    the emergency ends within HEALTHY_CHECKS_TO_RECOVER intervals (and the wake-up), not when
+    the back-off runs out."""
+    from tests.support.outages import PrivateRedis
+
+    queue = PrivateRedis()
+    db = f"sqlite:///{tmp_path / 'queue.sqlite'}"
+    config = {"SQLALCHEMY_DATABASE_URI": db, "SOCKETIO_MESSAGE_QUEUE": queue.url,
+              "NOTIFY_EMERGENCY_REDIS_URL": redis_url, "NOTIFY_EMERGENCY_REDIS_KEY_PREFIX": redis_prefix,
+              "NOTIFY_EMERGENCY_MONITOR_ENABLED": True, "NOTIFY_EMERGENCY_START_ON_BOOT": True,
+              "NOTIFY_EMERGENCY_MONITOR_INTERVAL": INTERVAL, "NOTIFY_EMERGENCY_HEALTHY_CHECKS_TO_RECOVER": HEALTHY,
+              "NOTIFY_EMERGENCY_CANARY_TIMEOUT": 1.0, "NOTIFY_EMERGENCY_HEALTH_CHECK_TIMEOUT": 1.0,
+              "NOTIFY_EMERGENCY_RECOVERY_ATTEMPTS": 1, "NOTIFY_EMERGENCY_RECOVERY_BACKOFF": 0.05}
+    engine = sa.create_engine(db)
+    server = ServedApp(free_port(), config, collect_output=True)
+    alice = None
+    try:
+        alice = Browser(server.url)
+        alice.dropping = False
+        queue.kill()
+        event = wait_until(lambda: rows(engine, "SELECT * FROM notify_emergency_event WHERE status = 'open'"),
+                           timeout=30, message="the monitor to open an emergency for the dead queue")[0]
+        assert event["failure_type"] == "realtime_connection"
+        wait_until(lambda: any("retrying in 16 secs" in line for line in server.output), timeout=60,
+                   message="the served worker's queue listener to back off for 16 s")
+        queue.start()
+        # what the promise allows plus the wake-up: the first check after the queue's return waits
+        # out its canary, the worker tests its listener, then HEALTHY checks; the back-off alone
+        # would take 16 s
+        wait_until(lambda: rows(engine, f"SELECT id FROM notify_emergency_event WHERE id = {event['id']} "
+                                        "AND status = 'resolved'"),
+                   timeout=WAKE_BUDGET, message="the emergency to end long before the listener's back-off would")
+        woke = rows(engine, "SELECT outcome, detail FROM notify_emergency_audit "
+                            "WHERE action = 'wake-queue-listener' AND source = 'cluster'")
+        assert any(json.loads(w["detail"])["listener"].startswith("replaced") for w in woke), woke
     finally:
         if alice is not None and alice.sio.connected:
             alice.sio.disconnect()

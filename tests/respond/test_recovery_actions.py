@@ -236,3 +236,41 @@ def test_auto_recover_opens_an_event_for_an_open_breaker_and_repairs_it(make_app
     # half-open lets probes through: nothing to repair now; the event stays open for people
     again = auto_recover(ext, "ops", "cli")
     assert again["status"] == "healthy" and again["event"]["id"] == event["id"]
+
+
+def test_a_replaced_queue_listener_is_ended_even_if_it_swallows_the_first_exit():
+    """python-socketio's listener swallows everything while it decodes a packet (a bare
+    ``except``): one asynchronous exit may land there and be lost. The replaced listener must
+    end all the same, or it shares the manager's pub/sub client with its replacement."""
+    import threading
+    import time
+
+    from flask_notify_emergency.respond.actions import _end_listener
+
+    swallowed = threading.Event()
+
+    def listener() -> None:
+        while True:
+            try:
+                while True:
+                    time.sleep(0.01)
+            except SystemExit:
+                if not swallowed.is_set():
+                    swallowed.set()  # as the bare except does: the first exit is lost
+                    continue
+                raise
+
+    ended = threading.Event()
+
+    def run() -> None:
+        try:
+            listener()
+        except SystemExit:
+            ended.set()
+
+    old = threading.Thread(target=run, daemon=True)
+    old.start()
+    reaper = threading.Thread(target=_end_listener, args=(old,), daemon=True)
+    reaper.start()
+    reaper.join(10)
+    assert swallowed.is_set() and ended.is_set() and not old.is_alive()
