@@ -42,6 +42,32 @@ def delivery_stats(ext: Any, window: float) -> dict[str, Any]:
             "failure_rate": round(bad / total, 4) if total else None, "failed_users": int(users or 0)}
 
 
+#: Socket acknowledgements read by :func:`socket_ack_seconds` (the latest of the window).
+ACK_SAMPLE_ROWS = 500
+
+
+def socket_ack_seconds(ext: Any, window: float) -> dict[str, Any]:
+    """How long the latest socket acknowledgements of the window took, from the row's creation
+    to its acknowledgement: ``{"sample", "median", "p90"}`` (seconds; None without any).
+
+    Read only when the failure rate is over its threshold, to tell slow from failing: under
+    overload the acknowledgements still come, later and later, and those past
+    ``ACK_TIMEOUT`` count as failures; when the path fails, the ones that come are quick.
+    """
+    t = ext.models.Notification.__table__
+    now = utcnow()
+    q = (sa.select(t.c.created_at, t.c.delivered_at)
+         .where(t.c.created_at >= now - dt.timedelta(seconds=window), t.c.channel == "realtime",
+                t.c.delivered_at.is_not(None))
+         .order_by(t.c.created_at.desc()).limit(ACK_SAMPLE_ROWS))
+    with ext.engine.connect() as conn:
+        took = sorted(max(0.0, (delivered - created).total_seconds()) for created, delivered in conn.execute(q))
+    if not took:
+        return {"sample": 0, "median": None, "p90": None}
+    return {"sample": len(took), "median": round(took[len(took) // 2], 3),
+            "p90": round(took[min(len(took) - 1, int(len(took) * 0.9))], 3)}
+
+
 def rate_exceeded(stats: dict[str, Any], threshold: float, min_sample: int) -> bool:
     """True when at least ``min_sample`` attempts failed at a rate above ``threshold``."""
     rate = stats.get("failure_rate")

@@ -13,6 +13,9 @@ more than ``DISCONNECT_RATIO`` of the recent peak of connected      realtime_con
 users disconnected (peak >= ``DISCONNECT_MIN_USERS``)
 real-time failure rate > ``DELIVERY_FAILURE_RATE`` over >=          message_delivery      2
 ``DELIVERY_MIN_SAMPLE`` attempts in ``ACTIVITY_WINDOW``
+the same failure rate, while acknowledgements still arrive, slowly    overload              3
+(their median >= ``SLOW_ACK_SHARE`` of ``ACK_TIMEOUT``), or while a
+check below finds a server overloaded: late, not lost
 sessions check failed                                              authentication [#]_   2
 resources check failed (memory over limit, disk under minimum),    resource_exhaustion   2
 or any check raised ``MemoryError`` / ``OSError(ENOSPC)``
@@ -28,6 +31,10 @@ redis answers but its pub/sub listener is reconnecting             shared_state 
 
 .. [#] or the type its exception names: a SQLAlchemy ``DBAPIError`` there means
    database_persistence, a Redis error shared_state (e.g. server-side sessions on Redis).
+
+A saturated ``send()`` makes acknowledgements late, and late ones count as failures; emergency
+mode would move every user to polling and add load, so that failure rate is overload, which
+never switches emergency mode on (see :mod:`..automation.monitor`).
 
 The most severe finding (lowest level) wins; ties go to the order of the table. The others
 are kept in ``evidence["other_findings"]``.
@@ -52,6 +59,9 @@ EXCEPTION_FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (
 #: Tie-break order between findings of the same level.
 PRECEDENCE = ("database_persistence", "realtime_connection", "message_delivery", "authentication",
               "resource_exhaustion", "overload", "shared_state")
+#: Acknowledgements this slow (their median, as a share of ``ACK_TIMEOUT``) make a failure
+#: rate over its threshold overload: the deliveries are late, not failing.
+SLOW_ACK_SHARE = 0.5
 #: What each check that can be found overloaded is called in a reason.
 OVERLOADED = {"database": "the database", "redis": "Redis", "realtime": "the real-time check",
               "sessions": "the sessions check"}
@@ -95,7 +105,8 @@ def _as_dicts(report: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Ba
     else:
         exceptions, data = {}, report
     thresholds = {k: (data.get("thresholds") or {}).get(k, BY_NAME[k].default)
-                  for k in ("DISCONNECT_RATIO", "DELIVERY_FAILURE_RATE", "DELIVERY_MIN_SAMPLE", "BACKLOG_MAX_AGE")}
+                  for k in ("DISCONNECT_RATIO", "DELIVERY_FAILURE_RATE", "DELIVERY_MIN_SAMPLE", "BACKLOG_MAX_AGE",
+                            "ACK_TIMEOUT")}
     return data["checks"], thresholds, exceptions, int(data.get("score", 0))
 
 
@@ -123,21 +134,31 @@ def _findings(checks: dict[str, Any], th: dict[str, Any],
         found.append(("realtime_connection", 2, "realtime",
                       f"{ratio:.0%} of connected users dropped their socket (peak "
                       f"{rdetail.get('peak_connected_users')}, now {rdetail.get('connected_users')})"))
-    delivery = rdetail.get("delivery") or {}
-    rate = delivery.get("failure_rate")
-    if rate is not None and delivery.get("attempted", 0) >= th["DELIVERY_MIN_SAMPLE"] and rate > th["DELIVERY_FAILURE_RATE"]:
-        found.append(("message_delivery", 2, "realtime",
-                      f"{rate:.0%} of {delivery['attempted']} real-time deliveries failed "
-                      f"(threshold {th['DELIVERY_FAILURE_RATE']:.0%})"))
+    overloaded: list[str] = []
     for name, what in OVERLOADED.items():
         check = checks.get(name) or {}
         over = (check.get("detail") or {}).get("overload")
         if check.get("status") == "degraded" and isinstance(over, dict) and over.get("answered"):
+            overloaded.append(what)
             found.append(("overload", 3, name,
                           f"{what} is overloaded, not unreachable: its check ran past its "
                           f"{(over.get('deadline_ms') or 0) / 1000:g}s deadline, but {over.get('by')} came "
                           f"after {(over.get('answer_ms') or 0) / 1000:.1f}s"
                           + (f" (it was waiting for the {over['waiting_for']})" if over.get("waiting_for") else "")))
+    delivery = rdetail.get("delivery") or {}
+    rate = delivery.get("failure_rate")
+    if rate is not None and delivery.get("attempted", 0) >= th["DELIVERY_MIN_SAMPLE"] and rate > th["DELIVERY_FAILURE_RATE"]:
+        failed_share = (f"{rate:.0%} of {delivery['attempted']} real-time deliveries failed "
+                        f"(threshold {th['DELIVERY_FAILURE_RATE']:.0%})")
+        acks = delivery.get("socket_ack_seconds") or {}
+        slow = acks.get("median") is not None and acks["median"] >= SLOW_ACK_SHARE * th["ACK_TIMEOUT"]
+        if slow or overloaded:
+            why = (f"acknowledgements still arrive, slowly (median {acks['median']:g}s, "
+                   f"deadline {th['ACK_TIMEOUT']:g}s)" if slow else f"{' and '.join(overloaded)} overloaded")
+            found.append(("overload", 3, "realtime",
+                          f"{failed_share}, late rather than lost: {why}; the fallbacks deliver them"))
+        else:
+            found.append(("message_delivery", 2, "realtime", failed_share))
     if rdetail.get("breaker") == "open":
         found.append(("message_delivery", 3, "realtime", "the circuit breaker is open: real-time delivery is off"))
     for name, default, level in (("sessions", "authentication", 2), ("resources", "resource_exhaustion", 2),

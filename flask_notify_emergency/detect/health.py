@@ -61,7 +61,7 @@ CRITICAL_CHECKS = ("realtime", "database")
 CREDIT = {"ok": 1.0, "degraded": 0.5, "failed": 0.0}
 #: Thresholds a report carries, so :func:`..classify.classify` judges by the same numbers.
 THRESHOLD_KEYS = ("DISCONNECT_RATIO", "DISCONNECT_MIN_USERS", "DELIVERY_FAILURE_RATE",
-                  "DELIVERY_MIN_SAMPLE", "BACKLOG_MAX_AGE", "ACTIVITY_WINDOW")
+                  "DELIVERY_MIN_SAMPLE", "BACKLOG_MAX_AGE", "ACTIVITY_WINDOW", "ACK_TIMEOUT")
 #: Checks whose timeout gets a second opinion (does the server answer at all?), and those
 #: of them with a fresh-connection probe of their own.
 ANSWER_CHECKS = ("realtime", "database", "redis", "sessions")
@@ -409,7 +409,12 @@ def check_realtime(ext: Any, detail: dict[str, Any]) -> tuple[str, float | None]
     judged = peak >= cfg[PREFIX + "DISCONNECT_MIN_USERS"]
     detail["disconnect_ratio"] = round((peak - connected) / peak, 3) if judged and peak else None
     try:
-        detail["delivery"] = stats.delivery_stats(ext, rate_window(ext))
+        window = rate_window(ext)
+        detail["delivery"] = stats.delivery_stats(ext, window)
+        if stats.rate_exceeded(detail["delivery"], cfg[PREFIX + "DELIVERY_FAILURE_RATE"],
+                               cfg[PREFIX + "DELIVERY_MIN_SAMPLE"]):
+            # slow or failing? (the classification reads it: overload is not an outage)
+            detail["delivery"]["socket_ack_seconds"] = stats.socket_ack_seconds(ext, window)
     except Exception as exc:  # the database check reports the database; keep judging the socket
         detail["delivery"] = {"error": f"{type(exc).__name__}: {exc}"}
     detail["phase"] = "canary"

@@ -149,6 +149,43 @@ def test_unacknowledged_deliveries_over_the_threshold_are_a_message_delivery_eme
     sio.disconnect(NAMESPACE)
 
 
+@pytest.mark.parametrize("ack_after, expected", [(0.0, ("message_delivery", 2)), (1.5, ("overload", 3))])
+def test_a_failure_rate_with_slow_acknowledgements_is_overload_not_a_delivery_failure(make_app, ack_after,
+                                                                                      expected):
+    """Half the deliveries are never acknowledged; the other half are, at once (the path fails
+    for some) or late but inside the deadline (a saturated server: late, not lost)."""
+    import time
+
+    from flask_notify_emergency.delivery.notifier import ACK_EVENT, EVENT
+    from tests.support.services import wait_until
+
+    app, socketio = make_app(NOTIFY_EMERGENCY_ACK_TIMEOUT=2.0, NOTIFY_EMERGENCY_BREAKER_MIN_CALLS=1000,
+                             NOTIFY_EMERGENCY_DELIVERY_MIN_SAMPLE=6)
+    client = app.test_client()
+    login(client, "alice")
+    sio = socketio.test_client(app, namespace=NAMESPACE, flask_test_client=client)
+    notify, alice = app.extensions["demo"]["notify"], user_id(app, "alice")
+    with app.app_context():
+        for n in range(6):
+            notify.send(alice, f"Report {n}", "Ready.")
+    received = [p["args"][0]["id"] for p in sio.get_received(NAMESPACE) if p["name"] == EVENT]
+    assert len(received) == 6
+    time.sleep(ack_after)  # how late the browser's acknowledgements come (the thing measured)
+    for nid in received[:3]:
+        sio.emit(ACK_EVENT, {"id": nid}, namespace=NAMESPACE)
+    report = wait_until(lambda: (r := run_health_checks(ext_of(app))).checks["realtime"]
+                        .detail["delivery"]["attempted"] == 6 and r, timeout=10, message="the rest to time out")
+    delivery = report.checks["realtime"].detail["delivery"]
+    assert (delivery["failed"], delivery["failure_rate"]) == (3, 0.5)
+    acks = delivery["socket_ack_seconds"]
+    assert acks["sample"] == 3 and (acks["median"] >= 1.0) == (ack_after > 0)
+    finding = classify(report)
+    assert (finding.failure_type, finding.level) == expected
+    if expected[0] == "overload":
+        assert "late rather than lost" in finding.reason
+    sio.disconnect(NAMESPACE)
+
+
 def test_half_of_the_connected_users_dropping_their_socket_is_level_2(make_app):
     app, socketio = make_app(NOTIFY_EMERGENCY_DISCONNECT_MIN_USERS=2)
     sockets = []
