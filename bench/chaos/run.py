@@ -421,8 +421,7 @@ def main(argv: list[str] | None = None) -> int:
             if "throughput" in names:
                 t0 = time.time()
                 results["throughput"] = throughput(dep, sign_in, users_n=throughput_users,
-                                                   seconds=10.0 if args.quick else 30.0,
-                                                   threads=16 if args.quick else 64, overload=not args.no_overload)
+                                                   seconds=10.0 if args.quick else 30.0, overload=not args.no_overload)
                 results["send_cpu_per_notification_ratio"] = results["throughput"]["send_cpu_per_notification_ratio"]
                 phases["throughput"] = round(time.time() - t0, 1)
                 print(f"throughput: {results['throughput']}", flush=True)

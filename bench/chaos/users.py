@@ -364,13 +364,13 @@ class Sender:
             http = self.local.http = requests.Session()
         return http
 
-    def serve(self, jobs: "queue.Queue[str | None]") -> None:
+    def serve(self, jobs: "queue.Queue[str | None]", raw: bool = False) -> None:
         """A sender thread's loop: send to each user id taken from ``jobs`` until a None."""
         while True:
             uid = jobs.get()
             if uid is None:
                 return
-            self.send(uid)
+            self.send(uid, raw=raw)
 
     def send(self, user_id: str, raw: bool = False) -> bool:
         with self.lock:

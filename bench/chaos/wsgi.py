@@ -36,6 +36,7 @@ if os.environ.get("CHAOS_TRACE_TICKS") == "1":
         health = result.get("health") or {}
         c = result.get("classification") or {}
         line = {"at": round(time.time(), 2), "status": result.get("status"), "failing": health.get("failing"),
+                "health": health.get("status"), "woke": health.get("woke_listeners"),
                 "type": c.get("failure_type"), "level": c.get("level"), "reason": (c.get("reason") or "")[:200],
                 "judged": (health.get("evidence") or {}).get("judged_by"),
                 "probe": {k: v for k, v in ((health.get("evidence") or {}).get("probe") or {}).items()

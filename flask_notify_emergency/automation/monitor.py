@@ -243,10 +243,13 @@ class Monitor:
             return {"status": "paused"}
         self._revert_abandoned_drill()
         self._all_clear_after_watchdog()
+        woke = self._wake_listeners(self.last)  # before the checks: they then see the listeners awake
         report = self._check()
         c = classify(report)
         health = {"status": report.status, "score": report.score, "failing": report.failing}
         health["load"] = self._note_load(c)
+        if woke:
+            health["woke_listeners"] = woke
         try:
             self._write_outage_detection()
             event = emergency.current_event(ext)
@@ -271,10 +274,8 @@ class Monitor:
                         "event": outcome.get("event"), "recovery": outcome["status"]}
             changed = self._follow(event, mode, c)
             self._maybe_rollback()
-            woke = self._wake_listeners(c, event)
             return {"status": "emergency", "health": health, "classification": c.to_dict(),
-                    "event": emergency.get_event(ext, event["id"]), "changed": changed,
-                    **({"woke_listeners": woke} if woke else {})}
+                    "event": emergency.get_event(ext, event["id"]), "changed": changed}
         if event is None:
             self.healthy_streak = 0
             return {"status": "healthy", "health": health}
@@ -331,17 +332,21 @@ class Monitor:
             log.warning("flask-notify-emergency: could not record the breaker's closing: %s", exc)
         return detail
 
-    def _wake_listeners(self, c: Classification, event: dict[str, Any]) -> str | None:
-        """Real time still fails, but the Redis message queue answers again: the workers'
-        queue listeners may sleep in python-socketio's reconnect back-off (up to 60 s after an
-        outage), and the emergency would outlast its cause by that much. Every worker is asked
-        to wake its own (the cluster action ``wake-queue-listener``, which replaces only a
-        listener that does not hear the queue), at most once per ``WAKE_LISTENERS_INTERVALS``."""
-        if c.failure_type != "realtime_connection" or c.level != 1 or time.monotonic() < self._next_wake:
+    def _wake_listeners(self, last: dict[str, Any] | None) -> str | None:
+        """The last check found real time down (the canary lost), and the Redis message queue
+        answers again: the workers' queue listeners may sleep in python-socketio's reconnect
+        back-off (up to 60 s after an outage), and the emergency would outlast its cause by
+        that much. Every worker is asked to wake its own (the cluster action
+        ``wake-queue-listener``, which replaces only a listener that does not hear the queue),
+        at most once per ``WAKE_LISTENERS_INTERVALS``."""
+        finding = (last or {}).get("classification") or {}
+        event = (last or {}).get("event") or {}
+        if (finding.get("failure_type"), finding.get("level")) != ("realtime_connection", 1) \
+                or not event.get("id") or time.monotonic() < self._next_wake:
             return None
         manager = queue_manager(self.ext.socketio) if self.ext.socketio is not None else None
         url = getattr(manager, "redis_url", None)
-        if not isinstance(url, str) or not hasattr(manager, "_redis_connect"):
+        if manager is None or not isinstance(url, str) or not hasattr(manager, "_redis_connect"):
             return None  # no Redis queue here (Kombu's listener reconnects by itself)
         module = manager._get_redis_module()  # redis or valkey, as the manager itself uses
         client = module.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)

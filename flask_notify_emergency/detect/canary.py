@@ -152,13 +152,18 @@ def _through_redis(socketio: Any, manager: Any, url: str, namespace: str, payloa
             if msg and msg.get("type") == "subscribe":
                 break
         start = time.perf_counter()
-        socketio.emit(CANARY_EVENT, payload, namespace=namespace, to=CANARY_ROOM)
+        # from a helper thread: after an outage the manager's publish may sleep in redis-py's
+        # retry back-off for seconds; the canary fails at its deadline instead of hanging the
+        # check (and every next check, which would find it still running)
+        failed = _emit_in_background(socketio, namespace, payload)
         while True:
             remaining = deadline - time.monotonic()
+            if failed:
+                raise failed[0]
             if remaining <= 0:
                 raise CanaryTimeout(f"the canary emit did not come through the Redis message queue "
                                     f"(channel {manager.channel!r}) within {timeout}s")
-            msg = pubsub.get_message(timeout=remaining)
+            msg = pubsub.get_message(timeout=min(remaining, 0.2))
             if msg and msg.get("type") == "message" and _is_ours(msg.get("data"), payload["token"]):
                 result = {"path": "redis queue", "verified": True, "channel": manager.channel,
                           "round_trip_ms": round((time.perf_counter() - start) * 1000, 3)}

@@ -180,8 +180,9 @@ def _end_listener(listener: threading.Thread) -> None:
     share the manager's pub/sub client with its replacement, each reconnecting it under the
     other every second, for as long as the worker lives."""
     deadline = time.monotonic() + REAP_SECONDS
-    while listener.is_alive() and time.monotonic() < deadline:
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(listener.ident), ctypes.py_object(SystemExit))
+    ident = listener.ident
+    while ident is not None and listener.is_alive() and time.monotonic() < deadline:
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(SystemExit))
         listener.join(0.2)
     if listener.is_alive():
         log.warning("flask-notify-emergency: a replaced Socket.IO queue listener is still running after %gs",
