@@ -13,9 +13,11 @@ in the same deployment, then ``send()`` offered more than it can take.
    Closed-loop senders would measure each request's latency instead: ``send()`` answers
    later than a raw emit (it stores the row first), so the same threads offer it less.
 2. **CPU**: read from ``/proc/<pid>/stat`` of every process of the deployment (the gunicorn
-   workers, the private Redis, the database server) around each step, divided by the
-   notifications sent. ``send_cpu_per_notification_ratio`` compares the two at the fastest
-   offered rate both kept up with, so both did the same work at the same pace.
+   workers, the private Redis, the database server) around each step, less what the same
+   parts spend idle in as long (measured first, with nothing sent: the users' polls, the
+   monitor), divided by the notifications sent. ``send_cpu_per_notification_ratio`` compares
+   the two at the fastest offered rate both kept up with, so both did the same work at the
+   same pace.
 3. **Overload** (open loop): ``send()`` is offered 1.5× and 2× its saturation throughput.
    Delivered throughput, counted as in the ramp, is a share of the saturation peak;
    afterwards everything must arrive (``lost``) and nothing twice.
@@ -127,7 +129,10 @@ def offer(dep: Deployment, users: dict[str, Any], *, rate: float, seconds: float
     window_end = start + offered_for + TAIL_SECONDS
     while time.time() < window_end:
         time.sleep(0.2)
-    cpu = _delta(cpu0, cpu_by_part(dep), len(sender.sent))
+    cpu1 = cpu_by_part(dep)
+    cpu = _delta(cpu0, cpu1, len(sender.sent))
+    cpu_seconds = {part: round(cpu1[part] - cpu0[part], 3) for part in cpu0}
+    cpu_window = round(time.time() - start, 3)
     channel = "socket" if raw else None
     # the rate while the offer lasted, after the pipeline filled; and all that came in the window
     during = _first_displays_between(users, sender.sent, start + WARMUP_SECONDS, start + offered_for, channel)
@@ -147,7 +152,8 @@ def offer(dep: Deployment, users: dict[str, Any], *, rate: float, seconds: float
             "delivered_in_window": shown_in_window, "kept_up": shown_in_window >= KEPT_UP * total,
             "displayed": counted["displayed"], "lost": counted["lost"],
             "visible_duplicates": counted["visible_duplicates"], "any_p99_ms": counted["any_p99_ms"],
-            "socket_p99_ms": counted["socket_p99_ms"], "cpu_ms_per_notification": cpu}
+            "socket_p99_ms": counted["socket_p99_ms"], "cpu_ms_per_notification": cpu,
+            "cpu_seconds": cpu_seconds, "cpu_window_seconds": cpu_window}
 
 
 def ramp(dep: Deployment, users: dict[str, Any], *, raw: bool, step_seconds: float) -> dict[str, Any]:
@@ -164,21 +170,43 @@ def ramp(dep: Deployment, users: dict[str, Any], *, raw: bool, step_seconds: flo
         rate *= RAMP_FACTOR
     peak = max(steps, key=lambda s: s["delivered_per_s"])
     return {"per_s": peak["delivered_per_s"], "p99_ms": peak["socket_p99_ms"] if raw else peak["any_p99_ms"],
-            "steps": [{k: step[k] for k in ("offered_per_s", "delivered_per_s", "kept_up", "lost", "refused",
-                                             "socket_p99_ms", "any_p99_ms", "cpu_ms_per_notification")}
+            "steps": [{k: step[k] for k in ("offered_per_s", "delivered_per_s", "kept_up", "lost", "refused", "sent",
+                                             "socket_p99_ms", "any_p99_ms", "cpu_ms_per_notification", "cpu_seconds",
+                                             "cpu_window_seconds")}
                       for step in steps]}
 
 
-def _cpu_at_common_rate(raw: dict[str, Any], send: dict[str, Any]) -> tuple[float | None, dict[str, Any]]:
+def idle_cpu(dep: Deployment, seconds: float) -> dict[str, float]:
+    """CPU seconds per second of every part while nothing is sent: the users' polls and page
+    loads, the monitor, the database server's own work."""
+    before, start = cpu_by_part(dep), time.time()
+    time.sleep(seconds)
+    after, took = cpu_by_part(dep), time.time() - start
+    return {part: round((after[part] - before[part]) / took, 4) for part in before}
+
+
+def _net_ms(step: dict[str, Any], idle: dict[str, float]) -> dict[str, float]:
+    """A step's CPU per notification in milliseconds without the idle CPU of its window."""
+    out = {part: round(max(0.0, step["cpu_seconds"][part] - idle[part] * step["cpu_window_seconds"]) * 1000
+                       / max(step["sent"], 1), 3) for part in idle}
+    out["all"] = round(sum(out.values()), 3)
+    return out
+
+
+def _cpu_at_common_rate(raw: dict[str, Any], send: dict[str, Any],
+                        idle: dict[str, float]) -> tuple[float | None, dict[str, Any]]:
     """CPU per notification of both at the fastest offered rate both kept up with (the first
-    step when one of them kept up with none)."""
+    step when one of them kept up with none), the idle CPU of the step's window taken off:
+    at a low rate the idle work would count as much as the sends."""
     pairs = list(zip(raw["steps"], send["steps"]))
     both = [(r, s) for r, s in pairs if r["kept_up"] and s["kept_up"]]
     r, s = (both or pairs[:1])[-1]
-    out = {"offered_per_s": s["offered_per_s"], "raw_cpu_ms_per_notification": r["cpu_ms_per_notification"],
-           "send_cpu_ms_per_notification": s["cpu_ms_per_notification"]}
-    raw_all = r["cpu_ms_per_notification"]["all"]
-    return (round(s["cpu_ms_per_notification"]["all"] / raw_all, 2) if raw_all else None), out
+    raw_net, send_net = _net_ms(r, idle), _net_ms(s, idle)
+    out = {"offered_per_s": s["offered_per_s"], "idle_cpu_per_second": idle,
+           "raw_cpu_ms_per_notification": raw_net, "send_cpu_ms_per_notification": send_net,
+           "raw_cpu_ms_per_notification_with_idle": r["cpu_ms_per_notification"],
+           "send_cpu_ms_per_notification_with_idle": s["cpu_ms_per_notification"]}
+    return (round(send_net["all"] / raw_net["all"], 2) if raw_net["all"] else None), out
 
 
 def _rows_of(dep: Deployment, markers: list[str]) -> list[dict[str, Any]]:
@@ -214,6 +242,7 @@ def throughput(dep: Deployment, sign_in: Callable[[Deployment, int, str], dict[s
     1.5× and 2× runs (``seconds`` each)."""
     users = sign_in(dep, users_n, "throughput")
     try:
+        idle = idle_cpu(dep, seconds / 2)
         raw = ramp(dep, users, raw=True, step_seconds=seconds / 2)
         send = ramp(dep, users, raw=False, step_seconds=seconds / 2)
         out: dict[str, Any] = {
@@ -222,7 +251,7 @@ def throughput(dep: Deployment, sign_in: Callable[[Deployment, int, str], dict[s
             "raw_p99_ms": raw["p99_ms"], "send_p99_ms": send["p99_ms"],
             "raw_steps": raw["steps"], "send_steps": send["steps"],
         }
-        out["send_cpu_per_notification_ratio"], out["cpu_compared"] = _cpu_at_common_rate(raw, send)
+        out["send_cpu_per_notification_ratio"], out["cpu_compared"] = _cpu_at_common_rate(raw, send, idle)
         if overload and send["per_s"]:
             peak = send["per_s"]
             for factor, key in ((1.5, "1_5x"), (2.0, "2x")):

@@ -23,6 +23,7 @@ duplicate.
 
 from __future__ import annotations
 
+import itertools
 import json
 import queue
 import random
@@ -44,6 +45,9 @@ TITLE = re.compile(r"(chaos:[0-9a-z]+:[0-9]+)")
 OUTBOX_COOKIE = "notify_emergency_acks"
 PENDING_EVENT = "notify_emergency:pending"
 MODE_EVENT = "notify_emergency:mode"
+#: numbers of every send of the process: a raw emit's id is minus its number, and a tab shows
+#: one id once, so two senders must never hand out the same
+SEQUENCE = itertools.count(1)
 #: seconds before a tab whose socket broke tries again
 RECONNECT_SECONDS = 3.0
 
@@ -374,8 +378,7 @@ class Sender:
 
     def send(self, user_id: str, raw: bool = False) -> bool:
         with self.lock:
-            self.seq += 1
-            seq = self.seq
+            seq = self.seq = next(SEQUENCE)
         marker = f"chaos:{self.run}:{seq}"
         base = self.bases[seq % len(self.bases)]
         at = time.time()
