@@ -74,3 +74,15 @@ def test_an_unknown_run_is_refused_with_the_names_to_choose_from(capsys: pytest.
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "unknown run earthquake" in err and "network_partition" in err and "throughput" in err
+
+
+def test_the_delivery_rate_is_the_middle_of_the_displays_without_the_straggler() -> None:
+    from bench.chaos.throughput import delivery_rate
+
+    kept_up = [i / 50 for i in range(500)]  # 50 a second for 10 s
+    assert delivery_rate(kept_up) == 50.0
+    # the same, but one display a poll brought 20 s later, and one slow start: still 50
+    assert delivery_rate(sorted(kept_up + [30.0, -5.0])) == pytest.approx(50.0, rel=0.02)
+    # a backlog drained at 20 a second, whatever was offered
+    assert delivery_rate([i / 20 for i in range(400)]) == 20.0
+    assert delivery_rate([1.0, 2.0]) == 0.0  # too few to tell

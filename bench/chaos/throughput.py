@@ -6,10 +6,11 @@ in the same deployment, then ``send()`` offered more than it can take.
    replies do (a queue of requests in flight, as many sender threads as needed), once to the
    raw-emit route and once to the ``send()`` route. A step kept up when at least
    ``KEPT_UP`` of what it offered was delivered by the end of its window; the ramp stops at
-   the first step that did not. A step's delivered throughput is its first displays per
-   second while the offer lasted, after ``WARMUP_SECONDS`` (socket displays for raw emits,
-   their only channel; any channel for ``send()``); the saturation throughput is the most
-   of any step.
+   the first step that did not (or whose displays came slower than it offered). A step's
+   delivered throughput is the rate its notifications were first displayed at, over the
+   middle 90 % of them (:func:`delivery_rate`; socket displays for raw emits, their only
+   channel; any channel for ``send()``): the offered rate while it keeps up, the rate its
+   backlog drains at when it does not. The saturation throughput is the most of any step.
    Closed-loop senders would measure each request's latency instead: ``send()`` answers
    later than a raw emit (it stores the row first), so the same threads offer it less.
 2. **CPU**: read from ``/proc/<pid>/stat`` of every process of the deployment (the gunicorn
@@ -86,9 +87,8 @@ RAMP_FACTOR = 1.5
 #: A step kept up when this share of what it offered was delivered by the end of its window
 #: (the offer plus ``TAIL_SECONDS``).
 KEPT_UP = 0.9
-#: Delivered throughput is counted from this long after an offer's start (the pipeline fills)
-#: to its end.
-WARMUP_SECONDS = 1.0
+#: Delivered throughput is counted over this middle share of a run's displays.
+SPAN_SHARE = 0.9
 #: Steps at most (40/s times 1.5**9: about 1,500/s).
 RAMP_STEPS = 10
 
@@ -134,9 +134,7 @@ def offer(dep: Deployment, users: dict[str, Any], *, rate: float, seconds: float
     cpu_seconds = {part: round(cpu1[part] - cpu0[part], 3) for part in cpu0}
     cpu_window = round(time.time() - start, 3)
     channel = "socket" if raw else None
-    # the rate while the offer lasted, after the pipeline filled; and all that came in the window
-    during = _first_displays_between(users, sender.sent, start + WARMUP_SECONDS, start + offered_for, channel)
-    shown_in_window = _first_displays_between(users, sender.sent, start, window_end, channel)
+    shown_in_window = len(_first_displays(users, sender.sent, start, window_end, channel))
     # then: everything arrives, once (raw emits have no second chance: what missed is missed)
     deadline = time.time() + drain_max
     while time.time() < deadline:
@@ -146,10 +144,12 @@ def offer(dep: Deployment, users: dict[str, Any], *, rate: float, seconds: float
         time.sleep(0.5)
     counted = count(sender.sent, users)
     lost = counted.pop("lost_markers")
-    return {"lost_rows": [] if raw else _rows_of(dep, lost), "offered_per_s": round(total / offered_for, 1),
-            "sent": len(sender.sent), "refused": sender.refused,
-            "delivered_per_s": round(during / max(offered_for - WARMUP_SECONDS, 0.1), 1), "senders": len(senders),
-            "delivered_in_window": shown_in_window, "kept_up": shown_in_window >= KEPT_UP * total,
+    offered = round(total / offered_for, 1)
+    delivered = delivery_rate(sorted(_first_displays(users, sender.sent, start, time.time(), channel).values()))
+    return {"lost_rows": [] if raw else _rows_of(dep, lost), "offered_per_s": offered,
+            "sent": len(sender.sent), "refused": sender.refused, "delivered_per_s": delivered, "senders": len(senders),
+            "delivered_in_window": shown_in_window,
+            "kept_up": shown_in_window >= KEPT_UP * total and delivered >= KEPT_UP * offered,
             "displayed": counted["displayed"], "lost": counted["lost"],
             "visible_duplicates": counted["visible_duplicates"], "any_p99_ms": counted["any_p99_ms"],
             "socket_p99_ms": counted["socket_p99_ms"], "cpu_ms_per_notification": cpu,
@@ -225,15 +225,27 @@ def _rows_of(dep: Deployment, markers: list[str]) -> list[dict[str, Any]]:
     return [{k: (str(v) if v is not None else None) for k, v in row._mapping.items()} for row in rows]
 
 
-def _first_displays_between(users: dict[str, Any], sent: dict[str, tuple[str, float]], start: float,
-                            end: float, channel: str | None = None) -> int:
+def _first_displays(users: dict[str, Any], sent: dict[str, tuple[str, float]], start: float, end: float,
+                    channel: str | None = None) -> dict[str, float]:
+    """Each sent marker's first display between ``start`` and ``end`` (by ``channel``, if given)."""
     first: dict[str, float] = {}
     for user in users.values():
         for d in list(user.tally.displays):
             if d.marker in sent and start <= d.at <= end and (channel is None or d.channel == channel) \
                     and (d.marker not in first or d.at < first[d.marker]):
                 first[d.marker] = d.at
-    return len(first)
+    return first
+
+
+def delivery_rate(times: list[float]) -> float:
+    """Displays per second over the middle ``SPAN_SHARE`` of ``times`` (sorted first displays):
+    the offered rate when it was kept up with, else the rate the backlog drained at. The
+    first and last few are left out: the pipeline filling, a straggler a poll brought late."""
+    if len(times) < 10:
+        return 0.0
+    cut = int(len(times) * (1 - SPAN_SHARE) / 2)
+    first, last = times[cut], times[len(times) - 1 - cut]
+    return round((len(times) - 1 - 2 * cut) / max(last - first, 0.001), 1)
 
 
 def throughput(dep: Deployment, sign_in: Callable[[Deployment, int, str], dict[str, Any]], *, users_n: int,
