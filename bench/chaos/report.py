@@ -1,10 +1,15 @@
-"""Counting a run, and its plot (SVG, no plotting library needed)."""
+"""Counting a run, the events the monitor recorded during it, and its plot (SVG, no plotting
+library needed)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from typing import Any
 
+import sqlalchemy as sa
+
+from .deploy import Deployment
 from .users import SimUser
 
 
@@ -13,6 +18,31 @@ def percentile(values: list[float], q: float) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def detected_events(dep: Deployment, since: float) -> list[dict[str, Any]]:
+    engine = sa.create_engine(dep.direct_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text(
+                "SELECT level, failure_type, reason, started_at, detected_at, resolved_at, triggered_by "
+                "FROM notify_emergency_event ORDER BY id")).all()
+    finally:
+        engine.dispose()
+    def epoch(value: Any) -> float | None:
+        return None if value is None else value.replace(tzinfo=dt.timezone.utc).timestamp()
+
+    out = []
+    for r in rows:
+        detected = epoch(r.detected_at)
+        if detected is None or detected < since:
+            continue
+        started = epoch(r.started_at)
+        out.append({"level": r.level, "failure_type": r.failure_type, "by": r.triggered_by,
+                    "reason": (r.reason or "")[:160],
+                    "mttd_seconds": None if started is None else round(detected - started, 2),
+                    "detected_epoch": detected, "resolved_epoch": epoch(r.resolved_at)})
+    return out
 
 
 def count(sent: dict[str, tuple[str, float]], users: dict[str, Any]) -> dict[str, Any]:

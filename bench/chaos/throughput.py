@@ -41,7 +41,7 @@ from typing import Any, Callable
 import sqlalchemy as sa
 
 from .deploy import Deployment
-from .report import count
+from .report import count, detected_events
 from .users import Sender
 
 #: Seconds after the senders stop that deliveries still count towards throughput.
@@ -146,7 +146,9 @@ def offer(dep: Deployment, users: dict[str, Any], *, rate: float, seconds: float
     lost = counted.pop("lost_markers")
     offered = round(total / offered_for, 1)
     delivered = delivery_rate(sorted(_first_displays(users, sender.sent, start, time.time(), channel).values()))
-    return {"lost_rows": [] if raw else _rows_of(dep, lost), "offered_per_s": offered,
+    # what the monitor made of it: overload is not an outage
+    events = [{k: e[k] for k in ("level", "failure_type", "reason")} for e in detected_events(dep, start)]
+    return {"events": events, "lost_rows": [] if raw else _rows_of(dep, lost), "offered_per_s": offered,
             "sent": len(sender.sent), "refused": sender.refused, "delivered_per_s": delivered, "senders": len(senders),
             "delivered_in_window": shown_in_window,
             "kept_up": shown_in_window >= KEPT_UP * total and delivered >= KEPT_UP * offered,
@@ -170,7 +172,7 @@ def ramp(dep: Deployment, users: dict[str, Any], *, raw: bool, step_seconds: flo
         rate *= RAMP_FACTOR
     peak = max(steps, key=lambda s: s["delivered_per_s"])
     return {"per_s": peak["delivered_per_s"], "p99_ms": peak["socket_p99_ms"] if raw else peak["any_p99_ms"],
-            "steps": [{k: step[k] for k in ("offered_per_s", "delivered_per_s", "kept_up", "lost", "refused", "sent",
+            "steps": [{k: step[k] for k in ("offered_per_s", "delivered_per_s", "kept_up", "lost", "refused", "sent", "events",
                                              "socket_p99_ms", "any_p99_ms", "cpu_ms_per_notification", "cpu_seconds",
                                              "cpu_window_seconds")}
                       for step in steps]}
