@@ -45,8 +45,8 @@ import sqlalchemy as sa
 
 from ..communicate import alert_event, alerts, send_alert
 from ..delivery import CLOSED, HALF_OPEN, polling
-from ..detect import (FAILED_CHECK, Classification, classify, queue_manager, realtime_probe, run_health_checks,
-                      utc_from_epoch)
+from ..detect import (FAILED_CHECK, Classification, classify, queue_answers, queue_manager, realtime_probe,
+                      run_health_checks, utc_from_epoch)
 from ..models import utcnow
 from ..respond import cluster_actions, drill_lease, emergency, operator_hold, replay_backlog
 from ..rollback import execute as rollback
@@ -348,14 +348,8 @@ class Monitor:
         url = getattr(manager, "redis_url", None)
         if manager is None or not isinstance(url, str) or not hasattr(manager, "_redis_connect"):
             return None  # no Redis queue here (Kombu's listener reconnects by itself)
-        module = manager._get_redis_module()  # redis or valkey, as the manager itself uses
-        client = module.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
-        try:
-            client.ping()
-        except Exception:  # the queue itself is down: a woken listener would only back off again
+        if not queue_answers(manager):  # the queue itself is down: a woken listener would only back off again
             return None
-        finally:
-            client.close()
         self._next_wake = time.monotonic() + WAKE_LISTENERS_INTERVALS * self.interval
         try:
             cluster_actions.request(self.ext, "wake-queue-listener", ACTOR)

@@ -12,7 +12,7 @@ events).
 from __future__ import annotations
 
 from . import evidence, health, realtime_probe
-from .canary import check_message_queue, listener_hears, queue_manager, send_canary
+from .canary import check_message_queue, listener_hears, queue_answers, queue_manager, send_canary
 from .classify import Classification, classify
 from .evidence import FAILED_CHECK, EvidenceLog, utc_from_epoch
 from .health import RATES_SINCE_KEY, HealthReport, run_health_checks
@@ -22,6 +22,6 @@ from .schema import SchemaReport, schema_problems
 __all__ = [
     "check_message_queue", "Classification", "classify", "evidence", "EvidenceLog", "FAILED_CHECK",
     "FAILURE_TYPES", "health", "HealthReport", "Level", "LEVELS", "listener_hears", "parse_level",
-    "queue_manager", "RATES_SINCE_KEY", "realtime_probe", "run_health_checks", "SchemaReport", "schema_problems",
+    "queue_answers", "queue_manager", "RATES_SINCE_KEY", "realtime_probe", "run_health_checks", "SchemaReport", "schema_problems",
     "send_canary", "utc_from_epoch",
 ]

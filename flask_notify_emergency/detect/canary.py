@@ -275,6 +275,24 @@ def _through_listener(manager: Any, namespace: str, token: str, remaining: float
     return round((time.perf_counter() - start) * 1000, 3)
 
 
+def queue_answers(manager: Any, timeout: float = 1.0) -> bool:
+    """Does the Redis message queue answer a ping within ``timeout`` seconds? On a connection
+    of its own: the manager's client has no timeout, and a frozen server would hang it."""
+    module = manager._get_redis_module()  # redis or valkey, as the manager itself uses
+    client = module.Redis.from_url(manager.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                   retry=module.retry.Retry(module.backoff.NoBackoff(), 0))
+    try:
+        client.ping()
+        return True
+    except Exception:
+        return False
+    finally:
+        try:
+            client.close()
+        except Exception:  # closing a dead connection may fail; it is gone all the same
+            pass
+
+
 def listener_hears(manager: Any, namespace: str, timeout: float) -> bool:
     """Does this process's queue listener hand back a packet within ``timeout`` seconds?"""
     try:

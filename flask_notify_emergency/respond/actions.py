@@ -21,7 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..detect import listener_hears, queue_manager, send_canary
+from ..detect import listener_hears, queue_answers, queue_manager, send_canary
 
 log = logging.getLogger("flask_notify_emergency")
 OUTPUT_LIMIT = 20_000
@@ -156,10 +156,8 @@ def wake_listener(sio: Any, manager: Any, namespace: str) -> str:
         return "restarted"
     if not hasattr(manager, "_redis_connect"):  # Kombu's listener reconnects by itself
         return "running"
-    try:
-        manager.redis.ping()
-    except Exception as exc:  # the queue itself is down: a new listener would only back off too
-        return f"running; the queue does not answer ({type(exc).__name__})"
+    if not queue_answers(manager):  # the queue itself is down: a new listener would only back off too
+        return "running; the queue does not answer"
     if listener_hears(manager, namespace, LISTENER_PROBE_SECONDS):
         return "running (hears the queue)"
     if getattr(listener, "ident", None) is not None and hasattr(listener, "join"):
