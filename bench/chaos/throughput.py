@@ -6,7 +6,8 @@ in the same deployment, then ``send()`` offered more than it can take.
    replies do (a queue of requests in flight, as many sender threads as needed), once to the
    raw-emit route and once to the ``send()`` route. A step kept up when at least
    ``KEPT_UP`` of what it offered was delivered by the end of its window; the ramp stops at
-   the first step that did not (or whose displays came slower than it offered). A step's
+   the first step that did not (or whose displays came slower than it offered) unless that
+   step still delivered ``RAMP_GROWTH`` times the best before it. A step's
    delivered throughput is the rate its notifications were first displayed at, over the
    middle 90 % of them (:func:`delivery_rate`; socket displays for raw emits, their only
    channel; any channel for ``send()``): the offered rate while it keeps up, the rate its
@@ -89,6 +90,9 @@ RAMP_FACTOR = 1.5
 KEPT_UP = 0.9
 #: Delivered throughput is counted over this middle share of a run's displays.
 SPAN_SHARE = 0.9
+#: A step that did not keep up ends the ramp unless it delivered this much more than the best
+#: step before it (the path still had room: the step was noise, not saturation).
+RAMP_GROWTH = 1.1
 #: Steps at most (40/s times 1.5**9: about 1,500/s).
 RAMP_STEPS = 10
 
@@ -163,12 +167,14 @@ def ramp(dep: Deployment, users: dict[str, Any], *, raw: bool, step_seconds: flo
     most delivered per second in any step."""
     steps: list[dict[str, Any]] = []
     rate = RAMP_START
+    best = 0.0
     for _ in range(RAMP_STEPS):
         step = offer(dep, users, rate=rate, seconds=step_seconds, drain_max=step_seconds * 2, raw=raw)
         steps.append(step)
         time.sleep(TAIL_SECONDS)  # what is still in flight settles before the next step
-        if not step["kept_up"]:
-            break
+        if not step["kept_up"] and step["delivered_per_s"] < best * RAMP_GROWTH:
+            break  # behind, and no faster than before: saturated (one noisy step does not end it)
+        best = max(best, step["delivered_per_s"])
         rate *= RAMP_FACTOR
     peak = max(steps, key=lambda s: s["delivered_per_s"])
     return {"per_s": peak["delivered_per_s"], "p99_ms": peak["socket_p99_ms"] if raw else peak["any_p99_ms"],
