@@ -78,6 +78,15 @@ def mode(engine: sa.engine.Engine) -> str:
     return json.loads(found[0]["value"]) if found else "normal"
 
 
+def stop_all(alice: Any, server: Any, queue: Any, engine: sa.engine.Engine) -> None:
+    """Close the page's socket, the served app, the private queue Redis and the engine."""
+    if alice is not None and alice.sio.connected:
+        alice.sio.disconnect()
+    server.stop()
+    queue.stop()
+    engine.dispose()
+
+
 def breaker(engine: sa.engine.Engine) -> str:
     found = rows(engine, "SELECT value FROM notify_emergency_control WHERE key = 'breaker'")
     return str(json.loads(found[0]["value"])["state"]) if found else "closed"
@@ -192,11 +201,7 @@ def test_restart_websockets_wakes_a_queue_listener_asleep_in_its_backoff(tmp_pat
         assert detail["steps"]["listener"].startswith("replaced"), detail
         assert entry["outcome"] == "ok" and detail["steps"]["canary"]["listener"] == "hears the queue"
     finally:
-        if alice is not None and alice.sio.connected:
-            alice.sio.disconnect()
-        server.stop()
-        queue.stop()
-        engine.dispose()
+        stop_all(alice, server, queue, engine)
 
 
 @pytest.mark.redis
@@ -239,8 +244,4 @@ def test_the_monitor_wakes_queue_listeners_so_a_queue_outage_ends_with_its_cause
                             "WHERE action = 'wake-queue-listener' AND source = 'cluster'")
         assert any(json.loads(w["detail"])["listener"].startswith("replaced") for w in woke), woke
     finally:
-        if alice is not None and alice.sio.connected:
-            alice.sio.disconnect()
-        server.stop()
-        queue.stop()
-        engine.dispose()
+        stop_all(alice, server, queue, engine)

@@ -123,20 +123,27 @@ def test_a_session_interface_that_loses_sessions_fails_the_check(make_app):
     assert check.status == "failed" and "SECRET_KEY" in check.error
 
 
-def test_unacknowledged_deliveries_over_the_threshold_are_a_message_delivery_emergency(make_app):
+def sent_to_alice_socket(make_app: Any, n: int, ack_timeout: float) -> tuple[Any, Any, list[int]]:
+    """An app with alice's socket open (a test client that acknowledges nothing by itself), and
+    the ids of the ``n`` notifications sent to her that it received."""
     from flask_notify_emergency.delivery.notifier import EVENT
 
-    app, socketio = make_app(NOTIFY_EMERGENCY_ACK_TIMEOUT=0.2, NOTIFY_EMERGENCY_BREAKER_MIN_CALLS=1000,
-                             NOTIFY_EMERGENCY_DELIVERY_MIN_SAMPLE=5)
+    app, socketio = make_app(NOTIFY_EMERGENCY_ACK_TIMEOUT=ack_timeout, NOTIFY_EMERGENCY_BREAKER_MIN_CALLS=1000,
+                             NOTIFY_EMERGENCY_DELIVERY_MIN_SAMPLE=n)
     client = app.test_client()
     login(client, "alice")
     sio = socketio.test_client(app, namespace=NAMESPACE, flask_test_client=client)
     notify, alice = app.extensions["demo"]["notify"], user_id(app, "alice")
     with app.app_context():
-        for n in range(5):
-            notify.send(alice, f"Report {n}", "Ready.")
+        for k in range(n):
+            notify.send(alice, f"Report {k}", "Ready.")
+    return app, sio, [p["args"][0]["id"] for p in sio.get_received(NAMESPACE) if p["name"] == EVENT]
+
+
+def test_unacknowledged_deliveries_over_the_threshold_are_a_message_delivery_emergency(make_app):
+    app, sio, received = sent_to_alice_socket(make_app, 5, ack_timeout=0.2)
     # the socket got them, but this client never acknowledges: each counts as a failure
-    assert len([p for p in sio.get_received(NAMESPACE) if p["name"] == EVENT]) == 5
+    assert len(received) == 5
     from tests.support.services import wait_until
 
     report = wait_until(lambda: (r := run_health_checks(ext_of(app))).checks["realtime"]
@@ -156,19 +163,10 @@ def test_a_failure_rate_with_slow_acknowledgements_is_overload_not_a_delivery_fa
     for some) or late but inside the deadline (a saturated server: late, not lost)."""
     import time
 
-    from flask_notify_emergency.delivery.notifier import ACK_EVENT, EVENT
+    from flask_notify_emergency.delivery.notifier import ACK_EVENT
     from tests.support.services import wait_until
 
-    app, socketio = make_app(NOTIFY_EMERGENCY_ACK_TIMEOUT=2.0, NOTIFY_EMERGENCY_BREAKER_MIN_CALLS=1000,
-                             NOTIFY_EMERGENCY_DELIVERY_MIN_SAMPLE=6)
-    client = app.test_client()
-    login(client, "alice")
-    sio = socketio.test_client(app, namespace=NAMESPACE, flask_test_client=client)
-    notify, alice = app.extensions["demo"]["notify"], user_id(app, "alice")
-    with app.app_context():
-        for n in range(6):
-            notify.send(alice, f"Report {n}", "Ready.")
-    received = [p["args"][0]["id"] for p in sio.get_received(NAMESPACE) if p["name"] == EVENT]
+    app, sio, received = sent_to_alice_socket(make_app, 6, ack_timeout=2.0)
     assert len(received) == 6
     time.sleep(ack_after)  # how late the browser's acknowledgements come (the thing measured)
     for nid in received[:3]:
