@@ -304,8 +304,11 @@ def targets(results: dict[str, Any]) -> dict[str, bool]:
             met[key.replace("_share", "_0_9")] = share >= 0.9
     loads = [r for key in ("overload_1_5x", "overload_2x") if (r := (results.get("throughput") or {}).get(key))]
     loads += [step for key in ("raw_steps", "send_steps") for step in (results.get("throughput") or {}).get(key) or []]
-    if loads:  # what the monitor reported while the load ran: overload at most, never an outage
-        met["load_reports_no_outage"] = all(e["failure_type"] == "overload" for r in loads for e in r.get("events", []))
+    if loads:  # what the monitor reported while the load ran: overload at level 3 or 4, never an
+        # outage, and emergency mode never on (no tab was told of another mode)
+        met["load_reports_no_outage"] = all(e["failure_type"] == "overload" and e["level"] >= 3
+                                            for r in loads for e in r.get("events", [])) \
+            and all(r.get("modes_seen", ["normal"]) == ["normal"] for r in loads)
     return met
 
 

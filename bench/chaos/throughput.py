@@ -115,6 +115,8 @@ def offer(dep: Deployment, users: dict[str, Any], *, rate: float, seconds: float
 
     for _ in range(32):
         grow()
+    for user in users.values():
+        user.modes_seen.clear()
     cpu0 = cpu_by_part(dep)
     start = time.time()
     for i in range(total):
@@ -152,7 +154,9 @@ def offer(dep: Deployment, users: dict[str, Any], *, rate: float, seconds: float
     delivered = delivery_rate(sorted(_first_displays(users, sender.sent, start, time.time(), channel).values()))
     # what the monitor made of it: overload is not an outage
     events = [{k: e[k] for k in ("level", "failure_type", "reason")} for e in detected_events(dep, start)]
-    return {"events": events, "lost_rows": [] if raw else _rows_of(dep, lost), "offered_per_s": offered,
+    modes = sorted(set().union(*(user.modes_seen for user in users.values())) | {"normal"})
+    return {"events": events, "modes_seen": modes, "lost_rows": [] if raw else _rows_of(dep, lost),
+            "offered_per_s": offered,
             "sent": len(sender.sent), "refused": sender.refused, "delivered_per_s": delivered, "senders": len(senders),
             "delivered_in_window": shown_in_window,
             "kept_up": shown_in_window >= KEPT_UP * total and delivered >= KEPT_UP * offered,
@@ -178,8 +182,8 @@ def ramp(dep: Deployment, users: dict[str, Any], *, raw: bool, step_seconds: flo
         rate *= RAMP_FACTOR
     peak = max(steps, key=lambda s: s["delivered_per_s"])
     return {"per_s": peak["delivered_per_s"], "p99_ms": peak["socket_p99_ms"] if raw else peak["any_p99_ms"],
-            "steps": [{k: step[k] for k in ("offered_per_s", "delivered_per_s", "kept_up", "lost", "refused", "sent", "events",
-                                             "socket_p99_ms", "any_p99_ms", "cpu_ms_per_notification", "cpu_seconds",
+            "steps": [{k: step[k] for k in ("offered_per_s", "delivered_per_s", "kept_up", "lost", "refused", "sent",
+                                             "events", "modes_seen", "socket_p99_ms", "any_p99_ms", "cpu_ms_per_notification", "cpu_seconds",
                                              "cpu_window_seconds")}
                       for step in steps]}
 

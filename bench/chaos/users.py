@@ -88,13 +88,24 @@ class SimUser:
         self.tally = Tally()
         self.lock = threading.Lock()
         self.live = False
-        self.mode = "normal"
+        #: every mode this tab was told of (a page, a poll, the mode push), cleared by whoever reads it
+        self.modes_seen: set[str] = set()
+        self._mode = "normal"
         self.poll_interval = 5.0
         self.settings: dict[str, Any] = {}
         self.stopping = threading.Event()
         self.poll_now = threading.Event()
         self.sio: socketio.Client | None = None
         self.threads: list[threading.Thread] = []
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        self._mode = value
+        self.modes_seen.add(value)
 
     # -- the page ----------------------------------------------------------------------
     def login(self) -> None:
