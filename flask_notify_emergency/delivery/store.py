@@ -93,15 +93,21 @@ def steady_engine(engine: sa.engine.Engine, size: int, options: dict[str, Any] |
     use, and one in steady use costs no extra round trip per transaction. (A connection that
     breaks while in use fails its statement, and SQLAlchemy then replaces every connection of
     the pool.)
+
+    A connection going back to the pool is not rolled back again: the store reaches the
+    database only through SQLAlchemy connections, and a connection ends its own transaction
+    before it is returned (its commit, its rollback, or the rollback of its ``close()`` when
+    neither came, a failed commit included). The pool's own rollback would be one more round
+    trip after every committed transaction.
     """
     if size <= 0 or engine.dialect.name == "sqlite":
         return engine
     settings = dict(options or {})
-    for key in ("pool_size", "max_overflow", "poolclass", "pool"):
+    for key in ("pool_size", "max_overflow", "poolclass", "pool", "pool_reset_on_return"):
         settings.pop(key, None)
     ping = settings.pop("pool_pre_ping", True)
     settings.setdefault("pool_recycle", 3600)
-    own = sa.create_engine(engine.url, pool_size=size, max_overflow=0, **settings)
+    own = sa.create_engine(engine.url, pool_size=size, max_overflow=0, pool_reset_on_return=None, **settings)
     if ping:
         sa.event.listen(own, "checkin", _checked_in)
         sa.event.listen(own, "checkout", _ping_if_idle)
@@ -155,7 +161,21 @@ class NotificationStore:
         self.table = models.Notification.__table__
         self.banners = models.Banner.__table__
         self.hourly = HourlyTotals(engine, models)
-        self._insert = self.table.insert()
+        # the statements of every send and every acknowledgement, built once (with their
+        # parameters bound at each run): building one costs more CPU than its round trip
+        t = self.table
+        self._insert = t.insert()
+        self._ack_read = (sa.select(t.c.id, t.c.user_id, t.c.created_at, t.c.channel, t.c.offered_via)
+                          .where(t.c.id.in_(sa.bindparam("ids", expanding=True)), t.c.delivered == sa.false())
+                          .order_by(t.c.id).with_for_update())
+        marked = {"delivered": True, "delivered_at": sa.bindparam("at"), "channel": sa.bindparam("shown_by"),
+                  "claim_token": sa.bindparam("token"), "attempts": t.c.attempts + sa.bindparam("more")}
+        unmarked = [t.c.id.in_(sa.bindparam("ids", expanding=True)), t.c.delivered == sa.false()]
+        #: the acknowledging UPDATE of rows nobody offered, and of rows one channel offered
+        self._ack_unoffered = t.update().where(*unmarked, t.c.offered_via.is_(None)).values(**marked)
+        self._ack_offered = t.update().where(*unmarked, t.c.offered_via == sa.bindparam("via")).values(**marked)
+        self._ack_marked = sa.select(t.c.id).where(t.c.id.in_(sa.bindparam("ids", expanding=True)),
+                                                   t.c.claim_token == sa.bindparam("token"))
 
     def create(self, values: dict[str, Any]) -> int:
         """Insert one notification row and commit it; return its id."""
@@ -312,16 +332,13 @@ class NotificationStore:
                           channel: str | None) -> tuple[dict[int, Acked], list[int]]:
         """One transaction: (the rows it marked, ids to read again because a claim offered them
         between this read and this UPDATE)."""
-        t = self.table
         marked: dict[int, Acked] = {}
         again: list[int] = []
         with self.engine.begin() as conn:
             # created_at never changes, and an undelivered row's channel changes only with
             # ``delivered``: what this reads is what the UPDATE below changes, if it does
-            found = [r for r in conn.execute(
-                sa.select(t.c.id, t.c.user_id, t.c.created_at, t.c.channel, t.c.offered_via)
-                .where(t.c.id.in_(sorted(wanted)), t.c.delivered == sa.false())
-                .order_by(t.c.id).with_for_update()) if str(r.user_id) == wanted[int(r.id)]]
+            found = [r for r in conn.execute(self._ack_read, {"ids": sorted(wanted)})
+                     if str(r.user_id) == wanted[int(r.id)]]
             if not found:
                 return marked, again
             # one UPDATE per offering channel read (one, nearly always), conditional on it, so
@@ -335,18 +352,16 @@ class NotificationStore:
             for via, rows in sorted(groups.items(), key=lambda g: g[0] or ""):
                 shown_by = channel or via or "realtime"
                 group = sorted(int(r.id) for r in rows)
-                result = conn.execute(
-                    t.update()
-                    .where(t.c.id.in_(group), t.c.delivered == sa.false(),
-                           t.c.offered_via.is_(None) if via is None else t.c.offered_via == via)
-                    .values(delivered=True, delivered_at=now, channel=shown_by, claim_token=token,
-                            attempts=t.c.attempts + (0 if shown_by == "realtime" else 1))
-                )
+                values = {"ids": group, "at": now, "shown_by": shown_by, "token": token,
+                          "more": 0 if shown_by == "realtime" else 1}
+                if via is None:
+                    result = conn.execute(self._ack_unoffered, values)
+                else:
+                    result = conn.execute(self._ack_offered, dict(values, via=via))
                 done = group
                 if int(result.rowcount or 0) != len(group):
                     # some were confirmed elsewhere (gone) or offered anew (read again) meanwhile
-                    done = sorted(int(i) for i in conn.execute(
-                        sa.select(t.c.id).where(t.c.id.in_(group), t.c.claim_token == token)).scalars())
+                    done = sorted(int(i) for i in conn.execute(self._ack_marked, {"ids": group, "token": token}).scalars())
                     again += sorted(set(group) - set(done))
                 before = {int(r.id): r for r in rows}
                 for nid in done:
