@@ -41,6 +41,9 @@ log = logging.getLogger("flask_notify_emergency")
 #: While Redis is marked unreachable but the listener's subscription still reads, the
 #: listener tries to reconnect this often.
 LISTENER_RETRY_SECONDS = 1.0
+#: A worker writes the breaker's successes to Redis at most this often (see
+#: :meth:`RedisState.record_successes`).
+SUCCESS_WRITE_SECONDS = 0.5
 
 #: ``() -> (switches: dict, pending_user_ids: set[str])`` read from the database.
 Loader = Callable[[], "tuple[dict[str, Any], set[str]]"]
@@ -288,6 +291,9 @@ class RedisState(SharedState):
         #: this process's live sockets per user, and what of them Redis's counts hold
         self._own: dict[str, int] = {}
         self._published: dict[str, int] = {}
+        #: breaker successes counted here and not yet written, and when they last were
+        self._unwritten_successes = 0
+        self._successes_written_at = 0.0
         self._stop = threading.Event()
         self._subscribed = threading.Event()
         self._thread = threading.Thread(target=self._listen, name="notify-emergency-state", daemon=True)
@@ -577,24 +583,37 @@ class RedisState(SharedState):
         now = time.time()
         bucket = int(now // bucket_len)
         buckets = [bucket - i for i in range(int(window // bucket_len))]
+        unwritten = self._take_unwritten_successes(force=True)
         try:
             pipe = self._client.pipeline()
             key = self._key(f"outcomes:{bucket}")
             pipe.hincrby(key, "ok" if ok else "fail", 1)
+            # this worker's successes not written yet count before the window is read
+            pipe.hincrby(key, "ok", unwritten)
             pipe.expire(key, int(window + bucket_len) + 1)
             for b in buckets:
                 pipe.hmget(self._key(f"outcomes:{b}"), "ok", "fail")
-            results = pipe.execute()[2:]
+            results = pipe.execute()[3:]
         except self._redis_mod.RedisError as exc:
             self._degrade(exc)
+            super().record_successes(unwritten, window)
             return super().record_outcome(ok, window)
         good = sum(int(r[0] or 0) for r in results)
         bad = sum(int(r[1] or 0) for r in results)
         return good, bad
 
     def record_successes(self, n: int, window: float) -> None:
+        """Successes are written at most every :data:`SUCCESS_WRITE_SECONDS` per worker, all
+        gathered since in one write (every acknowledgement batch would be a round trip); a
+        failure writes what waits before it reads the window, so the worker that judges the
+        rate misses none of its own."""
         if not self._healthy:
             super().record_successes(n, window)
+            return
+        with self._lock:
+            self._unwritten_successes += n
+        n = self._take_unwritten_successes(force=False)
+        if not n:
             return
         bucket_len = max(1.0, window / 10)
         key = self._key(f"outcomes:{int(time.time() // bucket_len)}")
@@ -607,8 +626,20 @@ class RedisState(SharedState):
             self._degrade(exc)
             super().record_successes(n, window)
 
+    def _take_unwritten_successes(self, force: bool) -> int:
+        """The successes waiting to be written, now taken (0 until they are due, unless ``force``)."""
+        now = time.monotonic()
+        with self._lock:
+            if not force and now - self._successes_written_at < SUCCESS_WRITE_SECONDS:
+                return 0
+            n, self._unwritten_successes = self._unwritten_successes, 0
+            self._successes_written_at = now
+            return n
+
     def clear_outcomes(self) -> None:
         super().clear_outcomes()
+        with self._lock:
+            self._unwritten_successes = 0
         if self._healthy:
             try:
                 keys = list(self._client.scan_iter(self._key("outcomes:*")))

@@ -302,6 +302,27 @@ def test_breaker_state_is_shared_by_apps_on_the_same_redis(hosts, redis_url, red
     assert sorted(a.flashed_titles()) == ["a-skipped", "a0", "a1", "b0", "b1"]
 
 
+def test_successes_written_later_still_count_in_every_workers_failure_rate(hosts, redis_url, redis_prefix):
+    """A worker writes its successes to Redis in batches; none of them is missing from the rate
+    it judges, and a failure writes them for the other workers too."""
+    shared = {"NOTIFY_EMERGENCY_REDIS_URL": redis_url, "NOTIFY_EMERGENCY_REDIS_KEY_PREFIX": redis_prefix}
+    push_a, push_b = PushService(), PushService()
+    a = hosts(push_a, **shared)
+    b = hosts(push_b, **shared)
+    push_a.behaviour = "deliver"
+    for i in range(6):
+        a.send(f"ok{i}")  # delivered: six successes, most of them not written yet
+    push_a.behaviour = "fail"
+    for i in range(4):
+        a.send(f"a-fail{i}")
+        # 4 failures of 10 calls: under the rate of 0.5 only if all six successes count
+        assert a.ext.breaker.current == "closed", f"tripped after {i + 1} failures"
+    b.send("b-fail0")  # app b sees them too: 5 failures of 11 calls
+    assert b.ext.breaker.current == "closed"
+    b.send("b-fail1")  # 6 of 12: at the rate
+    assert a.ext.breaker.current == "open"
+
+
 def test_an_app_started_after_the_trip_sees_the_open_breaker(hosts, redis_url, redis_prefix):
     shared = {"NOTIFY_EMERGENCY_REDIS_URL": redis_url, "NOTIFY_EMERGENCY_REDIS_KEY_PREFIX": redis_prefix,
               "NOTIFY_EMERGENCY_BREAKER_OPEN_SECONDS": 30.0}
