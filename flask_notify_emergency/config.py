@@ -52,6 +52,15 @@ def _positive_int(value: Any) -> str | None:
     return None
 
 
+def _at_most(limit: int, why: str) -> Callable[[Any], str | None]:
+    """A whole number from 1 to ``limit`` (what the column holding it can store)."""
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+            return f"must be a whole number from 1 to {limit} ({why})"
+        return None
+    return check
+
+
 def _fraction(value: Any) -> str | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
         return "must be a fraction between 0 (exclusive) and 1"
@@ -146,9 +155,12 @@ def _str_dict(value: Any) -> str | None:
 S = Setting
 SETTINGS: tuple[Setting, ...] = (
     # --- delivery -------------------------------------------------------------------------
-    S("TITLE_MAX_LENGTH", 200, "Longest notification title accepted by `send()`.", _positive_int),
-    S("MESSAGE_MAX_LENGTH", 5000, "Longest notification message accepted by `send()`.", _positive_int),
-    S("CATEGORY_MAX_LENGTH", 64, "Longest category name accepted by `send()`.", _positive_int),
+    S("TITLE_MAX_LENGTH", 200, "Longest notification title accepted by `send()` (at most 500, its column's size).",
+      _at_most(500, "the title column holds 500 characters")),
+    S("MESSAGE_MAX_LENGTH", 5000, "Longest notification message accepted by `send()` (at most 16000: MariaDB's `TEXT` column holds 65,535 bytes, 4 per character at most).",
+      _at_most(16000, "MariaDB's TEXT column holds 65,535 bytes, up to 4 per character")),
+    S("CATEGORY_MAX_LENGTH", 64, "Longest category name accepted by `send()` (at most 64, its column's size).",
+      _at_most(64, "the category column holds 64 characters")),
     S("ACK_TIMEOUT", 5.0, "Seconds to wait for the browser's acknowledgement before falling back.", _positive_number),
     S("NOTIFIER_TIMEOUT", 2.0, "Seconds the primary notifier (a host `notifier=` callable, or an emit through Socket.IO's message queue) may take before it counts as failed.", _positive_number),
     S("FLASH_BATCH_SIZE", 3, "Pending notifications flashed per page request (keeps the session cookie small).", _positive_int),

@@ -57,6 +57,45 @@ def test_send_refuses_nan_and_infinities_in_data_on_every_database(any_database,
     assert notification_rows(app)[0]["id"] == nid and notification_rows(app)[0]["data"]["x"] == 1.5
 
 
+@pytest.mark.parametrize("field", ["title", "message", "category"])
+def test_send_refuses_a_nul_character_on_every_database(any_database, make_app, field):
+    """PostgreSQL cannot store one: every database refuses it alike, before anything is stored."""
+    app, _ = make_app(SQLALCHEMY_DATABASE_URI=any_database)
+    alice = user_id(app, "alice")
+    with pytest.raises(ValueError, match=f"{field} must not contain NUL characters"):
+        send(app, alice, **{field: "before\x00after"})
+    assert notification_rows(app) == []
+    with app.app_context(), pytest.raises(ValueError, match="message must not contain NUL characters"):
+        app.extensions["demo"]["notify"].broadcast("down\x00time")
+    assert banner_rows(app) == []
+
+
+def test_the_longest_texts_the_limits_allow_are_stored_on_every_database(any_database, make_app):
+    """Each length limit set to its highest: a title, a message and a category that long (in
+    characters of four bytes each) are stored whole, and a banner title as long as its column."""
+    app, _ = make_app(SQLALCHEMY_DATABASE_URI=any_database, NOTIFY_EMERGENCY_TITLE_MAX_LENGTH=500,
+                      NOTIFY_EMERGENCY_MESSAGE_MAX_LENGTH=16000, NOTIFY_EMERGENCY_CATEGORY_MAX_LENGTH=64)
+    title, message, category = "\U0001F514" * 500, "\U0001F4E8" * 16000, "c" * 64
+    nid = send(app, user_id(app, "alice"), title=title, message=message, category=category)
+    row = notification_rows(app)[0]
+    assert (row["id"], row["title"], row["message"], row["category"]) == (nid, title, message, category)
+    notify = app.extensions["demo"]["notify"]
+    with app.app_context():
+        with pytest.raises(ValueError, match="title must be a string of at most 200 characters"):
+            notify.broadcast("Maintenance tonight.", title="t" * 201)
+        notify.broadcast("Maintenance tonight.", title="t" * 200)
+    assert [b["title"] for b in banner_rows(app)] == ["t" * 200]
+
+
+@pytest.mark.parametrize("key,value", [("TITLE_MAX_LENGTH", 501), ("MESSAGE_MAX_LENGTH", 16001),
+                                       ("CATEGORY_MAX_LENGTH", 65), ("TITLE_MAX_LENGTH", 0)])
+def test_a_length_limit_longer_than_its_column_is_refused_at_start(make_app, key, value):
+    from flask_notify_emergency import ConfigError
+
+    with pytest.raises(ConfigError, match=f"NOTIFY_EMERGENCY_{key}.*must be a whole number from 1 to"):
+        make_app(**{f"NOTIFY_EMERGENCY_{key}": value})
+
+
 @pytest.mark.parametrize("expires_in", [-1, -0.5, float("nan"), float("inf"), "60", True, [60], 10**12])
 def test_send_refuses_an_expiry_that_is_not_a_finite_non_negative_number(make_app, expires_in):
     app, _ = make_app()
