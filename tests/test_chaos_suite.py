@@ -86,3 +86,18 @@ def test_the_delivery_rate_is_the_middle_of_the_displays_without_the_straggler()
     # a backlog drained at 20 a second, whatever was offered
     assert delivery_rate([i / 20 for i in range(400)]) == 20.0
     assert delivery_rate([1.0, 2.0]) == 0.0  # too few to tell
+
+
+def test_load_reports_no_outage_only_for_overload_at_level_3_or_4_in_normal_mode() -> None:
+    """What the monitor did while the throughput runs loaded the servers: an overload finding
+    is fine; one raised to level 2, another failure type, or a tab told of emergency mode is not."""
+    from bench.chaos.run import targets
+
+    def met(*steps: dict) -> bool:
+        return targets({"runs": {}, "throughput": {"send_steps": list(steps)}})["load_reports_no_outage"]
+
+    overload = {"level": 3, "failure_type": "overload", "reason": "late rather than lost"}
+    assert met({"events": [], "modes_seen": ["normal"]}, {"events": [overload], "modes_seen": ["normal"]})
+    assert not met({"events": [{**overload, "level": 2}], "modes_seen": ["normal"]})
+    assert not met({"events": [{**overload, "failure_type": "message_delivery"}], "modes_seen": ["normal"]})
+    assert not met({"events": [overload], "modes_seen": ["emergency", "normal"]})

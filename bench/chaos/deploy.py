@@ -67,7 +67,8 @@ class Worker:
         self.proc = subprocess.Popen(
             [*self.command_prefix, sys.executable, "-m", "gunicorn", "--workers", "1", *argv,
              "--bind", f"{self.host}:{self.port}",
-             "--graceful-timeout", "3", "--timeout", "120", "--log-level", "warning", "--no-control-socket",
+             "--graceful-timeout", "3", "--timeout", "120", "--keep-alive", "30", "--log-level", "warning",
+             "--no-control-socket",
              "bench.chaos.wsgi:app"], cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
         if wait:
             self.wait_ready()

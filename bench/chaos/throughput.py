@@ -157,7 +157,7 @@ def offer(dep: Deployment, users: dict[str, Any], *, rate: float, seconds: float
     modes = sorted(set().union(*(user.modes_seen for user in users.values())) | {"normal"})
     return {"events": events, "modes_seen": modes, "lost_rows": [] if raw else _rows_of(dep, lost),
             "offered_per_s": offered,
-            "sent": len(sender.sent), "refused": sender.refused, "delivered_per_s": delivered, "senders": len(senders),
+            "sent": len(sender.sent), "refused": sender.refused, "refusals": dict(sender.refusals), "delivered_per_s": delivered, "senders": len(senders),
             "delivered_in_window": shown_in_window,
             "kept_up": shown_in_window >= KEPT_UP * total and delivered >= KEPT_UP * offered,
             "displayed": counted["displayed"], "lost": counted["lost"],
@@ -182,7 +182,7 @@ def ramp(dep: Deployment, users: dict[str, Any], *, raw: bool, step_seconds: flo
         rate *= RAMP_FACTOR
     peak = max(steps, key=lambda s: s["delivered_per_s"])
     return {"per_s": peak["delivered_per_s"], "p99_ms": peak["socket_p99_ms"] if raw else peak["any_p99_ms"],
-            "steps": [{k: step[k] for k in ("offered_per_s", "delivered_per_s", "kept_up", "lost", "refused", "sent",
+            "steps": [{k: step[k] for k in ("offered_per_s", "delivered_per_s", "kept_up", "lost", "refused", "refusals", "sent",
                                              "events", "modes_seen", "socket_p99_ms", "any_p99_ms", "cpu_ms_per_notification", "cpu_seconds",
                                              "cpu_window_seconds")}
                       for step in steps]}
@@ -205,19 +205,35 @@ def _net_ms(step: dict[str, Any], idle: dict[str, float]) -> dict[str, float]:
     return out
 
 
+#: Steps offered less than this are left out of the worst CPU ratio: at a few dozen a second
+#: the fixed costs of each second (timers, sweeps) weigh on each notification.
+CPU_RATIO_MIN_RATE = 80.0
+
+
 def _cpu_at_common_rate(raw: dict[str, Any], send: dict[str, Any],
                         idle: dict[str, float]) -> tuple[float | None, dict[str, Any]]:
     """CPU per notification of both at the fastest offered rate both kept up with (the first
     step when one of them kept up with none), the idle CPU of the step's window taken off:
-    at a low rate the idle work would count as much as the sends."""
+    at a low rate the idle work would count as much as the sends. Also the ratio at every
+    rate both kept up with (``ratio_by_rate``) and the worst of those from
+    :data:`CPU_RATIO_MIN_RATE` up (``worst_ratio``): ``send()`` batches more the busier it
+    is, so its ratio is lowest near saturation and highest at moderate rates."""
     pairs = list(zip(raw["steps"], send["steps"]))
     both = [(r, s) for r, s in pairs if r["kept_up"] and s["kept_up"]]
+    by_rate = []
+    for r, s in both:
+        raw_all, send_all = _net_ms(r, idle)["all"], _net_ms(s, idle)["all"]
+        if raw_all:
+            by_rate.append({"offered_per_s": s["offered_per_s"], "ratio": round(send_all / raw_all, 2),
+                            "raw_ms": raw_all, "send_ms": send_all})
     r, s = (both or pairs[:1])[-1]
     raw_net, send_net = _net_ms(r, idle), _net_ms(s, idle)
+    counted = [step["ratio"] for step in by_rate if step["offered_per_s"] >= CPU_RATIO_MIN_RATE]
     out = {"offered_per_s": s["offered_per_s"], "idle_cpu_per_second": idle,
            "raw_cpu_ms_per_notification": raw_net, "send_cpu_ms_per_notification": send_net,
            "raw_cpu_ms_per_notification_with_idle": r["cpu_ms_per_notification"],
-           "send_cpu_ms_per_notification_with_idle": s["cpu_ms_per_notification"]}
+           "send_cpu_ms_per_notification_with_idle": s["cpu_ms_per_notification"],
+           "ratio_by_rate": by_rate, "worst_ratio": max(counted) if counted else None}
     return (round(send_net["all"] / raw_net["all"], 2) if raw_net["all"] else None), out
 
 

@@ -23,6 +23,8 @@ duplicate.
 
 from __future__ import annotations
 
+import collections
+import http.client
 import itertools
 import json
 import queue
@@ -30,6 +32,7 @@ import random
 import re
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -370,14 +373,35 @@ class Sender:
         self.local = threading.local()
         self.sent: dict[str, tuple[str, float]] = {}
         self.refused = 0
+        #: why requests were refused: an HTTP status, or the exception's class
+        self.refusals: collections.Counter[str] = collections.Counter()
         self.lock = threading.Lock()
         self.seq = 0
 
-    def _http(self) -> requests.Session:
-        http = getattr(self.local, "http", None)
-        if http is None:
-            http = self.local.http = requests.Session()
-        return http
+    def _post(self, base: str, path: str, form: dict[str, Any]) -> int:
+        """POST a form over this thread's kept connection to ``base``; the reply's status.
+
+        ``http.client`` rather than ``requests``: the load generator shares the machine with
+        what it measures, and its cost per request grows with the rate offered; requests'
+        would take a good part of a CPU from the servers at the overload rates."""
+        conns = getattr(self.local, "conns", None)
+        if conns is None:
+            conns = self.local.conns = {}
+        conn = conns.get(base)
+        if conn is None:
+            parts = urllib.parse.urlsplit(base)
+            conn = conns[base] = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        try:
+            conn.request("POST", path, body=urllib.parse.urlencode(form),
+                         headers={"X-Chaos-Token": self.token,
+                                  "Content-Type": "application/x-www-form-urlencoded"})
+            reply = conn.getresponse()
+            reply.read()
+            return reply.status
+        except BaseException:
+            conn.close()
+            del conns[base]
+            raise
 
     def serve(self, jobs: "queue.Queue[str | None]", raw: bool = False) -> None:
         """A sender thread's loop: send to each user id taken from ``jobs`` until a None."""
@@ -395,19 +419,19 @@ class Sender:
         at = time.time()
         try:
             if raw:
-                reply = self._http().post(base + "/chaos/raw-emit", data={"user_id": user_id, "title": marker,
-                                                                          "seq": seq},
-                                          headers={"X-Chaos-Token": self.token}, timeout=30)
-                ok = reply.status_code == 204
+                status = self._post(base, "/chaos/raw-emit", {"user_id": user_id, "title": marker, "seq": seq})
+                ok = status == 204
             else:
-                reply = self._http().post(base + "/chaos/send", data={"user_id": user_id, "title": marker},
-                                          headers={"X-Chaos-Token": self.token}, timeout=30)
-                ok = reply.status_code == 201
-        except requests.RequestException:
-            ok = False
+                status = self._post(base, "/chaos/send", {"user_id": user_id, "title": marker})
+                ok = status == 201
+        except (OSError, http.client.HTTPException) as exc:
+            ok, why = False, type(exc).__name__
+        else:
+            why = str(status)
         with self.lock:
             if ok:
                 self.sent[marker] = (user_id, at)
             else:
                 self.refused += 1
+                self.refusals[why] += 1
         return ok
