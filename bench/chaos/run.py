@@ -294,19 +294,20 @@ def targets(results: dict[str, Any]) -> dict[str, bool]:
         "socket_back_to_95_percent_10s_after_fault": all((r["socket_share_10s_after_fault"] or 0) >= 0.95
                                                          for r in runs if r["socket_share_10s_after_fault"] is not None),
     }
-    ratio = (results.get("throughput") or {}).get("ratio")
+    throughput = results.get("throughput") or {}
+    ratio = throughput.get("ratio")
     met["throughput_ratio_0_5"] = ratio is not None and ratio >= 0.5
-    cpu = (results.get("throughput") or {}).get("send_cpu_per_notification_ratio")
+    cpu = throughput.get("send_cpu_per_notification_ratio")
     met["send_cpu_ratio_2_5"] = cpu is not None and cpu <= 2.5
     # and at every rate both kept up with, from a moderate one up (not only near saturation)
-    worst = ((results.get("throughput") or {}).get("cpu_compared") or {}).get("worst_ratio")
+    worst = (throughput.get("cpu_compared") or {}).get("worst_ratio")
     met["send_cpu_ratio_2_5_at_every_rate"] = worst is not None and worst <= 2.5
     for key in ("overload_1_5x_share", "overload_2x_share"):
-        share = (results.get("throughput") or {}).get(key)
+        share = throughput.get(key)
         if share is not None:
             met[key.replace("_share", "_0_9")] = share >= 0.9
-    loads = [r for key in ("overload_1_5x", "overload_2x") if (r := (results.get("throughput") or {}).get(key))]
-    loads += [step for key in ("raw_steps", "send_steps") for step in (results.get("throughput") or {}).get(key) or []]
+    loads = [r for key in ("overload_1_5x", "overload_2x") if (r := throughput.get(key))]
+    loads += [step for key in ("raw_steps", "send_steps") for step in throughput.get(key) or []]
     if loads:  # what the monitor reported while the load ran: overload at level 3 or 4, never an
         # outage, and emergency mode never on (no tab was told of another mode)
         met["load_reports_no_outage"] = all(e["failure_type"] == "overload" and e["level"] >= 3

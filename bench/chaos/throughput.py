@@ -95,6 +95,10 @@ SPAN_SHARE = 0.9
 RAMP_GROWTH = 1.1
 #: Steps at most (40/s times 1.5**9: about 1,500/s).
 RAMP_STEPS = 10
+#: What the report keeps of each step.
+STEP_KEYS = ("offered_per_s", "delivered_per_s", "kept_up", "lost", "refused", "refusals", "sent", "events",
+             "modes_seen", "socket_p99_ms", "any_p99_ms", "cpu_ms_per_notification", "cpu_seconds",
+             "cpu_window_seconds")
 
 
 def offer(dep: Deployment, users: dict[str, Any], *, rate: float, seconds: float, drain_max: float,
@@ -156,8 +160,8 @@ def offer(dep: Deployment, users: dict[str, Any], *, rate: float, seconds: float
     events = [{k: e[k] for k in ("level", "failure_type", "reason")} for e in detected_events(dep, start)]
     modes = sorted(set().union(*(user.modes_seen for user in users.values())) | {"normal"})
     return {"events": events, "modes_seen": modes, "lost_rows": [] if raw else _rows_of(dep, lost),
-            "offered_per_s": offered,
-            "sent": len(sender.sent), "refused": sender.refused, "refusals": dict(sender.refusals), "delivered_per_s": delivered, "senders": len(senders),
+            "offered_per_s": offered, "sent": len(sender.sent), "refused": sender.refused,
+            "refusals": dict(sender.refusals), "delivered_per_s": delivered, "senders": len(senders),
             "delivered_in_window": shown_in_window,
             "kept_up": shown_in_window >= KEPT_UP * total and delivered >= KEPT_UP * offered,
             "displayed": counted["displayed"], "lost": counted["lost"],
@@ -182,10 +186,7 @@ def ramp(dep: Deployment, users: dict[str, Any], *, raw: bool, step_seconds: flo
         rate *= RAMP_FACTOR
     peak = max(steps, key=lambda s: s["delivered_per_s"])
     return {"per_s": peak["delivered_per_s"], "p99_ms": peak["socket_p99_ms"] if raw else peak["any_p99_ms"],
-            "steps": [{k: step[k] for k in ("offered_per_s", "delivered_per_s", "kept_up", "lost", "refused", "refusals", "sent",
-                                             "events", "modes_seen", "socket_p99_ms", "any_p99_ms", "cpu_ms_per_notification", "cpu_seconds",
-                                             "cpu_window_seconds")}
-                      for step in steps]}
+            "steps": [{k: step[k] for k in STEP_KEYS} for step in steps]}
 
 
 def idle_cpu(dep: Deployment, seconds: float) -> dict[str, float]:

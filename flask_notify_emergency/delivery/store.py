@@ -361,7 +361,8 @@ class NotificationStore:
                 done = group
                 if int(result.rowcount or 0) != len(group):
                     # some were confirmed elsewhere (gone) or offered anew (read again) meanwhile
-                    done = sorted(int(i) for i in conn.execute(self._ack_marked, {"ids": group, "token": token}).scalars())
+                    marked_now = conn.execute(self._ack_marked, {"ids": group, "token": token}).scalars()
+                    done = sorted(int(i) for i in marked_now)
                     again += sorted(set(group) - set(done))
                 before = {int(r.id): r for r in rows}
                 for nid in done:
