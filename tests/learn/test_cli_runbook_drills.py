@@ -13,7 +13,7 @@ from flask_notify_emergency.rollback.journal import OperationLock
 from tests.support.cli import audit_rows, event_rows, invoke, stored_switch
 
 FAST = {"NOTIFY_EMERGENCY_ACK_TIMEOUT": 0.5, "NOTIFY_EMERGENCY_SWEEP_SECONDS": 0.5,
-        "NOTIFY_EMERGENCY_CANARY_TIMEOUT": 1.0, "NOTIFY_EMERGENCY_HEALTH_CHECK_TIMEOUT": 1.0}
+        "NOTIFY_EMERGENCY_CANARY_TIMEOUT": 10.0, "NOTIFY_EMERGENCY_HEALTH_CHECK_TIMEOUT": 10.0}
 
 
 @pytest.fixture
