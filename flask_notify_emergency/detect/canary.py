@@ -34,10 +34,11 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 import time
 import uuid
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlparse
 
 from ..config import ConfigError
@@ -52,6 +53,17 @@ _REDIS_SCHEMES = ("redis", "rediss", "unix", "valkey", "valkeys")
 _KOMBU_SCHEMES = ("amqp", "amqps", "pyamqp")
 SUPPORTED_QUEUES = ("redis://, rediss://, unix:// (Redis) and amqp://, amqps://, pyamqp:// "
                     "(RabbitMQ through Kombu)")
+
+
+#: The canary's stages, in order, as :func:`send_canary` reports them to ``on_stage``.
+STAGE_SUBSCRIBE = "subscribing to the message queue"
+STAGE_TRIP = "its trip through the message queue"
+STAGE_LISTENER = "this worker's queue listener"
+#: The listener loops' own functions (python-socketio's Redis and Kombu managers): a listener
+#: thread standing in one of them, and not below it reading the queue, sleeps before retrying.
+_LOOP_FRAMES = ("_redis_listen_with_retries", "_listen")
+#: Modules whose frames are how a thread sleeps or waits (a green thread's sleep is Python code).
+_SLEEP_MODULES = ("eventlet", "gevent", "greenlet", "time", "threading")
 
 
 class CanaryTimeout(TimeoutError):
@@ -110,9 +122,14 @@ def check_message_queue(socketio: Any) -> None:
         f"{SUPPORTED_QUEUES}.")
 
 
-def send_canary(socketio: Any, namespace: str, timeout: float) -> dict[str, Any]:
+def send_canary(socketio: Any, namespace: str, timeout: float,
+                on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Send one canary; return what was verified. Raises :class:`CanaryTimeout` or the
-    message queue's own error (e.g. ``redis.exceptions.ConnectionError``) when it fails."""
+    message queue's own error (e.g. ``redis.exceptions.ConnectionError``) when it fails.
+
+    ``on_stage`` is told each stage as it begins (``STAGE_*``): what a canary still running
+    at a deadline was waiting for."""
+    stage = on_stage or (lambda _: None)
     token = uuid.uuid4().hex
     manager = queue_manager(socketio)
     payload: dict[str, Any] = {"token": token, "sent_at": time.time()}
@@ -123,18 +140,18 @@ def send_canary(socketio: Any, namespace: str, timeout: float) -> dict[str, Any]
                 "round_trip_ms": round((time.perf_counter() - start) * 1000, 3)}
     kind = queue_kind(manager)
     if kind == "kombu":
-        result = _through_kombu(socketio, manager, namespace, payload, timeout)
+        result = _through_kombu(socketio, manager, namespace, payload, timeout, stage)
     elif kind == "redis":
-        result = _through_redis(socketio, manager, manager.redis_url, namespace, payload, timeout)
+        result = _through_redis(socketio, manager, manager.redis_url, namespace, payload, timeout, stage)
     else:
         socketio.emit(CANARY_EVENT, payload, namespace=namespace, to=CANARY_ROOM)
         return {"path": f"{getattr(manager, 'name', type(manager).__name__)} queue", "verified": False,
                 "note": "arrival through this kind of message queue cannot be observed"}
-    return _with_listener_stage(manager, namespace, token, result, result.pop("deadline"), timeout)
+    return _with_listener_stage(manager, namespace, token, result, result.pop("deadline"), timeout, stage)
 
 
 def _through_redis(socketio: Any, manager: Any, url: str, namespace: str, payload: dict[str, Any],
-                   timeout: float) -> dict[str, Any]:
+                   timeout: float, stage: Callable[[str], None]) -> dict[str, Any]:
     module = manager._get_redis_module()  # redis or valkey, as the manager itself uses
     deadline = time.monotonic() + timeout
     # our own connection without retries: a dead queue must fail fast, not after backoffs
@@ -142,6 +159,7 @@ def _through_redis(socketio: Any, manager: Any, url: str, namespace: str, payloa
                                    retry=module.retry.Retry(module.backoff.NoBackoff(), 0))
     pubsub = client.pubsub()
     try:
+        stage(STAGE_SUBSCRIBE)
         pubsub.subscribe(manager.channel)
         while True:  # the subscription must be in place before the emit, or we could miss it
             remaining = deadline - time.monotonic()
@@ -151,6 +169,7 @@ def _through_redis(socketio: Any, manager: Any, url: str, namespace: str, payloa
             msg = pubsub.get_message(timeout=remaining)
             if msg and msg.get("type") == "subscribe":
                 break
+        stage(STAGE_TRIP)
         start = time.perf_counter()
         # from a helper thread: after an outage the manager's publish may sleep in redis-py's
         # retry back-off for seconds; the canary fails at its deadline instead of hanging the
@@ -179,7 +198,7 @@ def _through_redis(socketio: Any, manager: Any, url: str, namespace: str, payloa
 
 
 def _through_kombu(socketio: Any, manager: Any, namespace: str, payload: dict[str, Any],
-                   timeout: float) -> dict[str, Any]:
+                   timeout: float, stage: Callable[[str], None]) -> dict[str, Any]:
     import kombu
 
     deadline = time.monotonic() + timeout
@@ -190,6 +209,7 @@ def _through_kombu(socketio: Any, manager: Any, namespace: str, payload: dict[st
     options.update(connect_timeout=timeout, transport_options={"max_retries": 0})
     connection = kombu.Connection(manager.url, **options)
     try:
+        stage(STAGE_SUBSCRIBE)
         connection.connect()
         queue = kombu.Queue(f"notify-emergency-canary.{token}", manager._exchange(), durable=False,
                             exclusive=True, auto_delete=True)
@@ -201,6 +221,7 @@ def _through_kombu(socketio: Any, manager: Any, namespace: str, payload: dict[st
 
         # the queue is declared and bound when the consumer starts: before the emit
         with connection.Consumer(queue, callbacks=[on_message], accept=["text/plain", "application/json"]):
+            stage(STAGE_TRIP)
             start = time.perf_counter()
             failed = _emit_in_background(socketio, namespace, payload)
             while not seen.is_set():
@@ -238,11 +259,12 @@ def _emit_in_background(socketio: Any, namespace: str, payload: dict[str, Any]) 
 
 
 def _with_listener_stage(manager: Any, namespace: str, token: str, result: dict[str, Any],
-                         deadline: float, timeout: float) -> dict[str, Any]:
+                         deadline: float, timeout: float, stage: Callable[[str], None]) -> dict[str, Any]:
     listener = getattr(manager, "thread", None)
     if listener is None or getattr(manager, "write_only", False):
         result["listener"] = "not running in this process"
         return result
+    stage(STAGE_LISTENER)
     result["listener_round_trip_ms"] = _through_listener(manager, namespace, token,
                                                          max(0.05, deadline - time.monotonic()), timeout)
     result["listener"] = "hears the queue"
@@ -276,21 +298,85 @@ def _through_listener(manager: Any, namespace: str, token: str, remaining: float
 
 
 def queue_answers(manager: Any, timeout: float = 1.0) -> bool:
-    """Does the Redis message queue answer a ping within ``timeout`` seconds? On a connection
-    of its own: the manager's client has no timeout, and a frozen server would hang it."""
-    module = manager._get_redis_module()  # redis or valkey, as the manager itself uses
-    client = module.Redis.from_url(manager.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                   retry=module.retry.Retry(module.backoff.NoBackoff(), 0))
+    """Does the message queue answer within ``timeout`` seconds? On a connection of its own:
+    the manager's client has no timeout, and a frozen server would hang it."""
     try:
-        client.ping()
+        queue_reply(manager, timeout)
         return True
     except Exception:
         return False
-    finally:
+
+
+def queue_reply(manager: Any, timeout: float) -> str:
+    """The message queue's broker replying on a fresh connection of its own, within
+    ``timeout`` seconds: Redis to ``PING``, RabbitMQ to an AMQP handshake. Returns what replied;
+    raises the client's error (refused, reset, timed out) when nothing did."""
+    if queue_kind(manager) == "kombu":
+        import kombu
+
+        options = dict(manager.connection_options)
+        options.update(connect_timeout=timeout, transport_options={"max_retries": 0})
+        connection = kombu.Connection(manager.url, **options)
         try:
-            client.close()
-        except Exception:  # closing a dead connection may fail; it is gone all the same
-            pass
+            connection.connect()
+        finally:
+            try:
+                connection.release()
+            except Exception:  # releasing a dead connection may fail; it is gone all the same
+                pass
+        return "the message queue (RabbitMQ) completed a handshake on a fresh connection"
+    module = manager._get_redis_module()
+    client = module.Redis.from_url(manager.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                   retry=module.retry.Retry(module.backoff.NoBackoff(), 0))
+    try:
+        try:
+            client.ping()
+        except module.exceptions.ResponseError:
+            pass  # NOAUTH, LOADING, BUSY: the server answered
+    finally:
+        client.close()
+    return "the message queue (Redis) replied to PING on a fresh connection"
+
+
+def listener_asleep(manager: Any, seconds: float, every: float = 0.02) -> str | None:
+    """Why this process's queue listener cannot be hearing the queue, or None if it may be.
+
+    Its thread's stack is looked at every ``every`` seconds for ``seconds``: a listener that
+    stands in its loop's own frame in every look sleeps in python-socketio's reconnect back-off
+    (up to 60 s after an outage); one seen anywhere else is reading the queue or handling what
+    it read, which a backlog only makes slow. A listener that is not started here, or cannot
+    be looked at, gives None too: it is no evidence either way."""
+    listener = getattr(manager, "thread", None)
+    if listener is None or getattr(manager, "write_only", False):
+        return None
+    if hasattr(listener, "is_alive") and not listener.is_alive():
+        return "this worker's queue listener has died"
+    deadline = time.monotonic() + seconds
+    while True:
+        frame = _top_frame(listener)
+        if frame is None:
+            return None
+        if not _in_loop(frame):
+            return None
+        if time.monotonic() >= deadline:
+            return "this worker's queue listener is asleep in its reconnect back-off"
+        time.sleep(every)
+
+
+def _top_frame(listener: Any) -> Any:
+    """The innermost frame of a listener: an OS thread's, or a suspended green thread's."""
+    ident = getattr(listener, "ident", None)
+    if isinstance(listener, threading.Thread):
+        return sys._current_frames().get(ident) if ident is not None else None
+    return getattr(listener, "gr_frame", None)
+
+
+def _in_loop(frame: Any) -> bool:
+    """Does this stack stand in a listener loop's own frame, past the frames that sleep?"""
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in _SLEEP_MODULES:
+        frame = frame.f_back
+    return (frame is not None and frame.f_code.co_name in _LOOP_FRAMES
+            and frame.f_globals.get("__name__", "").startswith("socketio."))
 
 
 def listener_hears(manager: Any, namespace: str, timeout: float) -> bool:

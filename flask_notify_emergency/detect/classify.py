@@ -21,7 +21,8 @@ resources check failed (memory over limit, disk under minimum),    resource_exha
 or any check raised ``MemoryError`` / ``OSError(ENOSPC)``
 a database, Redis, real-time or sessions check ran out of time     overload              3
 but the server answered (``detail["overload"]``: its late answer,
-or a fresh connection's reply): slow, not unreachable
+or a fresh connection's reply; for real time, the queue replying
+and this worker's listener busy with a backlog): slow, not down
 breaker open (the real-time path is switched off)                  message_delivery      3
 redis check failed (delivery continues from the database)          shared_state          3
 resources degraded (memory > 90% of limit, disk < 2x minimum)      resource_exhaustion   3
@@ -128,8 +129,12 @@ def _findings(checks: dict[str, Any], th: dict[str, Any],
     if (c := failed("database")) is not None:
         found.append(("database_persistence", 1, "database", f"the database is unreachable ({because(c)})"))
     if (c := failed("realtime")) is not None:
+        cdetail = c.get("detail") or {}
+        waiting = f", waiting for the {cdetail['phase']}" if cdetail.get("phase") else ""
+        probe = (cdetail.get("answer_probe") or {}).get("error")
         found.append(("realtime_connection", 1, "realtime",
-                      f"real-time delivery is down: the canary did not make the trip ({because(c)})"))
+                      f"real-time delivery is down: the canary did not make the trip ({because(c)}{waiting})"
+                      + (f"; no sign it is only slow: {probe}" if probe else "")))
     realtime = checks.get("realtime") or {}
     rdetail = realtime.get("detail") or {}
     ratio = rdetail.get("disconnect_ratio")

@@ -24,7 +24,11 @@ resources   process RSS vs ``MEMORY_LIMIT_MB``; free disk of the instance   10
 ``HEALTH_ANSWER_TIMEOUT`` more to show that the server answers at all (:func:`second_opinion`):
 its own late answer (the check finishing after all), or, for the database and Redis, the
 first reply on a fresh connection of its own, outside the pool (MySQL/MariaDB's greeting,
-PostgreSQL's answer to an SSL request, Redis's reply to ``PING``). An answer makes the check
+PostgreSQL's answer to an SSL request, Redis's reply to ``PING``); for the real-time check, a
+canary that had made its trip, or the message queue replying on a fresh connection while this
+worker's queue listener is awake (behind a backlog, not asleep in its reconnect back-off:
+:func:`_realtime_answers`). The canary runs before the check's database statistics, so a
+check held up by a slow database has shown what real time does. An answer makes the check
 ``degraded`` with ``detail["overload"]`` (how long it took, what answered, the pool
 checkout wait against the query's round trip): overload, classified at level 3, never an
 outage. No answer (refused, reset, silence: a frozen server still accepts connections but
@@ -53,7 +57,7 @@ import sqlalchemy as sa
 from ..config import PREFIX, redact_url
 from ..delivery import SocketIONotifier, stats
 from ..models import utcnow
-from .canary import send_canary
+from .canary import listener_asleep, queue_manager, queue_reply, send_canary
 
 CHECK_NAMES = ("realtime", "redis", "database", "sessions", "resources")
 WEIGHTS = {"realtime": 35, "database": 30, "sessions": 15, "redis": 10, "resources": 10}
@@ -65,7 +69,7 @@ THRESHOLD_KEYS = ("DISCONNECT_RATIO", "DISCONNECT_MIN_USERS", "DELIVERY_FAILURE_
 #: Checks whose timeout gets a second opinion (does the server answer at all?), and those
 #: of them with a fresh-connection probe of their own.
 ANSWER_CHECKS = ("realtime", "database", "redis", "sessions")
-ANSWER_PROBES = ("database", "redis")
+ANSWER_PROBES = ("realtime", "database", "redis")
 #: Exception classes (qualified names in a check's MRO) that mean "no answer in time".
 TIMEOUT_TYPES = ("builtins.TimeoutError", "sqlalchemy.exc.TimeoutError", "redis.exceptions.TimeoutError",
                  "valkey.exceptions.TimeoutError")
@@ -249,7 +253,7 @@ def second_opinion(ext: Any, jobs: dict[str, tuple[threading.Thread | None, dict
         if name in ANSWER_PROBES:
             box: dict[str, Any] = {}
             probes[name] = box
-            threading.Thread(target=_answer_probe, args=(ext, name, box, wait),
+            threading.Thread(target=_answer_probe, args=(ext, name, box, wait, jobs[name][1]),
                              name=f"notify-emergency-answer-{name}", daemon=True).start()
     out: dict[str, CheckResult] = {}
     pending = set(failed)
@@ -261,13 +265,14 @@ def second_opinion(ext: Any, jobs: dict[str, tuple[threading.Thread | None, dict
             if late is not None and late.status != "failed":
                 out[name] = _overloaded(late, failed[name], {"by": "the check's own late answer",
                                                               "answer_ms": late.elapsed_ms}, box)
-            elif box.get("answered"):
-                out[name] = _overloaded(late, failed[name], {"by": "a fresh connection's first reply",
+            elif box.get("answered") and (name != "realtime" or late is None or timed_out(late)):
+                out[name] = _overloaded(late, failed[name], {"by": box.get("by", "a fresh connection's first reply"),
                                                               "answer_ms": box.get("ms")}, box)
             elif (time.monotonic() >= deadline or box.get("refused")
                   or ((name not in ANSWER_PROBES or box.get("done")) and (job is None or late is not None))):
                 if name in ANSWER_PROBES and not box.get("done"):
-                    box = {"answered": False, "error": f"no reply on a fresh connection within {wait:g}s"}
+                    box = {"answered": False, "error": f"no answer within {wait:g}s"
+                                                         + (" on a fresh connection" if name != "realtime" else "")}
                 out[name] = _unanswered(failed[name], box, late)
             else:
                 continue
@@ -302,12 +307,17 @@ def _unanswered(timed: CheckResult, probe: dict[str, Any], late: CheckResult | N
                        timed.error_types, timed.exception)
 
 
-def _answer_probe(ext: Any, name: str, box: dict[str, Any], wait: float) -> None:
-    """Fill ``box`` with whether the server answers a fresh connection within ``wait``."""
+def _answer_probe(ext: Any, name: str, box: dict[str, Any], wait: float, live: dict[str, Any]) -> None:
+    """Fill ``box`` with whether the server answers a fresh connection within ``wait``
+    (for the real-time check: :func:`_realtime_answers`, reading the check's ``live`` detail)."""
     start = time.perf_counter()
     try:
-        box["how"] = (_database_answers(ext.engine.url, wait) if name == "database"
-                      else _redis_answers(ext.state, wait))
+        if name == "realtime":
+            box["how"] = _realtime_answers(ext, live, wait)
+            box["by"] = "the real-time path's own answer"
+        else:
+            box["how"] = (_database_answers(ext.engine.url, wait) if name == "database"
+                          else _redis_answers(ext.state, wait))
         box["answered"] = True
         box["ms"] = round((time.perf_counter() - start) * 1000, 1)
     except Exception as exc:  # no answer: that is the finding
@@ -316,6 +326,42 @@ def _answer_probe(ext: Any, name: str, box: dict[str, Any], wait: float) -> None
         box["error"] = f"{type(exc).__name__}: {exc}"
     finally:
         box["done"] = True
+
+
+class NoAnswer(RuntimeError):
+    """A second opinion found no sign that the server answers."""
+
+
+#: How long a second opinion watches this worker's queue listener for a sign of life.
+LISTENER_LOOK_SECONDS = 1.0
+
+
+def _realtime_answers(ext: Any, live: dict[str, Any], wait: float) -> str:
+    """Is a real-time check that ran out of time slow, or is real time down?
+
+    A canary that had made the trip (the check then waited on the database, which its own
+    check judges) proves the path. Otherwise the message queue must reply on a fresh
+    connection, and this worker's queue listener must not be asleep in its reconnect back-off
+    (:func:`.canary.listener_asleep`): a listener behind a backlog of other workers' messages,
+    or starved of CPU, is late; one that sleeps hears nothing. Raises :class:`NoAnswer` (or the
+    queue client's error) when real time may be down."""
+    canary = live.get("canary") or {}
+    if canary.get("verified"):
+        return "the canary had made the trip (the check was then waiting for the database)"
+    if canary.get("error") and not canary.get("timed_out"):
+        raise NoAnswer(f"the canary failed: {canary['error']}")
+    manager = queue_manager(ext.socketio) if ext.socketio is not None else None
+    if manager is None:
+        if ext.socketio is None:
+            raise NoAnswer("no Socket.IO server to answer")
+        return "the Socket.IO server emits in this process (no message queue to wait for)"
+    deadline = time.monotonic() + wait
+    how = queue_reply(manager, wait)
+    # looked at for most of what is left of the wait, so the verdict comes within it
+    asleep = listener_asleep(manager, max(0.05, min(LISTENER_LOOK_SECONDS, 0.8 * (deadline - time.monotonic()))))
+    if asleep:
+        raise NoAnswer(f"{how}, but {asleep}")
+    return f"{how}, and this worker's queue listener is awake (reading the queue or handling a backlog)"
 
 
 def _database_answers(url: Any, wait: float) -> str:
@@ -398,7 +444,6 @@ def rate_window(ext: Any) -> float:
 def check_realtime(ext: Any, detail: dict[str, Any]) -> tuple[str, float | None]:
     cfg = ext.app.config
 
-    detail["phase"] = "delivery statistics (database)"
     detail["notifier"] = type(ext.notifier).__name__ if ext.notifier is not None else None
     detail["breaker"] = ext.breaker.current
     detail["paused"] = bool(ext.control.paused().get("realtime"))
@@ -408,6 +453,30 @@ def check_realtime(ext: Any, detail: dict[str, Any]) -> tuple[str, float | None]
     detail["peak_connected_users"] = peak
     judged = peak >= cfg[PREFIX + "DISCONNECT_MIN_USERS"]
     detail["disconnect_ratio"] = round((peak - connected) / peak, 3) if judged and peak else None
+    # the canary first: a check that runs out of time waiting on the database afterwards
+    # has already shown whether real time works
+    canary: dict[str, Any] | None = None
+    lost: Exception | None = None
+    took = 0.0
+    canary_timeout = float(cfg[PREFIX + "CANARY_TIMEOUT"])
+    if ext.socketio is not None and isinstance(ext.notifier, SocketIONotifier):
+        detail["canary"] = {"path": "pending"}
+        detail["phase"] = "canary"
+        started = time.perf_counter()
+        try:
+            # it may arrive late (overload) up to HEALTH_ANSWER_TIMEOUT after its own deadline
+            canary = send_canary(ext.socketio, ext.namespace,
+                                 canary_timeout + float(cfg[PREFIX + "HEALTH_ANSWER_TIMEOUT"]),
+                                 on_stage=lambda stage: detail.__setitem__("phase", f"canary ({stage})"))
+            detail["canary"] = canary
+        except Exception as exc:  # raised once the statistics are in the detail too
+            lost = exc
+            detail["canary"] = {"verified": False, "error": f"{type(exc).__name__}: {exc}",
+                                "timed_out": bool(set(error_types(exc)) & set(TIMEOUT_TYPES))}
+        took = time.perf_counter() - started
+    else:
+        detail["canary"] = {"path": None, "verified": False, "note": "no Socket.IO server to probe"}
+    detail["phase"] = "delivery statistics (database)"
     try:
         window = rate_window(ext)
         detail["delivery"] = stats.delivery_stats(ext, window)
@@ -417,24 +486,15 @@ def check_realtime(ext: Any, detail: dict[str, Any]) -> tuple[str, float | None]
             detail["delivery"]["socket_ack_seconds"] = stats.socket_ack_seconds(ext, window)
     except Exception as exc:  # the database check reports the database; keep judging the socket
         detail["delivery"] = {"error": f"{type(exc).__name__}: {exc}"}
-    detail["phase"] = "canary"
+    detail.pop("phase", None)
+    if lost is not None:
+        raise lost
     degraded = (detail["breaker"] == "open"
                 or (detail["disconnect_ratio"] or 0) > cfg[PREFIX + "DISCONNECT_RATIO"]
                 or stats.rate_exceeded(detail["delivery"], cfg[PREFIX + "DELIVERY_FAILURE_RATE"],
                                        cfg[PREFIX + "DELIVERY_MIN_SAMPLE"]))
-    if ext.socketio is None or not isinstance(ext.notifier, SocketIONotifier):
-        detail.pop("phase", None)
-        detail["canary"] = {"path": None, "verified": False, "note": "no Socket.IO server to probe"}
+    if canary is None:
         return ("degraded" if degraded else ("ok" if ext.notifier is not None else "skipped")), None
-
-    detail["canary"] = {"path": "pending"}
-    # the canary may arrive late (overload) up to HEALTH_ANSWER_TIMEOUT after its own deadline
-    canary_timeout = float(cfg[PREFIX + "CANARY_TIMEOUT"])
-    started = time.perf_counter()
-    canary = send_canary(ext.socketio, ext.namespace, canary_timeout + float(cfg[PREFIX + "HEALTH_ANSWER_TIMEOUT"]))
-    took = time.perf_counter() - started
-    detail.pop("phase", None)
-    detail["canary"] = canary
     if took > canary_timeout:
         detail["overload"] = {"answered": True, "by": "the canary arrived late", "answer_ms": round(took * 1000, 1),
                               "deadline_ms": round(canary_timeout * 1000, 1)}

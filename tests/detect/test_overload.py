@@ -8,6 +8,10 @@ back (a server under load), ``cut()`` refuses and resets (a server gone). Redis 
 
 from __future__ import annotations
 
+import logging
+import subprocess
+import sys
+import threading
 from typing import Any, Iterator
 
 import pytest
@@ -15,7 +19,7 @@ import pytest
 from flask_notify_emergency.detect.classify import classify
 from flask_notify_emergency.detect.health import run_health_checks
 from tests.support.outages import PrivateRedis, TcpProxy
-from tests.support.services import wait_until
+from tests.support.services import free_port, wait_until
 
 CHECK_TIMEOUT = 0.4
 #: every reply of the slow server comes this late: twice the check's deadline
@@ -150,3 +154,83 @@ def test_a_cut_redis_is_still_the_failure_it_was(proxied_redis, make_app):
     finding = classify(report)
     assert (finding.failure_type, finding.level) == ("realtime_connection", 1)
     assert any(f["failure_type"] == "shared_state" and f["level"] == 3 for f in finding.evidence["other_findings"])
+
+
+class SocketIOErrors(logging.Handler):
+    """What python-socketio's server logs at ERROR (its queue listener's back-off among it)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def flood(channel: str, url: str, count: int) -> None:
+    """Another worker's emits, ``count`` of them at once, to every socket of namespace "/":
+    published from a process of its own, as fast as Redis takes them."""
+    code = (f"import json, redis\n"
+            f"r = redis.Redis.from_url({url!r}); pipe = r.pipeline(transaction=False)\n"
+            f"for i in range({count}):\n"
+            f"    pipe.publish({channel!r}, json.dumps({{'method': 'emit', 'event': 'flood', 'data': [i],"
+            f" 'binary': False, 'namespace': '/', 'room': None, 'skip_sid': None,"
+            f" 'callback': None, 'host_id': 'another-worker'}}))\n"
+            f"pipe.execute()\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_a_queue_listener_behind_a_backlog_is_overload_and_one_asleep_in_its_backoff_is_not(make_app):
+    """Served for real, with open sockets, so this worker's Socket.IO queue listener runs. Another
+    worker's flood of emits puts it seconds behind: the canary's last stage (a packet this
+    listener must hand back) runs past every deadline, yet the queue replies and the listener is
+    busy, so real time is overloaded (level 3), not down. After a queue outage the same listener
+    sleeps in its reconnect back-off while the queue replies again: that stays an outage."""
+    import socketio as python_socketio
+    from werkzeug.serving import make_server
+
+    queue = PrivateRedis()
+    errors = SocketIOErrors()
+    logging.getLogger("socketio.server").addHandler(errors)
+    app, _ = make_app(SOCKETIO_MESSAGE_QUEUE=queue.url, NOTIFY_EMERGENCY_HEALTH_CHECK_TIMEOUT=0.2,
+                      NOTIFY_EMERGENCY_CANARY_TIMEOUT=0.2, NOTIFY_EMERGENCY_HEALTH_ANSWER_TIMEOUT=0.5)
+    ext = ext_of(app)
+    server = make_server("127.0.0.1", free_port(), app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    sockets = [python_socketio.Client() for _ in range(5)]
+    try:
+        for client in sockets:  # each of the flood's emits is written to every one of them
+            client.connect(f"http://127.0.0.1:{server.server_port}", transports=["websocket"], wait_timeout=10)
+        wait_until(lambda: run_health_checks(ext, only=["realtime"]).checks["realtime"].status == "ok",
+                   timeout=30, message="the canary to pass through this worker's listener")
+
+        flood(ext.socketio.server.manager.channel, queue.url, 40_000)
+        report = run_health_checks(ext, only=["realtime"])
+        realtime = report.checks["realtime"]
+        assert realtime.status == "degraded", realtime
+        overload = realtime.detail["overload"]
+        assert overload["by"] == "the real-time path's own answer", overload
+        assert "listener is awake" in realtime.detail["answer_probe"]["how"]
+        finding = classify(report)
+        assert (finding.failure_type, finding.level) == ("overload", 3), finding
+        assert "the real-time check is overloaded, not unreachable" in finding.reason
+
+        wait_until(lambda: run_health_checks(ext, only=["realtime"]).checks["realtime"].status == "ok",
+                   timeout=60, message="the listener to work off the backlog")
+        queue.kill()
+        wait_until(lambda: any("retrying in 8 secs" in line for line in errors.lines), timeout=30,
+                   message="the listener to back off for 8 s")
+        queue.start()  # it answers at once; the listener sleeps on
+        report = run_health_checks(ext, only=["realtime"])
+        realtime = report.checks["realtime"]
+        assert realtime.status == "failed", realtime
+        assert "asleep in its reconnect back-off" in realtime.detail["answer_probe"]["error"]
+        finding = classify(report)
+        assert (finding.failure_type, finding.level) == ("realtime_connection", 1), finding
+    finally:
+        logging.getLogger("socketio.server").removeHandler(errors)
+        for client in sockets:
+            client.disconnect()
+        server.shutdown()
+        queue.stop()
