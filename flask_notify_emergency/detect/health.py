@@ -496,7 +496,7 @@ def check_realtime(ext: Any, detail: dict[str, Any]) -> tuple[str, float | None]
     if canary is None:
         return ("degraded" if degraded else ("ok" if ext.notifier is not None else "skipped")), None
     if took > canary_timeout:
-        detail["overload"] = {"answered": True, "by": "the canary arrived late", "answer_ms": round(took * 1000, 1),
+        detail["overload"] = {"answered": True, "by": "the canary, arriving late,", "answer_ms": round(took * 1000, 1),
                               "deadline_ms": round(canary_timeout * 1000, 1)}
         return "degraded", canary.get("round_trip_ms")
     return ("degraded" if degraded else "ok"), canary.get("round_trip_ms")
