@@ -142,7 +142,7 @@ def send_canary(socketio: Any, namespace: str, timeout: float,
     if kind == "kombu":
         result = _through_kombu(socketio, manager, namespace, payload, timeout, stage)
     elif kind == "redis":
-        result = _through_redis(socketio, manager, manager.redis_url, namespace, payload, timeout, stage)
+        result = _through_redis(socketio, manager, namespace, payload, timeout, stage)
     else:
         socketio.emit(CANARY_EVENT, payload, namespace=namespace, to=CANARY_ROOM)
         return {"path": f"{getattr(manager, 'name', type(manager).__name__)} queue", "verified": False,
@@ -150,13 +150,10 @@ def send_canary(socketio: Any, namespace: str, timeout: float,
     return _with_listener_stage(manager, namespace, token, result, result.pop("deadline"), timeout, stage)
 
 
-def _through_redis(socketio: Any, manager: Any, url: str, namespace: str, payload: dict[str, Any],
+def _through_redis(socketio: Any, manager: Any, namespace: str, payload: dict[str, Any],
                    timeout: float, stage: Callable[[str], None]) -> dict[str, Any]:
-    module = manager._get_redis_module()  # redis or valkey, as the manager itself uses
     deadline = time.monotonic() + timeout
-    # our own connection without retries: a dead queue must fail fast, not after backoffs
-    client = module.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout,
-                                   retry=module.retry.Retry(module.backoff.NoBackoff(), 0))
+    client = _redis_client(manager, timeout)
     pubsub = client.pubsub()
     try:
         stage(STAGE_SUBSCRIBE)
@@ -204,10 +201,7 @@ def _through_kombu(socketio: Any, manager: Any, namespace: str, payload: dict[st
     deadline = time.monotonic() + timeout
     seen = threading.Event()
     token = payload["token"]
-    # our own connection, one attempt: a dead broker must fail fast, not after backoffs
-    options = dict(manager.connection_options)
-    options.update(connect_timeout=timeout, transport_options={"max_retries": 0})
-    connection = kombu.Connection(manager.url, **options)
+    connection = _kombu_connection(manager, timeout)
     try:
         stage(STAGE_SUBSCRIBE)
         connection.connect()
@@ -242,6 +236,24 @@ def _through_kombu(socketio: Any, manager: Any, namespace: str, payload: dict[st
             connection.release()
         except Exception:  # releasing a dead connection may fail; nothing to do about it
             pass
+
+
+def _redis_client(manager: Any, timeout: float) -> Any:
+    """A Redis client of our own for the manager's queue, without retries: a dead queue must
+    fail fast, not after back-offs (redis or valkey, as the manager itself uses)."""
+    module = manager._get_redis_module()
+    return module.Redis.from_url(manager.redis_url, socket_connect_timeout=timeout, socket_timeout=timeout,
+                                 retry=module.retry.Retry(module.backoff.NoBackoff(), 0))
+
+
+def _kombu_connection(manager: Any, timeout: float) -> Any:
+    """A Kombu connection of our own to the manager's broker, one attempt: a dead broker must
+    fail fast, not after back-offs."""
+    import kombu
+
+    options = dict(manager.connection_options)
+    options.update(connect_timeout=timeout, transport_options={"max_retries": 0})
+    return kombu.Connection(manager.url, **options)
 
 
 def _emit_in_background(socketio: Any, namespace: str, payload: dict[str, Any]) -> list[BaseException]:
@@ -312,11 +324,7 @@ def queue_reply(manager: Any, timeout: float) -> str:
     ``timeout`` seconds: Redis to ``PING``, RabbitMQ to an AMQP handshake. Returns what replied;
     raises the client's error (refused, reset, timed out) when nothing did."""
     if queue_kind(manager) == "kombu":
-        import kombu
-
-        options = dict(manager.connection_options)
-        options.update(connect_timeout=timeout, transport_options={"max_retries": 0})
-        connection = kombu.Connection(manager.url, **options)
+        connection = _kombu_connection(manager, timeout)
         try:
             connection.connect()
         finally:
@@ -325,13 +333,11 @@ def queue_reply(manager: Any, timeout: float) -> str:
             except Exception:  # releasing a dead connection may fail; it is gone all the same
                 pass
         return "the message queue (RabbitMQ) completed a handshake on a fresh connection"
-    module = manager._get_redis_module()
-    client = module.Redis.from_url(manager.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                   retry=module.retry.Retry(module.backoff.NoBackoff(), 0))
+    client = _redis_client(manager, timeout)
     try:
         try:
             client.ping()
-        except module.exceptions.ResponseError:
+        except manager._get_redis_module().exceptions.ResponseError:
             pass  # NOAUTH, LOADING, BUSY: the server answered
     finally:
         client.close()
