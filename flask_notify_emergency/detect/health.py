@@ -164,7 +164,8 @@ class _Runtime:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.running: dict[str, threading.Thread] = {}
+        #: each check's last run: its thread and the detail it is writing
+        self.running: dict[str, tuple[threading.Thread, dict[str, Any]]] = {}
         self.samples: list[tuple[float, int]] = []
 
     def peak_connected(self, now_count: int, window: float) -> int:
@@ -205,19 +206,20 @@ def run_health_checks(ext: Any, only: Iterable[str] | None = None) -> HealthRepo
         out: list[CheckResult] = []
         with rt.lock:
             previous = rt.running.get(name)
-            if previous is not None and previous.is_alive():
-                jobs[name] = (None, detail, out)
+            if previous is not None and previous[0].is_alive():
+                # what the hung run is waiting for, read as it goes on
+                jobs[name] = (None, previous[1], out)
                 continue
             thread = threading.Thread(target=_run_one, args=(ext, name, detail, out),
                                       name=f"notify-emergency-health-{name}", daemon=True)
-            rt.running[name] = thread
+            rt.running[name] = (thread, detail)
         thread.start()
         jobs[name] = (thread, detail, out)
     results: dict[str, CheckResult] = {}
     for name, (job, detail, out) in jobs.items():
         timeout = base_timeout + (float(cfg[PREFIX + "CANARY_TIMEOUT"]) if name == "realtime" else 0.0)
         if job is None:
-            results[name] = _timed_out(name, detail, timeout, "its previous run is still hung")
+            results[name] = _timed_out(name, dict(detail), timeout, "its previous run is still hung")
             continue
         job.join(max(0.0, started + timeout - time.monotonic()))
         results[name] = out[0] if out else _timed_out(name, dict(detail), timeout, "still running")

@@ -205,7 +205,7 @@ def test_a_queue_listener_behind_a_backlog_is_overload_and_one_asleep_in_its_bac
         wait_until(lambda: run_health_checks(ext, only=["realtime"]).checks["realtime"].status == "ok",
                    timeout=30, message="the canary to pass through this worker's listener")
 
-        flood(ext.socketio.server.manager.channel, queue.url, 40_000)
+        flood(ext.socketio.server.manager.channel, queue.url, 60_000)
         report = run_health_checks(ext, only=["realtime"])
         realtime = report.checks["realtime"]
         assert realtime.status == "degraded", realtime
