@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import getpass
+import logging
 import os
-from typing import Any
+from typing import Any, Callable
 
 from .models import Models, utcnow
 
 REDACT = ("password", "secret", "token", "csrf")
+log = logging.getLogger("flask_notify_emergency")
 
 
 def _clean(arguments: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -23,6 +25,9 @@ class AuditLog:
     def __init__(self, engine: Any, models: Models) -> None:
         self.engine = engine
         self.table = models.AuditEntry.__table__
+        #: called with each new entry's id once it is committed (in the process that wrote it),
+        #: e.g. to push the admins' live overview, which shows the newest entries
+        self.listeners: list[Callable[[int], None]] = []
 
     def record(self, actor: str, action: str, source: str, arguments: dict[str, Any] | None = None,
                outcome: str = "ok", detail: str | None = None, event_id: int | None = None) -> int:
@@ -30,7 +35,13 @@ class AuditLog:
             result = conn.execute(self.table.insert().values(
                 at=utcnow(), actor=actor[:128], action=action[:64], source=source[:64],
                 arguments=_clean(arguments), outcome=outcome[:16], detail=detail, event_id=event_id))
-        return int(result.inserted_primary_key[0])
+        entry_id = int(result.inserted_primary_key[0])
+        for listener in list(self.listeners):
+            try:
+                listener(entry_id)
+            except Exception as exc:  # the entry is written; a listener never undoes that
+                log.warning("flask-notify-emergency: audit listener %r failed: %s", listener, exc)
+        return entry_id
 
 
 def cli_actor() -> str:

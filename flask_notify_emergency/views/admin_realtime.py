@@ -53,6 +53,9 @@ class AdminChannel:
         self.owners: dict[str, tuple[str, str | None]] = {}
         self.lock = threading.Lock()
         self.pusher_running = False
+        #: a change push is running (``True``), and another change came during it (``again``)
+        self.change_push_running = False
+        self.change_push_again = False
 
     # -- handlers ------------------------------------------------------------------------
     def on_connect(self, auth: Any = None) -> bool:
@@ -157,19 +160,18 @@ class AdminChannel:
         """Send every watching admin the overview of their window; return how many got one."""
         with self.lock:
             watchers = dict(self.watchers)
-        allowed = set(self.still_admins(list(watchers)))
-        by_window: dict[str, list[str]] = {}
-        for sid, name in watchers.items():
-            if sid in allowed:
-                by_window.setdefault(name, []).append(sid)
-        sent = 0
-        for name, sids in by_window.items():
+        overviews: dict[str, dict[str, Any]] = {}
+        for name in sorted(set(watchers.values())):
             try:
-                data = self.compute(name)
+                overviews[name] = self.compute(name)
             except Exception as exc:  # the page falls back to polling and shows the error there
                 self.app.logger.warning("flask-notify-emergency: dashboard overview failed: %s", exc)
-                continue
-            for sid in sids:
+        # rights are checked after the overviews are read: what a push carries was read while
+        # its receiver was still an admin
+        allowed = set(self.still_admins(list(watchers)))
+        sent = 0
+        for name, data in overviews.items():
+            for sid in (sid for sid, watched in watchers.items() if watched == name and sid in allowed):
                 try:
                     self.socketio.emit(OVERVIEW_EVENT, {"window": name, "reason": reason, "overview": data},
                                        to=sid, namespace=self.namespace)
@@ -196,8 +198,36 @@ class AdminChannel:
 
     def on_signal(self, sender: Any, **kwargs: Any) -> None:
         """A switch changed: push now, from a background task (never in the caller's request)."""
-        if self.watchers:
-            self.socketio.start_background_task(self.push, "change")
+        self.push_change()
+
+    def on_audit(self, entry_id: int) -> None:
+        """An audit entry was written (the overview shows the newest): push it."""
+        self.push_change()
+
+    def push_change(self) -> None:
+        """Push the overview from a background task. Changes that come while a push runs make
+        it run once more when it ends, so the last push shows the last change (an action's
+        signal comes before its audit entry is written), and a burst costs two pushes."""
+        with self.lock:
+            if not self.watchers:
+                return
+            if self.change_push_running:
+                self.change_push_again = True
+                return
+            self.change_push_running = True
+        self.socketio.start_background_task(self._push_changes)
+
+    def _push_changes(self) -> None:
+        while True:
+            try:
+                self.push("change")
+            except Exception as exc:  # the pages poll as well; the next change pushes again
+                self.app.logger.warning("flask-notify-emergency: dashboard push failed: %s", exc)
+            with self.lock:
+                again, self.change_push_again = self.change_push_again, False
+                if not again:
+                    self.change_push_running = False
+                    return
 
 
 def init_app(app: Flask, ext_state: Any) -> None:
@@ -216,4 +246,5 @@ def init_app(app: Flask, ext_state: Any) -> None:
     ext_state.receivers.append(channel.on_signal)
     user_logged_out.connect(channel.on_logged_out, sender=app, weak=False)
     ext_state.receivers.append(channel.on_logged_out)
+    ext_state.audit.listeners.append(channel.on_audit)
     app.extensions["notify_emergency_admin_channel"] = channel

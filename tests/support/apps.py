@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import subprocess
@@ -90,17 +91,25 @@ class ServedApp:
             argv = argv + ["--bind", f"127.0.0.1:{port}", "--graceful-timeout", "3", "--log-level", "warning",
                            "--no-control-socket",  # one path per user by default, shared by every test
                            "tests.support.wsgi:app"]
+        self.collect_output = collect_output
+        #: the server's last lines, kept whatever ``collect_output`` says (for errors)
+        self.tail: collections.deque[str] = collections.deque(maxlen=200)
         self.proc = subprocess.Popen([sys.executable, *argv],
                                      env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
-        if collect_output:
-            threading.Thread(target=self._collect, daemon=True).start()
+        # always read: a server whose pipe nobody empties blocks on its next log line once
+        # the pipe's buffer is full, and stops answering in the middle of a test
+        self._reader = threading.Thread(target=self._collect, daemon=True)
+        self._reader.start()
         self._wait_ready()
 
     def _collect(self) -> None:
         assert self.proc.stdout is not None
         try:
-            for line in iter(self.proc.stdout.readline, b""):
-                self.output.append(line.decode(errors="replace").rstrip("\n"))
+            for raw in iter(self.proc.stdout.readline, b""):
+                line = raw.decode(errors="replace").rstrip("\n")
+                self.tail.append(line)
+                if self.collect_output:
+                    self.output.append(line)
         except (OSError, ValueError):  # closed by stop()
             pass
 
@@ -108,7 +117,8 @@ class ServedApp:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                out = self.proc.stdout.read().decode(errors="replace") if self.proc.stdout else ""
+                self._reader.join(5)  # it ends at the pipe's end: every line is in
+                out = "\n".join(self.tail)
                 raise RuntimeError(f"served app exited with {self.proc.returncode}:\n{out}")
             if self.ready == "tcp":
                 from tests.support.services import port_open
