@@ -36,8 +36,9 @@ def queued_app(make_app: Any, queue: PrivateRedis, **config: Any) -> tuple[Any, 
 
 def test_killed_queue_fails_the_canary_fallbacks_deliver_and_the_monitor_recovers(make_app, queue):
     app, ext = queued_app(make_app, queue)
-    report = run_health_checks(ext)
-    assert report.status == "healthy", report.to_dict()
+    # a cold process on a busy machine may send its first canary late (overload, not an outage)
+    report = wait_until(lambda: (r := run_health_checks(ext)).status == "healthy" and r, timeout=30,
+                        message="a healthy report before the fault")
     assert report.checks["realtime"].detail["canary"]["path"] == "redis queue"
     assert ext.monitor.tick()["status"] == "healthy"
 
